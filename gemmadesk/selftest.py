@@ -1,0 +1,235 @@
+"""``GemmaDesk --self-test``: check that this install (above all a frozen bundle) has every part it needs.
+
+A user who double-clicks a bundle cannot run pip to see what is missing, and a bundle that forgot a Qt
+plugin or a llama.cpp library only fails on first use. This mode exercises each part for real, without a
+display: Qt (a QApplication, a painted widget, the SVG app icon), the data folders (platformdirs, never
+inside the bundle), the hardware probe, llama.cpp, and, given ``--model PATH.gguf``, a few real tokens.
+
+It prints one line per check (``✓``/``✗``, with how long it took) and returns 0 only if every check
+passed. Windowed Windows builds have no stdout, so ``--report FILE`` writes the same report to a file.
+The model is loaded with ``llama_cpp.Llama`` directly (not the app's engine) so the check stays
+independent of the engine's own logic: it tests the bundle, not the app.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from gemmadesk import APP_NAME, __version__
+
+PROMPT = "The capital of France is"
+BUILD_INFO_NAME = "build-info.json"  # written into the bundle's resources/ by packaging/build.py
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    seconds: float
+
+    def line(self) -> str:
+        mark = "✓" if self.ok else "✗"
+        return f"{mark} {self.name}: {self.detail} ({self.seconds * 1000:.0f} ms)"
+
+
+class CheckFailed(Exception):
+    """A check found something missing or broken; the message says what."""
+
+
+def _bundle_roots() -> list[Path]:
+    """Folders that belong to the installed app and must never be written to (empty when run from source)."""
+    if not getattr(sys, "frozen", False):
+        return []
+    roots = [Path(sys.executable).resolve().parent]
+    meipass = getattr(sys, "_MEIPASS", None)
+    if meipass:
+        roots.append(Path(meipass).resolve())
+    return roots
+
+
+def _inside(path: Path, root: Path) -> bool:
+    return path.resolve().is_relative_to(root)
+
+
+def check_install() -> str:
+    kind = "frozen bundle" if getattr(sys, "frozen", False) else "source"
+    where = getattr(sys, "_MEIPASS", None) or Path(__file__).resolve().parents[1]
+    text = f"{APP_NAME} {__version__}, {kind} at {where}, Python {platform.python_version()}"
+    from gemmadesk.core.paths import resources_dir
+
+    info = resources_dir() / BUILD_INFO_NAME
+    if info.is_file():
+        build = json.loads(info.read_text(encoding="utf-8"))
+        text += f", built {build.get('built', '?')} variant {build.get('variant', '?')}"
+    return text
+
+
+def check_data_dirs() -> str:
+    """The data folders come from platformdirs (or GEMMADESK_HOME), are writable, and are not in the bundle."""
+    from gemmadesk.core.paths import app_paths
+
+    paths = app_paths()
+    folders = (paths.config_dir, paths.data_dir, paths.cache_dir, paths.log_dir)
+    for root in _bundle_roots():
+        inside = [str(f) for f in folders if _inside(f, root)]
+        if inside:
+            raise CheckFailed(f"data folders inside the bundle {root}: {', '.join(inside)}")
+    try:
+        paths.ensure()
+    except OSError as exc:
+        raise CheckFailed(f"cannot create the data folders: {exc}") from exc
+    for folder in folders:
+        if not os.access(folder, os.W_OK):
+            raise CheckFailed(f"data folder not writable: {folder}")
+    return f"data {paths.data_dir}, config {paths.config_dir}"
+
+
+def _ensure_platform_plugin() -> None:
+    """Without a display (CI, ssh) Qt's default xcb/wayland plugin aborts the process: use offscreen."""
+    if sys.platform.startswith("linux") and not (
+        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+    ):
+        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+
+def check_qt() -> str:
+    _ensure_platform_plugin()
+    try:
+        from PySide6 import __version__ as qt_version
+        from PySide6.QtCore import QSize
+        from PySide6.QtGui import QIcon
+        from PySide6.QtWidgets import QApplication, QLabel
+    except ImportError as exc:
+        raise CheckFailed(f"PySide6 could not be loaded ({exc})") from exc
+    from gemmadesk.core.paths import resources_dir
+
+    app = QApplication.instance() or QApplication([APP_NAME])
+    icon_file = resources_dir() / "icons" / "gemmadesk.svg"
+    icon = QIcon(str(icon_file))
+    if icon.pixmap(QSize(64, 64)).isNull():
+        raise CheckFailed(f"the SVG app icon does not render ({icon_file}; Qt's SVG plugins missing?)")
+    widget = QLabel(f"{APP_NAME} self-test")
+    widget.setWindowIcon(icon)
+    widget.resize(320, 80)
+    widget.show()
+    app.processEvents()
+    painted = widget.grab()
+    widget.close()
+    if painted.isNull():
+        raise CheckFailed("a widget could not be painted")
+    return f"PySide6 {qt_version}, platform {app.platformName()}, widget painted, SVG icon renders"
+
+
+def check_hardware() -> str:
+    from gemmadesk.core.hardware import probe
+
+    hw = probe(include_backend=False)
+    gib = hw.ram_total_bytes / 2**30
+    gpus = ", ".join(g.name for g in hw.gpus) or "no GPU found"
+    return f"{hw.cpu_threads} threads, {gib:.1f} GiB RAM, {gpus}"
+
+
+def check_llama() -> str:
+    from gemmadesk.core.backend import probe_backend
+
+    info = probe_backend()
+    if info.llama_cpp_version is None:
+        raise CheckFailed(info.label)
+    devices = ", ".join(f"{d.backend}:{d.name}" for d in info.devices) or "no device list"
+    return f"{info.label}; devices {devices}"
+
+
+def check_model(model: Path, n_tokens: int) -> str:
+    if not model.is_file():
+        raise CheckFailed(f"no such model file: {model}")
+    from llama_cpp import Llama
+
+    start = time.perf_counter()
+    try:
+        llm = Llama(
+            model_path=str(model), n_ctx=512, swa_full=False, flash_attn=False, verbose=False, n_gpu_layers=0
+        )
+    except (ValueError, RuntimeError) as exc:
+        raise CheckFailed(f"llama.cpp could not load {model.name}: {exc}") from exc
+    load_s = time.perf_counter() - start
+    try:
+        start = time.perf_counter()
+        out = llm.create_completion(PROMPT, max_tokens=n_tokens, temperature=0.0, seed=0)
+        gen_s = time.perf_counter() - start
+    finally:
+        llm.close()
+    produced = out["usage"]["completion_tokens"]
+    if produced < 1:
+        raise CheckFailed(f"{model.name} loaded but generated no tokens")
+    text = out["choices"][0]["text"].strip().replace("\n", " ")[:40]
+    return f"{model.name} loaded in {load_s:.2f} s, {produced} tokens in {gen_s:.2f} s: {text!r}"
+
+
+def run_checks(model: Path | None, n_tokens: int) -> list[Check]:
+    steps: list[tuple[str, Callable[[], str]]] = [
+        ("install", check_install),
+        ("data folders", check_data_dirs),
+        ("qt", check_qt),
+        ("hardware", check_hardware),
+        ("llama.cpp", check_llama),
+    ]
+    if model is not None:
+        steps.append(("model", lambda: check_model(model, n_tokens)))
+    checks = []
+    for name, fn in steps:
+        start = time.perf_counter()
+        try:
+            detail, ok = fn(), True
+        except CheckFailed as exc:
+            detail, ok = str(exc), False
+        except Exception as exc:  # any other failure is a finding too, never a crash of the self-test
+            detail, ok = f"{type(exc).__name__}: {exc}", False
+        checks.append(Check(name, ok, detail, time.perf_counter() - start))
+    return checks
+
+
+def format_report(checks: list[Check]) -> str:
+    failed = [c.name for c in checks if not c.ok]
+    summary = f"self-test FAILED: {', '.join(failed)}" if failed else f"self-test passed ({len(checks)} checks)"
+    return "\n".join([*(c.line() for c in checks), summary]) + "\n"
+
+
+def _emit(text: str) -> None:
+    """Print where a console exists; windowed Windows builds have sys.stdout = None."""
+    stream = sys.stdout
+    if stream is None:
+        return
+    try:
+        stream.write(text)
+        stream.flush()
+    except UnicodeEncodeError:  # a legacy console code page without ✓/✗
+        stream.write(text.replace("✓", "OK").replace("✗", "FAIL"))
+        stream.flush()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=f"{APP_NAME} --self-test", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", type=Path, help="a GGUF file to load and run a few tokens on")
+    parser.add_argument("--tokens", type=int, default=8, help="tokens to generate with --model (default 8)")
+    parser.add_argument("--report", type=Path, help="also write the report to this file")
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    checks = run_checks(args.model, max(1, args.tokens))
+    report = format_report(checks)
+    _emit(report)
+    if args.report:
+        args.report.parent.mkdir(parents=True, exist_ok=True)
+        args.report.write_text(report, encoding="utf-8")
+    return 0 if all(c.ok for c in checks) else 1
