@@ -1,0 +1,152 @@
+"""Plain data the engine takes and gives: messages, sampling, load settings/report, stream events.
+
+Nothing here imports llama_cpp, so the GUI can import these types at start-up for free.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal, Protocol
+
+Role = Literal["system", "user", "assistant"]
+StopReason = Literal["eos", "length", "stopped", "context_full"]
+KV_TYPES = ("f16", "q8_0", "q4_0")
+
+
+class LoadSettingsLike(Protocol):
+    """What :meth:`Engine.load` reads. ``gemmadesk.core.fit.LoadSettings`` (built from a fit plan) matches
+    this structurally; :class:`DirectLoadSettings` is the same shape for callers without a plan."""
+
+    @property
+    def model_path(self) -> str: ...
+    @property
+    def n_ctx(self) -> int: ...
+    @property
+    def n_gpu_layers(self) -> int: ...
+    @property
+    def flash_attn(self) -> bool: ...
+    @property
+    def type_k(self) -> str: ...
+    @property
+    def type_v(self) -> str: ...
+    @property
+    def n_threads(self) -> int | None: ...
+    @property
+    def n_batch(self) -> int: ...
+    @property
+    def n_ubatch(self) -> int: ...
+    @property
+    def main_gpu(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class DirectLoadSettings:
+    """Load settings written by hand (tests, CLI without a fit plan). Same fields as fit.LoadSettings."""
+
+    model_path: str
+    n_ctx: int = 4096
+    n_gpu_layers: int = 0
+    flash_attn: bool = False
+    type_k: str = "f16"
+    type_v: str = "f16"
+    n_threads: int | None = None
+    n_batch: int = 512
+    n_ubatch: int = 512
+    main_gpu: int = 0
+    mmproj_path: str | None = None
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    """One turn as the model sees it. Thoughts are deliberately not part of it: they are never fed back."""
+
+    role: Role
+    content: str
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Gemma's recommended defaults (model card): temperature 1.0, top_p 0.95, top_k 64."""
+
+    temperature: float = 1.0
+    top_p: float = 0.95
+    top_k: int = 64
+    min_p: float = 0.0
+    repeat_penalty: float = 1.0
+    max_tokens: int = 2048
+    seed: int | None = None
+    thinking: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class LoadReport:
+    """What was actually loaded, and how (shown in the UI, stored with each reply)."""
+
+    model_path: str
+    architecture: str
+    model_name: str
+    file_bytes: int
+    n_ctx: int
+    n_ctx_train: int
+    n_layers: int
+    n_gpu_layers: int
+    flash_attn: bool
+    type_k: str
+    type_v: str
+    n_threads: int | None
+    chat_format: str  # "gguf-template" or "fallback:<format>"
+    supports_thinking: bool
+    load_seconds: float
+    notes: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class ReplyStats:
+    """Per-reply numbers. ``prompt_tokens_evaluated`` < ``prompt_tokens`` means the KV prefix was reused."""
+
+    prompt_tokens: int = 0
+    prompt_tokens_evaluated: int = 0
+    completion_tokens: int = 0
+    time_to_first_token_s: float = 0.0
+    prompt_tokens_per_s: float = 0.0
+    generated_tokens_per_s: float = 0.0
+    total_s: float = 0.0
+    stop_reason: StopReason = "eos"
+    trimmed_messages: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class TextChunk:
+    """A piece of the reply: ``kind`` "answer" (shown) or "thought" (shown apart, never fed back)."""
+
+    kind: Literal["answer", "thought"]
+    text: str
+
+
+@dataclass(frozen=True)
+class ContextTrimmed:
+    """Older turns were left out of the prompt so the conversation fits; ``notice`` says so in words."""
+
+    dropped_messages: int
+    notice: str
+
+
+@dataclass(frozen=True)
+class ReplyDone:
+    """The last event of every stream (also after a stop): the whole answer, thoughts and stats."""
+
+    answer: str
+    thoughts: str
+    stats: ReplyStats = field(default_factory=ReplyStats)
+
+
+StreamEvent = TextChunk | ContextTrimmed | ReplyDone
