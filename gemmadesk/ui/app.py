@@ -1,0 +1,83 @@
+"""Start the desktop app: logging to the log file, the QApplication, the theme, the main window.
+
+``main(argv)`` is what ``gemmadesk`` (no arguments) and ``python -m gemmadesk`` call. Heavy libraries
+(llama_cpp, huggingface_hub) are imported only when first needed, so the window paints quickly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import logging.handlers
+import sys
+
+from gemmadesk import APP_ID, APP_NAME, ORG_NAME, __version__
+from gemmadesk.core.paths import AppPaths, app_paths, resources_dir
+
+log = logging.getLogger("gemmadesk")
+
+
+def setup_logging(paths: AppPaths) -> None:
+    """Everything at INFO and above goes to the rotating log file the Help menu points at."""
+    paths.log_dir.mkdir(parents=True, exist_ok=True)
+    root = logging.getLogger()
+    if any(getattr(h, "_gemmadesk", False) for h in root.handlers):
+        return
+    handler = logging.handlers.RotatingFileHandler(
+        paths.log_file, maxBytes=2_000_000, backupCount=3, encoding="utf-8"
+    )
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(threadName)s]: %(message)s")
+    )
+    handler._gemmadesk = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+
+
+def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    parser = argparse.ArgumentParser(prog="gemmadesk", add_help=True)
+    parser.add_argument(
+        "--hardware", help="plan for the machine described in this JSON file (as `hw --json` writes)"
+    )
+    return parser.parse_known_args(argv)
+
+
+def apply_theme(theme: str) -> None:
+    """Follow the system's light/dark scheme unless the user picked one (Qt tracks system changes itself)."""
+    from PySide6.QtCore import Qt
+    from PySide6.QtWidgets import QApplication
+
+    hints = QApplication.styleHints()
+    schemes = {"light": Qt.ColorScheme.Light, "dark": Qt.ColorScheme.Dark}
+    if theme in schemes and hasattr(hints, "setColorScheme"):
+        hints.setColorScheme(schemes[theme])
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, qt_args = parse_args(sys.argv[1:] if argv is None else argv)
+    paths = app_paths().ensure()
+    setup_logging(paths)
+    log.info("GemmaDesk %s starting (Python %s)", __version__, sys.version.split()[0])
+
+    from PySide6.QtGui import QIcon
+    from PySide6.QtWidgets import QApplication
+
+    from gemmadesk.core.hardware import Hardware
+    from gemmadesk.ui.main_window import MainWindow
+
+    existing = QApplication.instance()
+    app = existing if isinstance(existing, QApplication) else QApplication([sys.argv[0], *qt_args])
+    app.setApplicationName(APP_NAME)
+    app.setOrganizationName(ORG_NAME)
+    app.setApplicationVersion(__version__)
+    app.setDesktopFileName(APP_ID)
+    icon = resources_dir() / "icons" / "gemmadesk.svg"
+    if icon.exists():
+        app.setWindowIcon(QIcon(str(icon)))
+    hardware = Hardware.from_json_file(args.hardware) if args.hardware else None
+    window = MainWindow(paths, hardware=hardware)
+    apply_theme(window.settings.theme)
+    window.show()
+    code = int(app.exec())
+    log.info("GemmaDesk exiting with %s", code)
+    return code

@@ -1,0 +1,99 @@
+"""Runs one model download at a time on the thread pool and turns its callbacks into GUI-thread signals.
+
+``gemmadesk.core.downloads`` (and with it huggingface_hub) is imported on the first download, not at
+start-up. Pause and cancel go through the core's thread-safe ``DownloadControl``; the partial file is
+kept, so a paused download (or one interrupted by closing the app) resumes where it stopped
+when started again.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from PySide6.QtCore import QObject, Signal
+
+from gemmadesk.core.catalog import CatalogEntry
+from gemmadesk.core.fit import FitOptions
+from gemmadesk.core.hardware import Hardware
+from gemmadesk.core.store import ModelStore
+from gemmadesk.ui.tasks import TaskError, TaskRunner
+
+log = logging.getLogger(__name__)
+
+
+class _Relay(QObject):
+    """GUI-thread object; the worker emits ``progress`` on it and Qt queues it across threads."""
+
+    progress = Signal(object)
+
+
+class DownloadController(QObject):
+    progress = Signal(object)  # downloads.Progress
+    finished = Signal(object)  # InstalledModel
+    failed = Signal(str)  # why, in words the user can act on
+    stopped = Signal(str)  # "paused" | "cancelled"
+    warnings = Signal(list)  # preflight messages that do not stop the download
+
+    def __init__(self, tasks: TaskRunner, store: ModelStore, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._tasks = tasks
+        self._store = store
+        self._relay = _Relay(self)
+        self._relay.progress.connect(self.progress)
+        self._control: Any = None  # downloads.DownloadControl while a download runs
+        self.entry_id: str | None = None
+
+    @property
+    def active(self) -> bool:
+        return self._control is not None
+
+    def start(self, entry: CatalogEntry, hw: Hardware | None, options: FitOptions) -> None:
+        if self._control is not None:
+            return
+        from gemmadesk.core import downloads
+
+        control = downloads.DownloadControl()
+        self._control = control
+        self.entry_id = entry.id
+        store, relay = self._store, self._relay
+
+        def job() -> Any:
+            if hw is not None:
+                pre = downloads.preflight(entry, hw, options, store)
+                if not pre.ok:
+                    raise downloads.DownloadError("; ".join(pre.messages))
+            return downloads.download(entry, store, on_progress=relay.progress.emit, control=control)
+
+        self._tasks.run(job, self._done, self._error, name=f"download {entry.id}")
+
+    def pause(self) -> None:
+        if self._control is not None:
+            self._control.pause()
+
+    def cancel(self) -> None:
+        if self._control is not None:
+            self._control.cancel()
+
+    def shutdown(self) -> None:
+        """Closing the app: pause (keeps the partial file for resuming) and wait for the worker."""
+        self.pause()
+        self._tasks.wait()
+
+    def _done(self, installed: Any) -> None:
+        self._control = None
+        self.finished.emit(installed)
+
+    def _error(self, error: TaskError) -> None:
+        from gemmadesk.core import downloads
+
+        self._control = None
+        exc = error.exc
+        if isinstance(exc, downloads.DownloadPaused):
+            self.stopped.emit("paused")
+        elif isinstance(exc, downloads.DownloadCancelled):
+            self.stopped.emit("cancelled")
+        elif isinstance(exc, downloads.DownloadError):
+            self.failed.emit(str(exc))
+        else:
+            self.failed.emit(f"Unexpected error: {type(exc).__name__}: {exc}")

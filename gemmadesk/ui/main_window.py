@@ -1,0 +1,128 @@
+"""The main window: a stack of two pages (model setup, chat), menus, the notice strip. Composition only."""
+
+from __future__ import annotations
+
+import logging
+
+from PySide6.QtCore import QByteArray, QSettings, Qt, QUrl
+from PySide6.QtGui import QAction, QCloseEvent, QDesktopServices, QKeySequence
+from PySide6.QtWidgets import QMainWindow, QMessageBox, QStackedWidget, QVBoxLayout, QWidget
+
+from gemmadesk import APP_NAME, __version__
+from gemmadesk.core.hardware import Hardware
+from gemmadesk.core.paths import AppPaths, app_paths
+from gemmadesk.core.settings import Settings, SettingsStore
+from gemmadesk.core.store import ModelStore
+from gemmadesk.ui.download_controller import DownloadController
+from gemmadesk.ui.notice import NoticeBar
+from gemmadesk.ui.setup_controller import SetupController
+from gemmadesk.ui.setup_page import SetupPage
+from gemmadesk.ui.tasks import TaskRunner
+
+log = logging.getLogger(__name__)
+
+
+class MainWindow(QMainWindow):
+    def __init__(self, paths: AppPaths | None = None, hardware: Hardware | None = None) -> None:
+        super().__init__()
+        self.paths = (paths or app_paths()).ensure()
+        self.setWindowTitle(APP_NAME)
+        self.settings_store = SettingsStore(self.paths.settings_file)
+        self.settings: Settings = self.settings_store.load()
+        self.tasks = TaskRunner(self)
+        self.store = ModelStore(self.paths)
+        self.setup = SetupController(self.tasks, self.store, n_ctx=self.settings.context_length, parent=self)
+        self.downloads = DownloadController(self.tasks, self.store, self)
+
+        self.notice = NoticeBar()
+        self.stack = QStackedWidget()
+        self.setup_page = SetupPage(self.setup, self.downloads)
+        self.stack.addWidget(self.setup_page)
+        central = QWidget()
+        layout = QVBoxLayout(central)
+        layout.addWidget(self.notice)
+        layout.addWidget(self.stack, 1)
+        self.setCentralWidget(central)
+        self._build_menus()
+
+        self.setup_page.context_chosen.connect(self._remember_context)
+        self.setup.hardware_failed.connect(
+            lambda msg: self.notice.show_message(
+                msg, "warning", "The list assumes CPU only; see the log for details."
+            )
+        )
+        for problem in self.settings_store.problems:
+            self.notice.show_message(problem, "warning", "Your other settings were kept.")
+        self._restore_geometry()
+        if hardware is None:
+            self.setup.probe()
+        else:
+            self.setup.set_hardware(hardware)
+
+    # ------------------------------------------------------------------ menus
+    def _build_menus(self) -> None:
+        file_menu = self.menuBar().addMenu("&File")
+        self.models_action = QAction("&Models…", self)
+        self.models_action.triggered.connect(self.show_setup)
+        file_menu.addAction(self.models_action)
+        quit_action = QAction("&Quit", self)
+        quit_action.setShortcut(QKeySequence.StandardKey.Quit)
+        quit_action.triggered.connect(self.close)
+        file_menu.addAction(quit_action)
+        help_menu = self.menuBar().addMenu("&Help")
+        log_action = QAction("Open &log folder", self)
+        log_action.triggered.connect(self.open_log_folder)
+        help_menu.addAction(log_action)
+        about = QAction(f"&About {APP_NAME}", self)
+        about.triggered.connect(self.show_about)
+        help_menu.addAction(about)
+
+    def show_setup(self) -> None:
+        self.stack.setCurrentWidget(self.setup_page)
+
+    def about_text(self) -> str:
+        hw = self.setup.hardware
+        backend = hw.backend.label if hw else "llama.cpp backend not inspected yet"
+        return (
+            f"<h3>{APP_NAME} {__version__}</h3><p>Run Google's Gemma 4 QAT models on this computer.</p>"
+            f"<p>Engine: {backend}</p><p>Log file: {self.paths.log_file}</p>"
+        )
+
+    def show_about(self) -> None:
+        QMessageBox.about(self, f"About {APP_NAME}", self.about_text())
+
+    def open_log_folder(self) -> None:
+        self.paths.log_dir.mkdir(parents=True, exist_ok=True)
+        if not QDesktopServices.openUrl(QUrl.fromLocalFile(str(self.paths.log_dir))):
+            self.notice.show_message(
+                "Could not open the log folder.", "info", f"The log file is {self.paths.log_file}"
+            )
+
+    def _remember_context(self, n_ctx: int) -> None:
+        self.settings.context_length = n_ctx
+        self._save_settings()
+
+    def _save_settings(self) -> None:
+        try:
+            self.settings_store.save(self.settings)
+        except OSError as exc:
+            self.notice.show_message(f"Could not save settings: {exc}", "warning", "Check free disk space.")
+
+    # ------------------------------------------------------------------ geometry
+    def _qsettings(self) -> QSettings:
+        """QSettings holds only the window geometry, in an ini file beside settings.json."""
+        return QSettings(str(self.paths.config_dir / "window.ini"), QSettings.Format.IniFormat)
+
+    def _restore_geometry(self) -> None:
+        geometry = self._qsettings().value("geometry")
+        if isinstance(geometry, QByteArray) and not geometry.isEmpty():
+            self.restoreGeometry(geometry)
+        else:
+            self.resize(1100, 720)
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        self._qsettings().setValue("geometry", self.saveGeometry())
+        self.downloads.shutdown()
+        self.tasks.wait()
+        super().closeEvent(event)
+        self.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose, False)

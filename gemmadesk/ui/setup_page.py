@@ -1,0 +1,102 @@
+"""The first-run page: the fit list plus the download panel, wired to their controllers."""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+from PySide6.QtCore import Signal
+from PySide6.QtWidgets import QVBoxLayout, QWidget
+
+from gemmadesk.ui.download_controller import DownloadController
+from gemmadesk.ui.download_view import DownloadPanel
+from gemmadesk.ui.setup_controller import SetupController
+from gemmadesk.ui.setup_view import SetupView
+
+
+class SetupPage(QWidget):
+    chat_requested = Signal(str)  # installed model id
+    context_chosen = Signal(int)
+
+    def __init__(
+        self, setup: SetupController, downloads: DownloadController, parent: QWidget | None = None
+    ) -> None:
+        super().__init__(parent)
+        self.setup = setup
+        self.downloads = downloads
+        self.view = SetupView(setup.model)
+        self.panel = DownloadPanel()
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.view, 1)
+        layout.addWidget(self.panel)
+        self.view.set_context(setup.options.n_ctx)
+
+        setup.hardware_ready.connect(self.view.show_hardware)
+        setup.hardware_failed.connect(self.view.show_error)
+        setup.plans_changed.connect(self.view.show_reason)
+        self.view.context_changed.connect(setup.set_context)
+        self.view.context_changed.connect(self.context_chosen)
+        self.view.selection_changed.connect(self._selection_changed)
+
+        self.panel.download_clicked.connect(self.start_download)
+        self.panel.resume_clicked.connect(self.start_download)
+        self.panel.pause_clicked.connect(downloads.pause)
+        self.panel.cancel_clicked.connect(downloads.cancel)
+        self.panel.chat_clicked.connect(self._open_chat)
+        downloads.progress.connect(self._progress)
+        downloads.finished.connect(self._finished)
+        downloads.failed.connect(self._failed)
+        downloads.stopped.connect(self._stopped)
+
+    # ------------------------------------------------------------------ helpers
+    def _label(self, entry_id: str | None) -> str:
+        return self.setup.entry(entry_id).label if entry_id else "the model"
+
+    def _selection_changed(self, entry_id: str) -> None:
+        if self.downloads.active:
+            return  # the panel shows the running download, whatever is selected
+        if not entry_id:
+            self.panel.set_idle("This format is shown for information; GemmaDesk runs the GGUF rows.", False)
+            return
+        installed = self.setup.store.find_for_entry(entry_id)
+        partial = self.setup.has_partial_download(entry_id)
+        self.panel.set_idle(self._label(entry_id), True, installed is not None, partial)
+
+    # ------------------------------------------------------------------ actions
+    def start_download(self) -> None:
+        entry_id = self.view.selected_entry() or self.downloads.entry_id
+        if not entry_id:
+            return
+        entry = self.setup.entry(entry_id)
+        self.panel.set_progress(
+            entry.label, 0, entry.file.size_bytes if entry.file else 0, 0.0, None, "queued"
+        )
+        self.downloads.start(entry, self.setup.hardware, self.setup.options)
+
+    def _open_chat(self) -> None:
+        entry_id = self.view.selected_entry() or self.downloads.entry_id
+        installed = self.setup.store.find_for_entry(entry_id) if entry_id else None
+        if installed is not None:
+            self.chat_requested.emit(installed.id)
+
+    # ------------------------------------------------------------------ download reports
+    def _progress(self, p: Any) -> None:
+        """``p`` is a ``downloads.Progress`` (that module is imported lazily, so no annotation)."""
+        self.panel.set_progress(
+            self._label(p.entry_id), p.bytes_done, p.bytes_total, p.speed_bps, p.eta_s, p.state.value
+        )
+        if p.state.value == "failed" and p.error:
+            self.panel.set_failed(self._label(p.entry_id), html.escape(p.error))
+
+    def _finished(self, _installed: object) -> None:
+        self.panel.set_done(self._label(self.downloads.entry_id))
+        self.setup.recompute()
+
+    def _failed(self, message: str) -> None:
+        self.panel.set_failed(self._label(self.downloads.entry_id), html.escape(message))
+
+    def _stopped(self, how: str) -> None:
+        if how == "paused":
+            self.panel.set_paused(self._label(self.downloads.entry_id))
+        else:
+            self._selection_changed(self.view.selected_entry())
