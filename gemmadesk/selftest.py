@@ -74,7 +74,7 @@ def check_install() -> str:
 
 
 def check_data_dirs() -> str:
-    """The data folders come from platformdirs (or GEMMADESK_HOME), are writable, and are not in the bundle."""
+    """Data folders come from platformdirs (or GEMMADESK_HOME), are writable, and are not in the bundle."""
     from gemmadesk.core.paths import app_paths
 
     paths = app_paths()
@@ -106,7 +106,7 @@ def check_qt() -> str:
     try:
         from PySide6 import __version__ as qt_version
         from PySide6.QtCore import QSize
-        from PySide6.QtGui import QIcon
+        from PySide6.QtGui import QGuiApplication, QIcon
         from PySide6.QtWidgets import QApplication, QLabel
     except ImportError as exc:
         raise CheckFailed(f"PySide6 could not be loaded ({exc})") from exc
@@ -126,7 +126,8 @@ def check_qt() -> str:
     widget.close()
     if painted.isNull():
         raise CheckFailed("a widget could not be painted")
-    return f"PySide6 {qt_version}, platform {app.platformName()}, widget painted, SVG icon renders"
+    platform_name = QGuiApplication.platformName()
+    return f"PySide6 {qt_version}, platform {platform_name}, widget painted, SVG icon renders"
 
 
 def check_hardware() -> str:
@@ -163,10 +164,12 @@ def check_model(model: Path, n_tokens: int) -> str:
     load_s = time.perf_counter() - start
     try:
         start = time.perf_counter()
-        out = llm.create_completion(PROMPT, max_tokens=n_tokens, temperature=0.0, seed=0)
+        out = llm.create_completion(PROMPT, max_tokens=n_tokens, temperature=0.0, seed=0, stream=False)
         gen_s = time.perf_counter() - start
     finally:
         llm.close()
+    if not isinstance(out, dict):  # narrows the stream/non-stream union for the type checker
+        raise CheckFailed("llama.cpp returned a stream where a completion was asked for")
     produced = out["usage"]["completion_tokens"]
     if produced < 1:
         raise CheckFailed(f"{model.name} loaded but generated no tokens")
@@ -199,7 +202,10 @@ def run_checks(model: Path | None, n_tokens: int) -> list[Check]:
 
 def format_report(checks: list[Check]) -> str:
     failed = [c.name for c in checks if not c.ok]
-    summary = f"self-test FAILED: {', '.join(failed)}" if failed else f"self-test passed ({len(checks)} checks)"
+    if failed:
+        summary = f"self-test FAILED: {', '.join(failed)}"
+    else:
+        summary = f"self-test passed ({len(checks)} checks)"
     return "\n".join([*(c.line() for c in checks), summary]) + "\n"
 
 

@@ -10,10 +10,12 @@ packaging/README.md). On macOS, ``GEMMADESK_CODESIGN_IDENTITY`` signs the .app. 
 size, and the command that checks it (``--self-test``).
 """
 
+# ruff: noqa: T201  (a build script: printing is its output)
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -55,7 +57,13 @@ def build(*, clean: bool = False, dist: Path = DIST, work: Path = WORK, quiet: b
     if quiet:
         cmd += ["--log-level", "WARN"]
     subprocess.run(cmd, check=True, cwd=ROOT)
-    return bundle_dir(dist)
+    out = bundle_dir(dist)
+    if sys.platform.startswith("linux"):
+        # Users of the folder get the menu entry installer next to the executable.
+        target = out / "install-desktop.sh"
+        shutil.copy2(ROOT / "packaging" / "install-linux-desktop.sh", target)
+        target.chmod(0o755)
+    return out
 
 
 def main(argv: list[str]) -> int:
