@@ -1,0 +1,269 @@
+"""The LLM thread: one long-lived QThread owns the Engine (and so the llama.cpp model).
+
+The GUI talks only to :class:`LlmController` (lives in the GUI thread)::
+
+    ctl = LlmController()                       # starts the thread
+    ctl.loadProgress.connect(...)               # float 0..1
+    ctl.loaded.connect(...)                     # LoadReport
+    ctl.loadFailed.connect(...)                 # str, user-facing
+    ctl.replyChunk.connect(...)                 # (kind "answer"|"thought", text), batched ~30 ms
+    ctl.replyFinished.connect(...)              # (ReplyStats, answer, thoughts); also after stop()
+    ctl.replyFailed.connect(...)                # str, user-facing
+    ctl.contextTrimmed.connect(...)             # str notice: older turns were left out
+    ctl.unloaded.connect(...)
+    ctl.load(settings)                          # fit.LoadSettings or DirectLoadSettings
+    ctl.generate(messages, SamplingParams(), history=store, message_id=store.begin_reply(conv_id))
+    ctl.stop(); ctl.cancel_load(); ctl.unload()
+    ctl.shutdown()                              # on window close: stops, unloads, joins the thread
+
+Requests travel as queued signals; ``stop`` and ``cancel_load`` set thread-safe flags instead, because
+the worker is busy inside the generation loop and would only see a queued request afterwards. Tokens
+are batched (every ``FLUSH_INTERVAL_S`` or ``FLUSH_TOKENS`` pieces) so the GUI thread is never flooded.
+When ``history``/``message_id`` are given, the worker saves the reply as it streams (once a second, one
+row) and finishes it as "complete", or "partial" if stopped or failed. After ``shutdown()`` no signal
+reaches the GUI any more, even from a reply that was mid-way.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from PySide6.QtCore import QObject, QThread, Signal, SignalInstance, Slot
+
+from gemmadesk.core.engine import (
+    ChatMessage,
+    ContextTrimmed,
+    Engine,
+    EngineError,
+    LoadSettingsLike,
+    ReplyDone,
+    SamplingParams,
+    TextChunk,
+)
+from gemmadesk.core.history import HistoryStore, PartialSaver
+
+log = logging.getLogger(__name__)
+
+FLUSH_INTERVAL_S = 0.03
+FLUSH_TOKENS = 16
+SAVE_INTERVAL_S = 1.0
+
+
+@dataclass(frozen=True)
+class GenerateRequest:
+    messages: tuple[ChatMessage, ...]
+    params: SamplingParams
+    history: HistoryStore | None = None
+    message_id: int | None = None
+
+
+class LlmWorker(QObject):
+    """Lives in the LLM thread. Use it through :class:`LlmController`; tests may drive it directly."""
+
+    loadProgress = Signal(float)
+    loaded = Signal(object)
+    loadFailed = Signal(str)
+    replyChunk = Signal(str, str)
+    replyFinished = Signal(object, str, str)
+    replyFailed = Signal(str)
+    contextTrimmed = Signal(str)
+    unloaded = Signal()
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.engine = Engine()
+        self.stop_flag = threading.Event()
+        self.cancel_load_flag = threading.Event()
+
+    @Slot(object)
+    def do_load(self, settings: LoadSettingsLike) -> None:
+        self.cancel_load_flag.clear()
+        last = [-1.0]
+
+        def progress(fraction: float) -> bool:
+            if fraction - last[0] >= 0.01 or fraction >= 1.0:
+                last[0] = fraction
+                self.loadProgress.emit(fraction)
+            return not self.cancel_load_flag.is_set()
+
+        try:
+            report = self.engine.load(settings, on_progress=progress)
+        except EngineError as exc:
+            log.warning("load failed: %s (%s)", exc, exc.detail)
+            self.loadFailed.emit(str(exc))
+        except Exception as exc:  # never let an unexpected error kill the thread
+            log.exception("load crashed")
+            self.loadFailed.emit(f"Loading failed unexpectedly: {exc}")
+        else:
+            self.loaded.emit(report)
+
+    @Slot(object)
+    def do_generate(self, request: GenerateRequest) -> None:
+        self.stop_flag.clear()
+        saver = (
+            PartialSaver(request.history, request.message_id, SAVE_INTERVAL_S)
+            if request.history is not None and request.message_id is not None
+            else None
+        )
+        batch = _Batcher(self.replyChunk)
+        try:
+            for event in self.engine.chat_stream(request.messages, request.params, self.stop_flag):
+                if isinstance(event, TextChunk):
+                    batch.add(event.kind, event.text)
+                    if saver is not None:
+                        saver.add(event.kind, event.text)
+                elif isinstance(event, ContextTrimmed):
+                    self.contextTrimmed.emit(event.notice)
+                elif isinstance(event, ReplyDone):
+                    batch.flush()
+                    if saver is not None and request.history is not None and request.message_id is not None:
+                        stopped = event.stats.stop_reason == "stopped"
+                        request.history.finish_reply(
+                            request.message_id, event.answer, event.thoughts, event.stats.to_dict(),
+                            "partial" if stopped else "complete",
+                        )  # fmt: skip
+                    self.replyFinished.emit(event.stats, event.answer, event.thoughts)
+        except Exception as exc:
+            batch.flush()
+            if saver is not None:
+                saver.flush()  # keep what was generated; the row stays "partial"
+            message = str(exc) if isinstance(exc, EngineError) else f"The reply failed unexpectedly: {exc}"
+            if not isinstance(exc, EngineError):
+                log.exception("generation crashed")
+            self.replyFailed.emit(message)
+
+    @Slot()
+    def do_unload(self) -> None:
+        self.engine.unload()
+        self.unloaded.emit()
+
+    @Slot()
+    def do_shutdown(self) -> None:
+        self.engine.unload()
+        thread = self.thread()
+        if thread is not None:
+            thread.quit()
+
+
+class _Batcher:
+    """Joins consecutive pieces of the same kind; emits when the kind changes, enough time passed or
+    enough pieces collected."""
+
+    def __init__(self, signal: SignalInstance) -> None:
+        self.signal = signal
+        self.kind = ""
+        self.parts: list[str] = []
+        self.since = time.monotonic()
+
+    def add(self, kind: str, text: str) -> None:
+        if self.parts and kind != self.kind:
+            self.flush()
+        self.kind = kind
+        self.parts.append(text)
+        if len(self.parts) >= FLUSH_TOKENS or time.monotonic() - self.since >= FLUSH_INTERVAL_S:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.parts:
+            self.signal.emit(self.kind, "".join(self.parts))
+            self.parts = []
+        self.since = time.monotonic()
+
+
+class LlmController(QObject):
+    """GUI-thread front of the LLM thread: starts it, forwards requests, relays results."""
+
+    loadProgress = Signal(float)
+    loaded = Signal(object)
+    loadFailed = Signal(str)
+    replyChunk = Signal(str, str)
+    replyFinished = Signal(object, str, str)
+    replyFailed = Signal(str)
+    contextTrimmed = Signal(str)
+    unloaded = Signal()
+
+    _requestLoad = Signal(object)
+    _requestGenerate = Signal(object)
+    _requestUnload = Signal()
+    _requestShutdown = Signal()
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._closed = False
+        self.busy = False
+        self.thread_ = QThread()
+        self.thread_.setObjectName("gemmadesk-llm")
+        self.worker = LlmWorker()
+        self.worker.moveToThread(self.thread_)
+        self.thread_.finished.connect(self.worker.deleteLater)
+        self._requestLoad.connect(self.worker.do_load)
+        self._requestGenerate.connect(self.worker.do_generate)
+        self._requestUnload.connect(self.worker.do_unload)
+        self._requestShutdown.connect(self.worker.do_shutdown)
+        self.worker.loadProgress.connect(self._relay(self.loadProgress))
+        self.worker.loaded.connect(self._relay(self.loaded))
+        self.worker.loadFailed.connect(self._relay(self.loadFailed))
+        self.worker.replyChunk.connect(self._relay(self.replyChunk))
+        self.worker.replyFinished.connect(self._relay(self.replyFinished, ends_reply=True))
+        self.worker.replyFailed.connect(self._relay(self.replyFailed, ends_reply=True))
+        self.worker.contextTrimmed.connect(self._relay(self.contextTrimmed))
+        self.worker.unloaded.connect(self._relay(self.unloaded))
+        self.thread_.start()
+
+    def _relay(self, signal: SignalInstance, ends_reply: bool = False) -> Callable[..., None]:
+        def forward(*args: object) -> None:
+            if self._closed:
+                return
+            if ends_reply:
+                self.busy = False
+            signal.emit(*args)
+
+        return forward
+
+    @property
+    def engine(self) -> Engine:
+        """For reading ``engine.report`` etc.; call its methods only through this controller."""
+        return self.worker.engine
+
+    def load(self, settings: LoadSettingsLike) -> None:
+        self._requestLoad.emit(settings)
+
+    def cancel_load(self) -> None:
+        self.worker.cancel_load_flag.set()
+
+    def generate(
+        self,
+        messages: Sequence[ChatMessage],
+        params: SamplingParams | None = None,
+        *,
+        history: HistoryStore | None = None,
+        message_id: int | None = None,
+    ) -> None:
+        self.busy = True
+        self._requestGenerate.emit(
+            GenerateRequest(tuple(messages), params or SamplingParams(), history, message_id)
+        )
+
+    def stop(self) -> None:
+        """Stop the current reply after the current token; ``replyFinished`` follows (reason "stopped")."""
+        self.worker.stop_flag.set()
+
+    def unload(self) -> None:
+        self._requestUnload.emit()
+
+    def shutdown(self, timeout_ms: int = 30_000) -> bool:
+        """Stop everything and join the thread; True if it ended in time. Idempotent."""
+        if self._closed:
+            return not self.thread_.isRunning()
+        self._closed = True
+        self.worker.stop_flag.set()
+        self.worker.cancel_load_flag.set()
+        self._requestShutdown.emit()
+        ended = self.thread_.wait(timeout_ms)
+        if not ended:
+            log.error("the LLM thread did not end within %d ms", timeout_ms)
+        return bool(ended)
