@@ -1,0 +1,61 @@
+"""Fixtures for the download and store tests: a real local Hub server and small served files."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gemmadesk.core.downloads import Progress, RetryPolicy
+from gemmadesk.core.store import ModelStore
+from tests.support.hubserver import HubServer
+
+# Short waits so retry tests finish quickly; the stall timeout stays generous for a loaded machine.
+FAST_RETRY = RetryPolicy(max_failures=5, base_wait_s=0.05, max_wait_s=0.2, stall_timeout_s=2.0,
+                         connect_timeout_s=10.0)
+
+
+@pytest.fixture
+def hub(monkeypatch: pytest.MonkeyPatch) -> Iterator[HubServer]:
+    """A started local Hub; HF_ENDPOINT points at it (read at call time by GemmaDesk)."""
+    with HubServer() as server:
+        monkeypatch.setenv("HF_ENDPOINT", server.endpoint)
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+        yield server
+
+
+@pytest.fixture
+def payload(tmp_path: Path) -> Path:
+    """A 3 MiB file of random bytes (several 1 MiB chunks, so faults can hit the middle)."""
+    path = tmp_path / "served" / "tiny-q4_0.gguf"
+    path.parent.mkdir()
+    path.write_bytes(os.urandom(3 * 1024 * 1024 + 12345))
+    return path
+
+
+@pytest.fixture
+def store() -> ModelStore:
+    return ModelStore()
+
+
+class Events(list[Progress]):
+    """Collects progress events; ``states`` is the sequence of distinct states seen."""
+
+    def __call__(self, p: Progress) -> None:
+        self.append(p)
+
+    @property
+    def states(self) -> list[str]:
+        out: list[str] = []
+        for p in self:
+            if not out or out[-1] != p.state.value:
+                out.append(p.state.value)
+        return out
+
+
+@pytest.fixture
+def events() -> Events:
+    return Events()
