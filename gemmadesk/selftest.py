@@ -5,6 +5,9 @@ plugin or a llama.cpp library only fails on first use. This mode exercises each 
 display: Qt (a QApplication, a painted widget, the SVG app icon), the data folders (platformdirs, never
 inside the bundle), the hardware probe, llama.cpp, and, given ``--model PATH.gguf``, a few real tokens.
 
+The ``window`` check opens the real main window and reports how long after the process started it first
+painted: the cold-start number that benchmarks/bench_bundle.py compares between the bundle and a source run.
+
 It prints one line per check (``✓``/``✗``, with how long it took) and returns 0 only if every check
 passed. Windowed Windows builds have no stdout, so ``--report FILE`` writes the same report to a file.
 The model is loaded with ``llama_cpp.Llama`` directly (not the app's engine) so the check stays
@@ -130,6 +133,54 @@ def check_qt() -> str:
     return f"PySide6 {qt_version}, platform {platform_name}, widget painted, SVG icon renders"
 
 
+def seconds_since_process_start() -> float:
+    """Wall time since this process was created (Linux: from /proc to 10 ms; elsewhere psutil)."""
+    if sys.platform.startswith("linux"):
+        try:
+            fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+            start_ticks = int(fields[19])  # field 22 of stat(5), counted after the ") " that ends the name
+            uptime = float(Path("/proc/uptime").read_text().split()[0])
+            return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
+        except (OSError, ValueError, IndexError):
+            pass
+    import psutil
+
+    return time.time() - psutil.Process().create_time()
+
+
+def check_window(timeout_s: float = 60.0) -> str:
+    """Open the app's real main window, wait for its first paint, close it the way the user would."""
+    from PySide6.QtCore import QEvent, QEventLoop, QObject
+    from PySide6.QtWidgets import QApplication
+
+    from gemmadesk.core.paths import app_paths
+    from gemmadesk.ui.main_window import MainWindow
+
+    class PaintWatch(QObject):
+        painted_at: float | None = None
+
+        def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt's name
+            if event.type() == QEvent.Type.Paint and self.painted_at is None:
+                self.painted_at = seconds_since_process_start()
+            return False
+
+    app = QApplication.instance()
+    if app is None:
+        raise CheckFailed("no QApplication (the qt check failed)")
+    watch = PaintWatch()
+    window = MainWindow(app_paths())
+    window.installEventFilter(watch)
+    window.show()
+    deadline = time.monotonic() + timeout_s
+    while watch.painted_at is None and time.monotonic() < deadline:
+        app.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 50)
+    window.close()
+    app.processEvents()
+    if watch.painted_at is None:
+        raise CheckFailed(f"the main window did not paint within {timeout_s:.0f} s")
+    return f"main window painted {watch.painted_at:.2f} s after the process started"
+
+
 def check_hardware() -> str:
     from gemmadesk.core.hardware import probe
 
@@ -177,14 +228,15 @@ def check_model(model: Path, n_tokens: int) -> str:
     return f"{model.name} loaded in {load_s:.2f} s, {produced} tokens in {gen_s:.2f} s: {text!r}"
 
 
-def run_checks(model: Path | None, n_tokens: int) -> list[Check]:
+def run_checks(model: Path | None, n_tokens: int, *, window: bool = True) -> list[Check]:
     steps: list[tuple[str, Callable[[], str]]] = [
         ("install", check_install),
         ("data folders", check_data_dirs),
         ("qt", check_qt),
-        ("hardware", check_hardware),
-        ("llama.cpp", check_llama),
     ]
+    if window:
+        steps.append(("window", check_window))
+    steps += [("hardware", check_hardware), ("llama.cpp", check_llama)]
     if model is not None:
         steps.append(("model", lambda: check_model(model, n_tokens)))
     checks = []
@@ -227,12 +279,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", type=Path, help="a GGUF file to load and run a few tokens on")
     parser.add_argument("--tokens", type=int, default=8, help="tokens to generate with --model (default 8)")
     parser.add_argument("--report", type=Path, help="also write the report to this file")
+    parser.add_argument("--no-window", action="store_true", help="skip opening the main window")
     return parser
 
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    checks = run_checks(args.model, max(1, args.tokens))
+    checks = run_checks(args.model, max(1, args.tokens), window=not args.no_window)
     report = format_report(checks)
     _emit(report)
     if args.report:

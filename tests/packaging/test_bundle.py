@@ -1,0 +1,149 @@
+"""Build the PyInstaller bundle and run the frozen app the way a user's first start does.
+
+Skipped unless ``GEMMADESK_TEST_BUNDLE=1`` (CI's ``.ci/run`` sets it) or pytest is run with ``-m bundle``:
+building takes a minute or more. Everything here is real: ``packaging/build.py`` runs PyInstaller on the
+spec into dist/, and the frozen executable runs its ``--self-test`` on the real Gemma 3 GGUF with no
+display, no GEMMADESK_HOME and HOME/XDG folders in a temporary directory.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gemmadesk import APP_ID, APP_NAME
+
+REPO = Path(__file__).resolve().parents[2]
+DIST = REPO / "dist"
+BUNDLE = DIST / (f"{APP_NAME}.app" if sys.platform == "darwin" else APP_NAME)
+EXE = (
+    BUNDLE / "Contents" / "MacOS" / APP_NAME
+    if sys.platform == "darwin"
+    else BUNDLE / (f"{APP_NAME}.exe" if os.name == "nt" else APP_NAME)
+)
+INTERNAL = BUNDLE / "Contents" / "Frameworks" if sys.platform == "darwin" else BUNDLE / "_internal"
+ENABLE = "set GEMMADESK_TEST_BUNDLE=1 (or run pytest -m bundle) to build the PyInstaller bundle and test it"
+
+pytestmark = [pytest.mark.bundle, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def bundle(request: pytest.FixtureRequest) -> Path:
+    """Build dist/GemmaDesk once for this module with the same command `bootstrap.py bundle` runs."""
+    markexpr = request.config.option.markexpr or ""
+    if os.environ.get("GEMMADESK_TEST_BUNDLE") != "1" and "bundle" not in markexpr:
+        pytest.skip(ENABLE)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "packaging" / "build.py"), "--quiet"],
+        cwd=REPO, capture_output=True, text=True, timeout=900,
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert f"built {BUNDLE}" in proc.stdout
+    assert EXE.is_file()
+    assert os.access(EXE, os.X_OK)
+    return BUNDLE
+
+
+def _user_env(home: Path) -> dict[str, str]:
+    """A first start: no GEMMADESK_HOME, no display, the user's folders in `home`."""
+    drop = {"GEMMADESK_HOME", "DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM", "PYTHONPATH", "PYTHONHOME"}
+    env = {k: v for k, v in os.environ.items() if k not in drop}
+    env.update(
+        HOME=str(home),
+        XDG_CONFIG_HOME=str(home / "config"),
+        XDG_DATA_HOME=str(home / "share"),
+        XDG_CACHE_HOME=str(home / "cache"),
+        XDG_STATE_HOME=str(home / "state"),
+    )
+    return env
+
+
+def _tree(root: Path) -> dict[str, tuple[int, int]]:
+    """Every path below root with its size and modification time (to spot any write)."""
+    return {
+        str(p.relative_to(root)): (p.lstat().st_size, p.lstat().st_mtime_ns)
+        for p in sorted(root.rglob("*"))
+    }
+
+
+def test_frozen_self_test_runs_gemma3_and_writes_nothing_inside(
+    bundle: Path, gemma3_gguf: Path, tmp_path: Path
+) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    report = tmp_path / "report.txt"
+    before = _tree(bundle)
+    proc = subprocess.run(
+        [str(EXE), "--self-test", "--model", str(gemma3_gguf), "--report", str(report)],
+        env=_user_env(home), cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    text = report.read_text(encoding="utf-8")
+    assert text == proc.stdout
+    assert "frozen bundle" in text
+    assert re.search(r"variant (cpu|cuda|vulkan|metal|rocm)\b", text), text
+    assert "✗" not in text
+    for name in ("qt", "window", "llama.cpp", "model"):
+        assert f"✓ {name}: " in text
+    assert "platform offscreen" in text
+    # First start found its folders through platformdirs (XDG on Linux), not beside the executable.
+    assert f"data {home / 'share' / APP_NAME}" in text
+    assert (home / "share" / APP_NAME).is_dir()
+    assert (home / "config" / APP_NAME).is_dir()
+    assert _tree(bundle) == before, "the frozen app wrote inside its bundle"
+
+
+def test_frozen_cli_reports_the_llama_backend(bundle: Path, tmp_path: Path) -> None:
+    from gemmadesk.core.backend import probe_backend
+
+    proc = subprocess.run(
+        [str(EXE), "hw"], env=_user_env(tmp_path), capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert probe_backend().label in proc.stdout
+
+
+def test_bundle_is_lean_and_complete(bundle: Path) -> None:
+    names = {p.relative_to(INTERNAL).as_posix() for p in INTERNAL.rglob("*")}
+    lib = "llama_cpp/lib/"
+    wanted_llama = ("libllama", "libggml", "libggml-base", "libggml-cpu", "libmtmd")
+    for stem in wanted_llama:
+        assert any(n.startswith(lib + stem + ".") for n in names), stem
+    if sys.platform.startswith("linux"):
+        for plugin in ("platforms/libqxcb.so", "platforms/libqwayland.so", "platforms/libqoffscreen.so",
+                       "imageformats/libqsvg.so", "iconengines/libqsvgicon.so"):
+            assert f"PySide6/Qt/plugins/{plugin}" in names, plugin
+        # The versioned duplicates of the llama.cpp libraries stay out.
+        assert not any(n.startswith(lib) and n.count(".so.") and n.split(".so.")[1].count(".") for n in names)
+    unwanted = ("Qt6Qml", "Qt6Quick", "WebEngine", "Qt6Designer", "Qt6Pdf", "tkinter", "torch", "_pytest",
+                "mypy")
+    found = sorted(n for n in names if any(u in n for u in unwanted))
+    assert not found, found
+    assert "resources/icons/gemmadesk.svg" in names
+    assert "resources/build-info.json" in names
+    size = sum(p.stat().st_size for p in bundle.rglob("*") if p.is_file() and not p.is_symlink())
+    assert size < 400 * 10**6, f"the CPU bundle is {size / 1e6:.0f} MB"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the desktop entry installer is Linux-only")
+def test_desktop_entry_installs_and_uninstalls(bundle: Path, tmp_path: Path) -> None:
+    env = {**os.environ, "XDG_DATA_HOME": str(tmp_path / "share")}
+    script = bundle / "install-desktop.sh"
+    proc = subprocess.run(["sh", str(script)], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    entry = tmp_path / "share" / "applications" / f"{APP_ID}.desktop"
+    assert f'Exec="{EXE}"' in entry.read_text(encoding="utf-8")
+    icons = tmp_path / "share" / "icons" / "hicolor"
+    assert (icons / "256x256" / "apps" / "gemmadesk.png").is_file()
+    assert (icons / "scalable" / "apps" / "gemmadesk.svg").is_file()
+    proc = subprocess.run(
+        ["sh", str(script), "--uninstall"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert not entry.exists()
+    assert not (icons / "16x16" / "apps" / "gemmadesk.png").exists()
