@@ -35,8 +35,6 @@ def sh(*cmd: str | Path, env: dict[str, str] | None = None) -> None:
 
 
 def setup(extras: str) -> None:
-    if sys.version_info < (3, 11):
-        sys.exit(f"GemmaDesk needs Python 3.11 or newer; this is {sys.version.split()[0]}")
     if not PY.exists():
         sh(sys.executable, "-m", "venv", VENV)
     cmake_args = os.environ.get("CMAKE_ARGS", "")

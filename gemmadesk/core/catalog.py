@@ -34,6 +34,7 @@ class Architecture:
     kv_layers_global: int  # layers that own a KV cache and attend globally
     kv_layers_swa: int  # layers that own a KV cache and attend within the window
     n_ff: int
+    swa_period: int = 6  # every swa_period-th layer attends globally (E2B: 5, the others: 6)
     ple_dim: int = 0  # per-layer-embedding width (E2B/E4B); those tables stay in host RAM
     n_expert: int = 0
     n_expert_used: int = 0

@@ -1,0 +1,35 @@
+"""`gemmadesk hw`: what this machine has and what the llama.cpp build can use."""
+
+from __future__ import annotations
+
+import argparse
+
+from gemmadesk.cli.common import add_hardware_arg, human_bytes, load_hardware, print_json
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("hw", help="show RAM, GPUs and the llama.cpp backend")
+    p.add_argument("--json", action="store_true", help="machine-readable output (also a --hardware file)")
+    add_hardware_arg(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    hw = load_hardware(args)
+    if args.json:
+        print_json(hw.to_dict())
+        return 0
+    print(f"System:  {hw.os} ({hw.arch}), {hw.cpu_name}, {hw.cpu_cores} cores / {hw.cpu_threads} threads")
+    print(f"RAM:     {human_bytes(hw.ram_total_bytes)} total, {human_bytes(hw.ram_available_bytes)} available")
+    print(f"Engine:  {hw.backend.label}")
+    if not hw.gpus:
+        print("GPUs:    none found")
+    for g in hw.gpus:
+        usable = f"usable via {g.backend}" if g.usable_by_build else "NOT usable by this build"
+        free = f", {human_bytes(g.free_bytes)} free" if g.free_bytes is not None else ""
+        print(f"GPU {g.index}:   {g.name} [{g.vendor}, {g.memory_kind}] {human_bytes(g.total_bytes)}{free} — {usable}")
+    if hw.gpus and not hw.backend.gpu_offload:
+        print("         This llama.cpp build is CPU-only. Rebuild with CMAKE_ARGS (see README) to use the GPU.")
+    for note in hw.notes:
+        print(f"note:    {note}")
+    return 0

@@ -1,0 +1,69 @@
+"""`gemmadesk models`: the memory-fit list of Gemma 4 QAT models for this machine, with a recommendation."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import asdict
+
+from gemmadesk.cli.common import add_hardware_arg, human_bytes, load_hardware, print_json
+from gemmadesk.core.catalog import load_catalog
+from gemmadesk.core.fit import FitOptions, recommend
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("models", help="which Gemma 4 QAT models fit this machine (memory-fit list)")
+    p.add_argument("-c", "--ctx", type=int, default=8192, help="context length in tokens (default 8192)")
+    p.add_argument("--kv", choices=("f16", "q8_0", "q4_0"), default="f16", help="KV-cache type")
+    p.add_argument("--flash-attn", choices=("auto", "on", "off"), default="auto")
+    p.add_argument("--vision", action="store_true", help="include the vision projector (mmproj)")
+    p.add_argument("--all", action="store_true", help="also list formats this app cannot run")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    add_hardware_arg(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.ctx < 256:
+        raise SystemExit("error: --ctx must be at least 256 tokens")
+    hw = load_hardware(args)
+    catalog = load_catalog()
+    options = FitOptions(n_ctx=args.ctx, kv_type=args.kv, flash_attn=args.flash_attn, with_mmproj=args.vision)
+    rec = recommend(hw, catalog, options)
+    best_id = rec.best.entry_id if rec.best else None
+    if args.json:
+        rows = []
+        for plan in rec.plans:
+            entry = catalog.get(plan.entry_id)
+            rows.append({
+                "id": entry.id, "size": entry.size, "format": entry.format, "publisher": entry.publisher,
+                "repo_id": entry.repo_id, "file": entry.file.filename if entry.file else None,
+                "file_bytes": entry.file.size_bytes if entry.file else None,
+                "verdict": plan.verdict.value, "tight": plan.tight, "n_gpu_layers": plan.n_gpu_layers,
+                "gpu_bytes": plan.estimate.gpu_bytes, "ram_bytes": plan.estimate.cpu_bytes,
+                "kv_bytes": plan.estimate.kv_bytes, "estimate": asdict(plan.estimate),
+                "flash_attn": plan.flash_attn, "type_k": plan.type_k, "type_v": plan.type_v,
+                "reason": plan.reason, "notes": list(plan.notes), "recommended": plan.entry_id == best_id,
+            })
+        info = [{"id": e.id, "size": e.size, "format": e.format, "repo_id": e.repo_id, "runner": e.runner}
+                for e in catalog.entries if not e.runnable] if args.all else []
+        print_json({"options": asdict(options), "recommended": best_id, "explanation": rec.explanation,
+                    "models": rows, "not_runnable": info})
+        return 0
+    print(f"Memory fit at {args.ctx:,} tokens of context, KV {args.kv} — {hw.backend.label}")
+    print(f"  {'':2}{'model':10}{'format':12}{'file':>9}{'VRAM':>10}{'RAM':>10}  verdict")
+    for plan in rec.plans:
+        e = catalog.get(plan.entry_id)
+        mark = "★ " if plan.entry_id == best_id else "  "
+        verdict = plan.verdict.label + (" (tight)" if plan.tight else "")
+        size = human_bytes(e.file.size_bytes if e.file else None)
+        vram = human_bytes(plan.estimate.gpu_bytes) if plan.estimate.gpu_bytes else "-"
+        print(f"  {mark}{e.size:10}{e.format:12}{size:>9}{vram:>10}{human_bytes(plan.estimate.cpu_bytes):>10}"
+              f"  {verdict}")
+    if args.all:
+        print("\nOther Gemma 4 QAT formats (not runnable by GemmaDesk):")
+        for e in catalog.entries:
+            if not e.runnable:
+                print(f"  {e.size:10}{e.format:20}{e.repo_id:50} → {e.runner}")
+    print()
+    print(("Recommended: " if rec.best else "") + rec.explanation)
+    return 0

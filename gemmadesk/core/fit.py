@@ -1,0 +1,443 @@
+"""Memory-fit estimator and recommender: pure functions from (model, hardware, options) to a plan.
+
+The estimate follows what llama.cpp allocates for one sequence with ``swa_full=False``:
+
+* **weights**: each repeating layer goes to the GPU or stays in RAM (``n_gpu_layers`` counts from the
+  last layer, and the output layer is offloaded only when ``n_gpu_layers > n_layer``); the token and
+  per-layer embedding tables (E2B/E4B "PLE") always stay in host memory (mmap).
+* **KV cache**: global layers cache ``n_ctx`` cells, sliding-window layers
+  ``pad256(min(n_ctx, window + n_ubatch))`` cells; layers that reuse another layer's KV (E2B/E4B) cache
+  nothing. K and V per layer use that layer's KV heads and head sizes. The KV of a layer lives where the
+  layer runs.
+* **compute buffers**: the worst-case graph of one micro-batch: the logits (``n_vocab × n_ubatch`` F32)
+  plus the hidden/feed-forward activations, plus, without flash attention, the attention scores over
+  the whole context.
+* **headroom**: a fixed reserve per GPU (driver/context) and for the OS and the app in RAM.
+
+The verdict compares that with *free* VRAM and *available* RAM: fits on GPU / partial offload / CPU
+(RAM) / too large, with ``tight`` when less than 10 % of the budget would remain. Integrated and unified
+GPUs share system RAM, so offloading to them frees no RAM and everything must fit in RAM once.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+
+from gemmadesk.core.catalog import Catalog, CatalogEntry
+from gemmadesk.core.gguf_info import ModelLayout, layout_from_catalog, read_layout
+from gemmadesk.core.hardware import GPU, Hardware
+
+MiB = 2**20
+GiB = 2**30
+
+KV_BYTES_PER_ELEMENT = {"f16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32}
+GPU_RESERVE_BYTES = 512 * MiB  # driver/runtime context and fragmentation, per GPU
+RAM_RESERVE_BYTES = int(1.5 * GiB)  # OS, the app itself (Qt, Python) and the page cache it needs
+TIGHT_FRACTION = 0.90
+# Models that read at most this many weight bytes per token run at a usable speed on a CPU.
+CPU_FRIENDLY_SIZES = ("E2B", "E4B", "26B-A4B")
+QUALITY_RANK = {"E2B": 1, "E4B": 2, "12B": 3, "26B-A4B": 4, "31B": 5}
+
+
+class Verdict(StrEnum):
+    GPU = "gpu"
+    PARTIAL = "partial"
+    CPU = "cpu"
+    TOO_LARGE = "too_large"
+
+    @property
+    def label(self) -> str:
+        return {
+            "gpu": "Fits on GPU",
+            "partial": "Partial GPU offload",
+            "cpu": "Runs on CPU (RAM)",
+            "too_large": "Too large",
+        }[self.value]
+
+
+@dataclass(frozen=True)
+class FitOptions:
+    n_ctx: int = 8192
+    kv_type: str = "f16"  # f16 | q8_0 | q4_0
+    flash_attn: str = "auto"  # auto | on | off
+    with_mmproj: bool = False
+    n_ubatch: int = 512
+    max_gpu_layers: int | None = None  # force a cap (user setting); None: as many as fit
+
+
+@dataclass(frozen=True)
+class LoadSettings:
+    """Everything the engine passes to ``llama_cpp.Llama`` (besides the fixed ``swa_full=False``)."""
+
+    model_path: str
+    n_ctx: int
+    n_gpu_layers: int
+    flash_attn: bool
+    type_k: str = "f16"
+    type_v: str = "f16"
+    n_threads: int | None = None
+    n_batch: int = 512
+    n_ubatch: int = 512
+    main_gpu: int = 0
+    mmproj_path: str | None = None
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    weights_gpu: int
+    weights_cpu: int
+    kv_gpu: int
+    kv_cpu: int
+    compute_gpu: int
+    compute_cpu: int
+    mmproj: int  # counted on the GPU when offloading, else in RAM
+    mmproj_on_gpu: bool
+    gpu_reserve: int
+    ram_reserve: int
+
+    @property
+    def gpu_bytes(self) -> int:
+        """Memory the model needs on the GPU (without the reserve)."""
+        return self.weights_gpu + self.kv_gpu + self.compute_gpu + (self.mmproj if self.mmproj_on_gpu else 0)
+
+    @property
+    def cpu_bytes(self) -> int:
+        """Memory the model needs in RAM (without the reserve)."""
+        return self.weights_cpu + self.kv_cpu + self.compute_cpu + (0 if self.mmproj_on_gpu else self.mmproj)
+
+    @property
+    def total_bytes(self) -> int:
+        return self.gpu_bytes + self.cpu_bytes
+
+    @property
+    def kv_bytes(self) -> int:
+        return self.kv_gpu + self.kv_cpu
+
+
+@dataclass(frozen=True)
+class Plan:
+    entry_id: str
+    verdict: Verdict
+    tight: bool
+    n_gpu_layers: int  # for llama.cpp: n_layer + 1 means everything, output layer included
+    n_layers: int
+    gpu_name: str | None
+    estimate: MemoryEstimate
+    options: FitOptions
+    reason: str
+    flash_attn: bool = True
+    type_k: str = "f16"
+    type_v: str = "f16"
+    notes: tuple[str, ...] = ()
+
+    @property
+    def fits(self) -> bool:
+        return self.verdict is not Verdict.TOO_LARGE
+
+    def load_settings(self, model_path: str | Path, mmproj_path: str | Path | None = None) -> LoadSettings:
+        return LoadSettings(
+            model_path=str(model_path),
+            n_ctx=self.options.n_ctx,
+            n_gpu_layers=self.n_gpu_layers,
+            flash_attn=self.flash_attn,
+            type_k=self.type_k,
+            type_v=self.type_v,
+            n_ubatch=self.options.n_ubatch,
+            n_batch=max(self.options.n_ubatch, 512),
+            mmproj_path=str(mmproj_path) if mmproj_path else None,
+        )
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    plans: tuple[Plan, ...]
+    best: Plan | None
+    explanation: str
+    alternatives: tuple[str, ...] = field(default=())
+
+
+# ------------------------------------------------------------------------------------------ estimate
+
+
+def _pad(x: int, p: int = 256) -> int:
+    return (x + p - 1) // p * p
+
+
+def kv_bytes_per_layer(layout: ModelLayout, n_ctx: int, type_k: str, type_v: str, n_ubatch: int) -> list[int]:
+    """KV-cache bytes of each layer (0 for layers that share another layer's cache)."""
+    bk, bv = KV_BYTES_PER_ELEMENT[type_k], KV_BYTES_PER_ELEMENT[type_v]
+    swa_cells = min(n_ctx, _pad(layout.sliding_window + n_ubatch)) if layout.sliding_window else n_ctx
+    out = []
+    for la in layout.layers:
+        if not la.owns_kv:
+            out.append(0)
+            continue
+        cells = swa_cells if la.is_swa else n_ctx
+        out.append(int(cells * la.n_head_kv * (la.head_dim_k * bk + la.head_dim_v * bv)))
+    return out
+
+
+def compute_bytes(layout: ModelLayout, n_ctx: int, n_ubatch: int, flash_attn: bool, with_logits: bool) -> int:
+    """Worst-case compute buffer of one micro-batch on one device.
+
+    ggml's graph allocator reuses memory, so the buffer is the larger of two peaks rather than a sum:
+    the output step (the F32 logits of ``n_ubatch`` tokens over the whole vocabulary, plus the hidden
+    state) and a layer step (activations of the feed-forward block; without flash attention also the
+    attention scores over the whole context). Checked against llama.cpp's "compute buffer size" log
+    line (e.g. Gemma 3 270M on CPU: 514.5 MiB estimated and reported, with and without FA).
+    """
+    hidden = n_ubatch * 4 * 2 * layout.n_embd
+    logits_peak = n_ubatch * 4 * layout.n_vocab + hidden if with_logits else 0
+    layer_peak = n_ubatch * 4 * (4 * layout.n_embd + 2 * layout.n_ff)
+    if not flash_attn:
+        layer_peak += 2 * layout.n_head * n_ctx * n_ubatch * 4
+    return max(logits_peak, layer_peak)
+
+
+def estimate(
+    layout: ModelLayout,
+    options: FitOptions,
+    n_gpu_layers: int,
+    *,
+    flash_attn: bool,
+    type_k: str,
+    type_v: str,
+    mmproj_bytes: int = 0,
+    gpu_reserve: int = GPU_RESERVE_BYTES,
+) -> MemoryEstimate:
+    n = layout.n_layer
+    ngl = max(0, min(n_gpu_layers, n + 1))
+    first_gpu = n - min(ngl, n)  # layers [first_gpu, n) run on the GPU
+    output_on_gpu = ngl > n
+    kv = kv_bytes_per_layer(layout, options.n_ctx, type_k, type_v, options.n_ubatch)
+    w_gpu = sum(layout.layer_bytes[first_gpu:]) + (layout.output_bytes if output_on_gpu else 0)
+    output_in_ram = not output_on_gpu and not layout.output_tied  # tied: same mmapped bytes as the input
+    w_cpu = sum(layout.layer_bytes[:first_gpu]) + layout.input_bytes + (layout.output_bytes if output_in_ram else 0)
+    kv_gpu = sum(kv[first_gpu:])
+    kv_cpu = sum(kv[:first_gpu])
+    uses_gpu = ngl > 0
+    if uses_gpu:
+        c_gpu = compute_bytes(layout, options.n_ctx, options.n_ubatch, flash_attn, with_logits=output_on_gpu)
+        # Host side: input embeddings (and per-layer inputs) always, plus the CPU layers' graph if any.
+        c_cpu = options.n_ubatch * 4 * (2 * layout.n_embd + _ple_width(layout))
+        if first_gpu > 0 or not output_on_gpu:
+            c_cpu += compute_bytes(layout, options.n_ctx, options.n_ubatch, flash_attn, not output_on_gpu)
+    else:
+        c_gpu = 0
+        c_cpu = compute_bytes(layout, options.n_ctx, options.n_ubatch, flash_attn, with_logits=True)
+    c_cpu += layout.n_vocab * 4  # host output buffer: the logits of the last token
+    return MemoryEstimate(
+        weights_gpu=w_gpu,
+        weights_cpu=w_cpu,
+        kv_gpu=kv_gpu,
+        kv_cpu=kv_cpu,
+        compute_gpu=c_gpu,
+        compute_cpu=c_cpu,
+        mmproj=mmproj_bytes if options.with_mmproj else 0,
+        mmproj_on_gpu=uses_gpu,
+        gpu_reserve=gpu_reserve if uses_gpu else 0,
+        ram_reserve=RAM_RESERVE_BYTES,
+    )
+
+
+def _ple_width(layout: ModelLayout) -> int:
+    # Per-layer-embedding models gather n_layer x ple_dim inputs per token on the host.
+    return layout.input_bytes // max(layout.n_vocab, 1) if layout.n_vocab else 0
+
+
+# ------------------------------------------------------------------------------------------ planning
+
+
+def resolve_flash_attn(setting: str, entry: CatalogEntry | None, gpu: GPU | None) -> tuple[bool, str | None]:
+    """'auto' turns flash attention on (it shrinks compute buffers at long context), except where the
+    catalog says off (E4B: llama.cpp's CUDA FA kernel crashes on it)."""
+    if setting == "on":
+        return True, None
+    if setting == "off":
+        return False, None
+    if entry is not None and entry.flash_attn_default == "off":
+        return False, "flash attention off: llama.cpp's CUDA kernel crashes on this model (known E4B issue)"
+    return True, None
+
+
+def _kv_types(kv_type: str, flash_attn: bool) -> tuple[str, str, str | None]:
+    if kv_type not in KV_BYTES_PER_ELEMENT:
+        raise ValueError(f"unknown KV cache type {kv_type!r}; use one of {', '.join(KV_BYTES_PER_ELEMENT)}")
+    if kv_type != "f16" and not flash_attn:
+        return kv_type, "f16", "a quantized V cache needs flash attention, so V stays f16"
+    return kv_type, kv_type, None
+
+
+def _fmt(n: int) -> str:
+    return f"{n / GiB:.1f} GiB" if n >= GiB else f"{n / MiB:.0f} MiB"
+
+
+def plan_layout(
+    layout: ModelLayout,
+    hw: Hardware,
+    options: FitOptions,
+    *,
+    entry: CatalogEntry | None = None,
+    entry_id: str = "",
+    mmproj_bytes: int = 0,
+) -> Plan:
+    """Decide where the model runs on this hardware and what it needs there."""
+    gpu = hw.best_gpu
+    fa, fa_note = resolve_flash_attn(options.flash_attn, entry, gpu)
+    type_k, type_v, kv_note = _kv_types(options.kv_type, fa)
+    notes = tuple(n for n in (fa_note, kv_note) if n)
+    n = layout.n_layer
+    ram_budget = hw.ram_available_bytes - RAM_RESERVE_BYTES
+    ram_total_budget = hw.ram_total_bytes - RAM_RESERVE_BYTES
+
+    def est(ngl: int) -> MemoryEstimate:
+        return estimate(layout, options, ngl, flash_attn=fa, type_k=type_k, type_v=type_v, mmproj_bytes=mmproj_bytes)
+
+    def make(verdict: Verdict, ngl: int, e: MemoryEstimate, tight: bool, reason: str) -> Plan:
+        return Plan(entry_id or layout.name, verdict, tight, ngl, n, gpu.name if gpu and ngl else None, e,
+                    options, reason, fa, type_k, type_v, notes)
+
+    if options.n_ctx > layout.n_ctx_train > 0:
+        e = est(0)
+        return make(Verdict.TOO_LARGE, 0, e, False,
+                    f"context {options.n_ctx:,} is longer than this model's limit of {layout.n_ctx_train:,} tokens")
+
+    max_ngl = n + 1 if options.max_gpu_layers is None else min(options.max_gpu_layers, n + 1)
+    if gpu is not None and max_ngl > 0:
+        shared_memory = gpu.memory_kind in ("unified", "integrated")
+        gpu_budget = gpu.offload_bytes - GPU_RESERVE_BYTES
+        full = est(max_ngl)
+        if shared_memory:
+            # The GPU's memory is RAM: the whole model must fit in RAM once, and in the GPU's share of it.
+            total = full.gpu_bytes + full.cpu_bytes
+            if full.gpu_bytes <= gpu_budget and total <= ram_budget:
+                tight = total > TIGHT_FRACTION * ram_budget
+                return make(Verdict.GPU, max_ngl, full, tight,
+                            f"runs on the {gpu.name} (shared memory): needs {_fmt(total)} of "
+                            f"{_fmt(max(ram_budget, 0))} available")
+        else:
+            if full.gpu_bytes <= gpu_budget and full.cpu_bytes <= ram_budget and max_ngl == n + 1:
+                tight = full.gpu_bytes > TIGHT_FRACTION * gpu_budget or full.cpu_bytes > TIGHT_FRACTION * ram_budget
+                return make(Verdict.GPU, max_ngl, full, tight,
+                            f"fits entirely on the {gpu.name}: {_fmt(full.gpu_bytes)} of {_fmt(max(gpu_budget, 0))} "
+                            f"usable VRAM, {_fmt(full.cpu_bytes)} in RAM")
+            # Partial offload: the most layers whose GPU share fits.
+            best = 0
+            for ngl in range(min(max_ngl, n), 0, -1):
+                if est(ngl).gpu_bytes <= gpu_budget:
+                    best = ngl
+                    break
+            if best > 0:
+                e = est(best)
+                if e.cpu_bytes <= ram_budget:
+                    tight = e.cpu_bytes > TIGHT_FRACTION * ram_budget
+                    where = (f"{best} of {n} layers on the {gpu.name}" if best < n
+                             else f"all {n} layers on the {gpu.name} but the output layer")
+                    return make(Verdict.PARTIAL, best, e, tight,
+                                f"{where} ({_fmt(e.gpu_bytes)} VRAM), the rest on the CPU "
+                                f"({_fmt(e.cpu_bytes)} RAM); slower than a full fit")
+    cpu = est(0)
+    why_not_gpu = "no GPU this llama.cpp build can use" if gpu is None else "too large for the GPU"
+    if cpu.cpu_bytes <= ram_budget:
+        tight = cpu.cpu_bytes > TIGHT_FRACTION * ram_budget
+        return make(Verdict.CPU, 0, cpu, tight,
+                    f"runs on the CPU ({why_not_gpu}): needs {_fmt(cpu.cpu_bytes)} of {_fmt(max(ram_budget, 0))} "
+                    "available RAM")
+    if cpu.cpu_bytes <= ram_total_budget:
+        return make(Verdict.CPU, 0, cpu, True,
+                    f"needs {_fmt(cpu.cpu_bytes)} RAM: only {_fmt(max(ram_budget, 0))} is free now; close other apps")
+    room = max(ram_total_budget, 0) + (max(gpu.offload_bytes - GPU_RESERVE_BYTES, 0) if gpu else 0)
+    return make(Verdict.TOO_LARGE, 0, cpu, False,
+                f"needs about {_fmt(cpu.cpu_bytes)}; this machine has {_fmt(room)} for models")
+
+
+def entry_layout(entry: CatalogEntry, catalog: Catalog, gguf_path: Path | None = None) -> ModelLayout:
+    if gguf_path is not None:
+        return read_layout(gguf_path)
+    if entry.file is None:
+        raise ValueError(f"{entry.id} has no GGUF file: it is not runnable by this app")
+    return layout_from_catalog(catalog.arch(entry), entry.file.size_bytes, entry.format)
+
+
+def plan_entry(
+    entry: CatalogEntry, hw: Hardware, options: FitOptions, gguf_path: Path | None = None,
+    catalog: Catalog | None = None,
+) -> Plan:
+    from gemmadesk.core.catalog import load_catalog
+
+    layout = entry_layout(entry, catalog or load_catalog(), gguf_path)
+    mmproj = entry.mmproj.size_bytes if entry.mmproj else 0
+    return plan_layout(layout, hw, options, entry=entry, entry_id=entry.id, mmproj_bytes=mmproj)
+
+
+def plan_for_file(gguf_path: Path, hw: Hardware, options: FitOptions, mmproj_path: Path | None = None) -> Plan:
+    """Plan any local GGUF (imported or custom) from its own header."""
+    layout = read_layout(gguf_path)
+    mmproj = os.path.getsize(mmproj_path) if mmproj_path else 0
+    return plan_layout(layout, hw, options, entry_id=Path(gguf_path).name, mmproj_bytes=mmproj)
+
+
+# ------------------------------------------------------------------------------------------ recommend
+
+def _preferred_format(entry: CatalogEntry) -> int:
+    """Lower is better among formats of one size: Google's official Q4_0 first, except 26B A4B where
+    Unsloth's UD-Q4_K_XL is reported far more accurate than a plain Q4_0 conversion."""
+    if entry.format == "UD-Q2_K_XL":
+        return 3
+    official_first = entry.size != "26B-A4B"
+    return 0 if (entry.publisher == "google") == official_first else 1
+
+
+def _tier(plan: Plan, entry: CatalogEntry) -> int:
+    """How well a plan would run, lower is better:
+    0 all on the GPU; 1 mostly on the GPU (>= 85 % of layers); 2 a CPU-friendly model (E2B, E4B, the
+    26B A4B MoE with ~4B active parameters) on the CPU or split; 3 the same but tight; 4 a dense 12B/31B
+    mostly on the CPU (a few tokens per second at best); 5 too large."""
+    if not plan.fits:
+        return 5
+    if plan.verdict is Verdict.GPU:
+        tier = 0
+    elif plan.verdict is Verdict.PARTIAL and plan.n_gpu_layers >= 0.85 * plan.n_layers:
+        tier = 1
+    elif entry.size in CPU_FRIENDLY_SIZES:
+        tier = 2
+    else:
+        return 4
+    return 3 if plan.tight else tier
+
+
+def recommend(hw: Hardware, catalog: Catalog, options: FitOptions) -> Recommendation:
+    """Pick the best model for this machine: the best-running tier first, then the largest (best quality)
+    model within it, then the preferred format. Returns every plan, so the UI can show the whole list."""
+    entries = catalog.runnable
+    plans = tuple(plan_entry(e, hw, options, catalog=catalog) for e in entries)
+    by_id = {e.id: e for e in entries}
+
+    def key(p: Plan) -> tuple[int, int, int]:
+        e = by_id[p.entry_id]
+        return (_tier(p, e), -QUALITY_RANK[e.size], _preferred_format(e))
+
+    ranked = sorted(plans, key=key)
+    best = ranked[0] if ranked and ranked[0].fits else None
+    if best is None:
+        smallest = min(plans, key=lambda p: p.estimate.total_bytes)
+        return Recommendation(plans, None,
+                              f"No Gemma 4 model fits this machine: the smallest needs about "
+                              f"{_fmt(smallest.estimate.total_bytes)} at {options.n_ctx:,} tokens of context. "
+                              "Try a shorter context or a quantized KV cache.")
+    e = by_id[best.entry_id]
+    text = f"{e.label} — {best.reason}."
+    if best.tight:
+        text += " It is a tight fit; a shorter context or a q8_0 KV cache leaves more room."
+    alternatives = []
+    bigger = [p for p in plans if QUALITY_RANK[by_id[p.entry_id].size] > QUALITY_RANK[e.size]
+              and _preferred_format(by_id[p.entry_id]) == 0]
+    if bigger:
+        nxt = min(bigger, key=lambda p: QUALITY_RANK[by_id[p.entry_id].size])
+        verdict = nxt.verdict.label.lower()
+        alternatives.append(f"{by_id[nxt.entry_id].size}: {verdict} — {nxt.reason}")
+        text += f" Next size up, {by_id[nxt.entry_id].size}: {verdict} ({nxt.reason})."
+    return Recommendation(plans, best, text, tuple(alternatives))

@@ -1,0 +1,222 @@
+"""Read what the memory estimate needs from a GGUF file's header (the ``gguf`` package, no weights read).
+
+A :class:`ModelLayout` says how many bytes each part of the model has (per repeating layer, the input
+tables that llama.cpp always keeps in host memory, the output layer) plus the attention geometry per layer
+(which layers attend globally, which within a window, which own a KV cache, their KV heads and head
+sizes). For catalog models that are not downloaded yet, :func:`layout_from_catalog` builds the same
+structure from the catalog's architecture data and the file size.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gemmadesk.core.catalog import Architecture
+
+_BLK = re.compile(r"^blk\.(\d+)\.")
+_OUTPUT_TENSORS = ("output.weight", "output_norm.weight")
+
+
+class GGUFError(ValueError):
+    """The file is not a readable GGUF (with a message a person can act on)."""
+
+
+@dataclass(frozen=True)
+class LayerAttention:
+    is_swa: bool  # attends within the sliding window
+    owns_kv: bool  # False for layers that reuse an earlier layer's KV (E2B/E4B)
+    n_head_kv: int
+    head_dim_k: int
+    head_dim_v: int
+
+
+@dataclass(frozen=True)
+class ModelLayout:
+    architecture: str  # general.architecture, e.g. "gemma4"
+    name: str
+    file_size: int
+    n_layer: int
+    n_embd: int
+    n_head: int
+    n_vocab: int
+    n_ctx_train: int
+    sliding_window: int
+    n_ff: int  # feed-forward width that is active per token (MoE: used experts + shared)
+    layers: tuple[LayerAttention, ...]
+    layer_bytes: tuple[int, ...]  # weights of each repeating layer
+    input_bytes: int  # token embeddings, per-layer embeddings: kept in host memory by llama.cpp
+    output_bytes: int  # output projection (tied embeddings are duplicated onto the output device)
+    output_tied: bool = False  # output reuses token_embd: in RAM it is the same mmapped bytes
+    chat_template: str | None = None
+    from_header: bool = True  # False when estimated from catalog data
+
+    @property
+    def weight_bytes(self) -> int:
+        return sum(self.layer_bytes) + self.input_bytes + self.output_bytes
+
+
+def _field(reader: Any, key: str, default: Any = None) -> Any:
+    f = reader.fields.get(key)
+    if f is None:
+        return default
+    try:
+        return f.contents()
+    except Exception:  # malformed field: treat as absent
+        return default
+
+
+def _per_layer(value: Any, n: int, default: int) -> list[int]:
+    if isinstance(value, list):
+        values = [int(v) for v in value]
+        return values if len(values) == n else (values + [values[-1]] * n)[:n]
+    return [int(value if value is not None else default)] * n
+
+
+def read_layout(path: Path) -> ModelLayout:
+    """Read a GGUF header. Raises :class:`GGUFError` with a clear message for non-GGUF/corrupt files."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            magic = fh.read(4)
+    except OSError as exc:
+        raise GGUFError(f"cannot read {path.name}: {exc.strerror or exc}") from exc
+    if magic != b"GGUF":
+        raise GGUFError(f"{path.name} is not a GGUF model file (it does not start with the GGUF signature)")
+    try:
+        from gguf import GGUFReader
+
+        reader = GGUFReader(str(path), "r")
+    except Exception as exc:  # the gguf package raises assorted errors on truncated/corrupt headers
+        raise GGUFError(f"{path.name} is damaged or truncated: its GGUF header cannot be read ({exc})") from exc
+    arch = str(_field(reader, "general.architecture", "unknown"))
+    p = f"{arch}."
+    n_layer = int(_field(reader, p + "block_count", 0))
+    if n_layer <= 0:
+        raise GGUFError(f"{path.name}: no {p}block_count in the header; not a model llama.cpp can load")
+    n_embd = int(_field(reader, p + "embedding_length", 0))
+    n_head = int(_field(reader, p + "attention.head_count", 1) if not isinstance(
+        _field(reader, p + "attention.head_count"), list) else max(_field(reader, p + "attention.head_count")))
+    kv_heads = _per_layer(_field(reader, p + "attention.head_count_kv"), n_layer, n_head)
+    key_len = int(_field(reader, p + "attention.key_length", n_embd // max(n_head, 1)))
+    val_len = int(_field(reader, p + "attention.value_length", key_len))
+    key_swa = int(_field(reader, p + "attention.key_length_swa", key_len))
+    val_swa = int(_field(reader, p + "attention.value_length_swa", val_len))
+    window = int(_field(reader, p + "attention.sliding_window", 0) or 0)
+    pattern = _field(reader, p + "attention.sliding_window_pattern")
+    if isinstance(pattern, list) and len(pattern) == n_layer:
+        swa = [bool(x) for x in pattern]
+    elif window and arch in ("gemma3", "gemma2"):
+        period = int(pattern) if isinstance(pattern, int) and pattern > 0 else 6
+        swa = [(i + 1) % period != 0 for i in range(n_layer)]  # gemma3: 5 local, then 1 global
+    else:
+        swa = [bool(window)] * n_layer if arch != "gemma4" else [False] * n_layer
+    shared = int(_field(reader, p + "attention.shared_kv_layers", 0) or 0)
+    layers = tuple(
+        LayerAttention(
+            is_swa=swa[i],
+            owns_kv=i < n_layer - shared,
+            n_head_kv=kv_heads[i],
+            head_dim_k=key_swa if swa[i] else key_len,
+            head_dim_v=val_swa if swa[i] else val_len,
+        )
+        for i in range(n_layer)
+    )
+    layer_bytes = [0] * n_layer
+    input_bytes = output_bytes = 0
+    n_vocab = 0
+    has_output = False
+    for t in reader.tensors:
+        name = str(t.name)
+        size = int(t.n_bytes)
+        m = _BLK.match(name)
+        if m and int(m.group(1)) < n_layer:
+            layer_bytes[int(m.group(1))] += size
+        elif name in _OUTPUT_TENSORS:
+            output_bytes += size
+            has_output = has_output or name == "output.weight"
+        else:
+            input_bytes += size
+        if name == "token_embd.weight":
+            n_vocab = int(max(t.shape)) if len(t.shape) else 0
+            token_embd_bytes = size
+    if not has_output and n_vocab:
+        output_bytes += token_embd_bytes  # tied embeddings: llama.cpp duplicates them onto the output device
+    tokens = _field(reader, "tokenizer.ggml.tokens")
+    if isinstance(tokens, list) and tokens:
+        n_vocab = len(tokens)
+    n_ff_raw = _field(reader, p + "feed_forward_length", 4 * n_embd)
+    n_ff = max(n_ff_raw) if isinstance(n_ff_raw, list) else int(n_ff_raw)
+    n_used = int(_field(reader, p + "expert_used_count", 0) or 0)
+    if n_used:
+        n_ff += n_used * int(_field(reader, p + "expert_feed_forward_length", 0) or 0)
+    template = _field(reader, "tokenizer.chat_template")
+    return ModelLayout(
+        architecture=arch,
+        name=str(_field(reader, "general.name", path.stem)),
+        file_size=path.stat().st_size,
+        n_layer=n_layer,
+        n_embd=n_embd,
+        n_head=n_head,
+        n_vocab=n_vocab,
+        n_ctx_train=int(_field(reader, p + "context_length", 0) or 0),
+        sliding_window=window,
+        n_ff=n_ff,
+        layers=layers,
+        layer_bytes=tuple(layer_bytes),
+        input_bytes=input_bytes,
+        output_bytes=output_bytes,
+        output_tied=not has_output,
+        chat_template=str(template) if template else None,
+    )
+
+
+# Bytes per weight of the types used for token / per-layer embeddings in the catalog files.
+_EMBED_BPW = {"Q4_0": 6.5625 / 8, "UD-Q4_K_XL": 6.5625 / 8, "UD-Q2_K_XL": 4.5 / 8}
+
+
+def layout_from_catalog(arch: Architecture, file_size: int, fmt: str = "Q4_0") -> ModelLayout:
+    """Estimate a layout when the GGUF is not on disk: embeddings sized from the architecture (Q6_K, as
+    in Google's files), the rest of the file split evenly across the repeating layers."""
+    n = arch.n_layer
+    layers = []
+    for i in range(n):
+        is_swa = (i + 1) % arch.swa_period != 0
+        layers.append(
+            LayerAttention(
+                is_swa=is_swa,
+                owns_kv=i < arch.kv_layers_global + arch.kv_layers_swa,
+                n_head_kv=arch.n_head_kv_swa if is_swa else arch.n_head_kv_global,
+                head_dim_k=arch.head_dim_swa if is_swa else arch.head_dim_global,
+                head_dim_v=arch.head_dim_swa if is_swa else arch.head_dim_global,
+            )
+        )
+    bpw = _EMBED_BPW.get(fmt, 6.5625 / 8)
+    token_embd = int(arch.n_vocab * arch.n_embd * bpw)
+    ple = int(arch.n_vocab * arch.ple_dim * n * bpw) if arch.ple_dim else 0
+    input_bytes = token_embd + ple
+    output_bytes = token_embd  # tied embeddings, duplicated onto the output device
+    rest = max(file_size - token_embd - ple, 0)
+    per_layer = rest // n
+    n_ff = arch.n_ff + (arch.n_expert_used * 704 if arch.n_expert_used else 0)
+    return ModelLayout(
+        architecture="gemma4",
+        name="",
+        file_size=file_size,
+        n_layer=n,
+        n_embd=arch.n_embd,
+        n_head=arch.n_head,
+        n_vocab=arch.n_vocab,
+        n_ctx_train=arch.n_ctx_train,
+        sliding_window=arch.sliding_window,
+        n_ff=n_ff,
+        layers=tuple(layers),
+        layer_bytes=tuple([per_layer] * n),
+        input_bytes=input_bytes,
+        output_bytes=output_bytes,
+        output_tied=True,
+        from_header=False,
+    )
+
