@@ -29,6 +29,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -102,7 +103,7 @@ class DownloadControl:
     """Pause/cancel a running :func:`download` from another thread (thread-safe).
 
     The request is noticed between chunks, during backoff waits, and also while the transfer is blocked
-    on the network: the open response is closed, which makes its read fail at once.
+    on the network: the open connection's socket is shut down, which makes its read fail at once.
     """
 
     def __init__(self) -> None:
@@ -455,7 +456,7 @@ def _stream_once(url: str, cfg: HubConfig, sink: _Sink, control: DownloadControl
     timeout = httpx2.Timeout(retry.stall_timeout_s, connect=retry.connect_timeout_s)
     try:
         stream = get_session().stream("GET", url, headers=headers, timeout=timeout, follow_redirects=True)
-        with stream as resp, control._aborting(resp.close):
+        with stream as resp, control._aborting(lambda: _shutdown_socket(resp)):
             if resp.status_code in TRANSIENT_STATUS:
                 raise _Transient(f"the server answered HTTP {resp.status_code}", _retry_after(resp))
             if resp.status_code >= 400:
@@ -467,12 +468,24 @@ def _stream_once(url: str, cfg: HubConfig, sink: _Sink, control: DownloadControl
                     raise _Transient(f"the server resumed at byte {start} instead of {meter.done}")
                 sink.restart()
             sink.fh.seek(meter.done)
-            for chunk in resp.iter_raw(CHUNK):
+            for chunk in resp.iter_raw():
                 sink.write(chunk)
                 control._check()
     except httpx2.TransportError as exc:
         control._check()
         raise _Transient(f"{type(exc).__name__}: {exc or 'no data'}") from exc
+
+
+def _shutdown_socket(resp: httpx2.Response) -> None:
+    """Wake a read blocked in another thread (pause/cancel during a stall): shut the socket down.
+
+    Closing the response from another thread would not interrupt a blocking ``recv``; ``shutdown`` does,
+    and the reader then sees the connection end. Without a socket at hand the stall timeout still applies.
+    """
+    stream = resp.extensions.get("network_stream")
+    sock = stream.get_extra_info("socket") if stream is not None else None
+    if sock is not None:
+        sock.shutdown(socket.SHUT_RDWR)
 
 
 def _range_start(resp: httpx2.Response) -> int:
@@ -486,6 +499,24 @@ def _range_start(resp: httpx2.Response) -> int:
 
 
 # ----- the public entry point ----------------------------------------------------------------------
+def hub_file_entry(repo_id: str, filename: str, revision: str = "main") -> CatalogEntry:
+    """A runnable entry for any GGUF on the Hub (``gemmadesk pull org/repo/file.gguf``).
+
+    Its size and sha256 come from the Hub when downloading; the fit check cannot judge it beforehand.
+    """
+    mf = ModelFile(repo_id=repo_id, filename=filename, size_bytes=0, revision=revision)
+    return CatalogEntry(
+        id="hf-" + f"{repo_id}-{filename}".replace("/", "-").lower().removesuffix(".gguf"),
+        size="custom", format="GGUF", publisher=repo_id.split("/")[0], runnable=True,
+        runner="GemmaDesk (llama.cpp)", repo_id=repo_id, file=mf, mmproj=None, google_memory_gb=None,
+        licence="see the repository", gated=False, notes=f"{repo_id}/{filename}",
+    )
+
+
+def _display_name(entry: CatalogEntry) -> str:
+    return entry.notes if entry.size == "custom" else entry.label
+
+
 def download(
     entry: CatalogEntry,
     store: ModelStore,
@@ -524,7 +555,7 @@ def download(
         got = _obtain(entry, mf, store, cfg, on_progress, control, retry)
         if role == "main":
             installed = store.record(model_id=entry.id, entry_id=entry.id, path=got.path, sha256=got.sha256,
-                                     source=got.source, display_name=entry.label, owned=got.owned)
+                                     source=got.source, display_name=_display_name(entry), owned=got.owned)
         else:
             installed = store.attach_mmproj(entry.id, got.path, got.sha256, owned=got.owned)
     assert installed is not None
