@@ -9,7 +9,8 @@ The ``window`` check opens the real main window and reports how long after the p
 painted: the cold-start number that benchmarks/bench_bundle.py compares between the bundle and a source run.
 
 It prints one line per check (``✓``/``✗``, with how long it took) and returns 0 only if every check
-passed. Windowed Windows builds have no stdout, so ``--report FILE`` writes the same report to a file.
+passed. Windowed Windows builds have no stdout, so ``--report FILE`` writes the same report to a file
+(without it, such a build writes ``self-test.txt`` into the app's log folder).
 The model is loaded with ``llama_cpp.Llama`` directly (not the app's engine) so the check stays
 independent of the engine's own logic: it tests the bundle, not the app.
 """
@@ -254,10 +255,8 @@ def run_checks(model: Path | None, n_tokens: int, *, window: bool = True) -> lis
 
 def format_report(checks: list[Check]) -> str:
     failed = [c.name for c in checks if not c.ok]
-    if failed:
-        summary = f"self-test FAILED: {', '.join(failed)}"
-    else:
-        summary = f"self-test passed ({len(checks)} checks)"
+    passed = f"self-test passed ({len(checks)} checks)"
+    summary = f"self-test FAILED: {', '.join(failed)}" if failed else passed
     return "\n".join([*(c.line() for c in checks), summary]) + "\n"
 
 
@@ -278,7 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=f"{APP_NAME} --self-test", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, help="a GGUF file to load and run a few tokens on")
     parser.add_argument("--tokens", type=int, default=8, help="tokens to generate with --model (default 8)")
-    parser.add_argument("--report", type=Path, help="also write the report to this file")
+    parser.add_argument(
+        "--report", type=Path, help="also write the report to this file (default without a console: the log folder)"
+    )
     parser.add_argument("--no-window", action="store_true", help="skip opening the main window")
     return parser
 
@@ -288,7 +289,13 @@ def main(argv: list[str]) -> int:
     checks = run_checks(args.model, max(1, args.tokens), window=not args.no_window)
     report = format_report(checks)
     _emit(report)
-    if args.report:
-        args.report.parent.mkdir(parents=True, exist_ok=True)
-        args.report.write_text(report, encoding="utf-8")
+    target = args.report
+    if target is None and sys.stdout is None:
+        # A windowed build started without --report: the report must still land somewhere findable.
+        from gemmadesk.core.paths import app_paths
+
+        target = app_paths().log_dir / "self-test.txt"
+    if target is not None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(report, encoding="utf-8")
     return 0 if all(c.ok for c in checks) else 1

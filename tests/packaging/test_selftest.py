@@ -66,6 +66,18 @@ def test_selftest_names_a_missing_model(tmp_path: Path, capsys: pytest.CaptureFi
     assert _lines(out)["llama.cpp"].startswith("✓")
 
 
+def test_selftest_without_stdout_writes_the_report_to_the_log_folder(
+    tmp_path: Path, gemmadesk_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A windowed Windows build runs with sys.stdout = None (pythonw does the same); set it so here."""
+    monkeypatch.setattr(sys, "stdout", None)
+    code = st.main(["--no-window", "--model", str(tmp_path / "missing.gguf")])
+    assert code == 1
+    report = (gemmadesk_home / "logs" / "self-test.txt").read_text(encoding="utf-8")
+    assert "✗ model: no such model file" in report
+    assert "✓ qt: " in report
+
+
 @pytest.mark.slow
 def test_selftest_reports_a_truncated_model(
     gemma3_gguf: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
