@@ -45,11 +45,20 @@ from huggingface_hub.utils._http import get_session, hf_raise_for_status
 from gemmadesk.core.catalog import CatalogEntry, ModelFile
 from gemmadesk.core.fit import FitOptions, Verdict, plan_entry
 from gemmadesk.core.hardware import Hardware
-from gemmadesk.core.hub import SHA256_RE, HubConfig, HubError, RemoteFile, explain, resolve, status_of
+from gemmadesk.core.hub import (
+    SHA256_RE,
+    TRANSIENT_STATUS,
+    HubConfig,
+    HubError,
+    RemoteFile,
+    explain,
+    resolve,
+    retry_after_seconds,
+    status_of,
+)
 from gemmadesk.core.store import InstalledModel, ModelStore, sha256_file
 
 CHUNK = 1024 * 1024
-TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 GiB = 1024**3
 
 
@@ -350,11 +359,6 @@ class _Transient(Exception):
         self.retry_after = retry_after
 
 
-def _retry_after(response: httpx2.Response) -> float | None:
-    value = response.headers.get("Retry-After", "").strip()
-    return float(value) if value.isdigit() else None
-
-
 def _identity(remote: RemoteFile) -> dict[str, Any]:
     return {"repo_id": remote.repo_id, "filename": remote.filename, "size": remote.size,
             "sha256": remote.sha256, "etag": remote.etag}
@@ -437,10 +441,7 @@ def _fetch(remote: RemoteFile, cfg: HubConfig, part: Path, meter: _Meter, contro
                 if failures >= retry.max_failures:
                     msg = f"Giving up after {failures} failed attempts in a row: {exc}"
                     raise DownloadError(msg) from exc
-                wait = min(retry.max_wait_s, retry.base_wait_s * 2 ** max(0, failures - 1))
-                if exc.retry_after is not None:
-                    wait = min(max(wait, exc.retry_after), retry.max_retry_after_s)
-                control._sleep(wait)
+                control._sleep(_backoff(retry, failures, exc.retry_after))
                 meter.restart_sampling()
         fh.flush()
         os.fsync(fh.fileno())
@@ -458,7 +459,7 @@ def _stream_once(url: str, cfg: HubConfig, sink: _Sink, control: DownloadControl
         stream = get_session().stream("GET", url, headers=headers, timeout=timeout, follow_redirects=True)
         with stream as resp, control._aborting(lambda: _shutdown_socket(resp)):
             if resp.status_code in TRANSIENT_STATUS:
-                raise _Transient(f"the server answered HTTP {resp.status_code}", _retry_after(resp))
+                raise _Transient(f"the server answered HTTP {resp.status_code}", retry_after_seconds(resp.headers))
             if resp.status_code >= 400:
                 resp.read()
                 hf_raise_for_status(resp)
@@ -580,10 +581,7 @@ def _obtain(entry: CatalogEntry, mf: ModelFile, store: ModelStore, cfg: HubConfi
         if cached is not None:
             return cached
         meter.state(DownloadState.QUEUED)
-        try:
-            remote = resolve(mf, cfg)
-        except HubError as exc:
-            raise DownloadError(str(exc)) from exc
+        remote = _resolve_with_retry(mf, cfg, control, retry)
         if remote.sha256 is None:
             raise DownloadError(
                 f"Neither {cfg.endpoint} nor the catalog gives a sha256 for {mf.filename}, so the download "
@@ -615,6 +613,28 @@ def _obtain(entry: CatalogEntry, mf: ModelFile, store: ModelStore, cfg: HubConfi
     except DownloadError as exc:
         meter.state(DownloadState.FAILED, str(exc))
         raise
+
+
+def _resolve_with_retry(
+    mf: ModelFile, cfg: HubConfig, control: DownloadControl, retry: RetryPolicy
+) -> RemoteFile:
+    """Ask the Hub about the file, retrying transient failures with the same policy as the transfer."""
+    failures = 0
+    while True:
+        try:
+            return resolve(mf, cfg, timeout=retry.connect_timeout_s + retry.stall_timeout_s)
+        except HubError as exc:
+            failures += 1
+            if not exc.transient or failures >= retry.max_failures:
+                raise DownloadError(str(exc)) from exc
+            control._sleep(_backoff(retry, failures, exc.retry_after))
+
+
+def _backoff(retry: RetryPolicy, failures: int, retry_after: float | None) -> float:
+    wait: float = min(retry.max_wait_s, retry.base_wait_s * 2.0 ** max(0, failures - 1))
+    if retry_after is not None:
+        wait = min(max(wait, retry_after), retry.max_retry_after_s)
+    return wait
 
 
 def _fetch_reporting_errors(remote: RemoteFile, cfg: HubConfig, part: Path, meter: _Meter,

@@ -41,7 +41,36 @@ _TRUE = {"1", "on", "yes", "true"}
 
 
 class HubError(Exception):
-    """A Hub problem explained for a person (the message is meant to be shown as is)."""
+    """A Hub problem explained for a person (the message is meant to be shown as is).
+
+    ``transient``: worth retrying (network error, timeout, 408/429/5xx); ``retry_after``: the server's
+    ``Retry-After`` in seconds, if it sent one.
+    """
+
+    def __init__(self, message: str, *, transient: bool = False, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.transient = transient
+        self.retry_after = retry_after
+
+
+TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+
+
+def is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, httpx2.TransportError):
+        return True
+    return status_of(exc) in TRANSIENT_STATUS
+
+
+def retry_after_seconds(headers: Any) -> float | None:
+    """``Retry-After`` as seconds (the delay form; the HTTP-date form is ignored like huggingface_hub does)."""
+    value = str(headers.get("Retry-After", "")).strip()
+    return float(value) if value.isdigit() else None
+
+
+def retry_after_of(exc: BaseException) -> float | None:
+    response: Any = getattr(exc, "response", None)
+    return retry_after_seconds(response.headers) if response is not None else None
 
 
 @dataclass(frozen=True)
@@ -94,7 +123,10 @@ def auth_headers(cfg: HubConfig) -> dict[str, str]:
 def resolve(
     mf: ModelFile, cfg: HubConfig, *, revision: str | None = None, timeout: float = 30.0
 ) -> RemoteFile:
-    """HEAD the file's resolve URL (and the model-info API when needed). Raises :class:`HubError`."""
+    """HEAD the file's resolve URL (and the model-info API when needed). Raises :class:`HubError`.
+
+    No retries here: the caller retries transient errors with its own policy (and can be cancelled).
+    """
     if cfg.offline:
         raise HubError(
             f"Offline mode is on (HF_HUB_OFFLINE), so {mf.filename} cannot be downloaded. "
@@ -103,11 +135,10 @@ def resolve(
     rev = revision or mf.revision
     url = hf_hub_url(mf.repo_id, mf.filename, revision=rev, endpoint=cfg.endpoint)
     try:
-        meta = get_hf_file_metadata(
-            url, token=cfg.token or False, timeout=timeout, endpoint=cfg.endpoint, retry_on_errors=True
-        )
+        meta = get_hf_file_metadata(url, token=cfg.token or False, timeout=timeout, endpoint=cfg.endpoint)
     except Exception as exc:
-        raise HubError(explain(exc, cfg, mf.repo_id, mf.filename)) from exc
+        message = explain(exc, cfg, mf.repo_id, mf.filename)
+        raise HubError(message, transient=is_transient(exc), retry_after=retry_after_of(exc)) from exc
     if meta.size is None:
         raise HubError(f"{cfg.endpoint} did not say how large {mf.filename} is; cannot download it.")
     etag = (meta.etag or "").lower() or None
