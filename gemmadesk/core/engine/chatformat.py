@@ -59,9 +59,7 @@ class PromptFormat:
         return _render_plain(messages)
 
 
-def prompt_format_for(
-    architecture: str, template: str | None, bos_token: str, eos_token: str
-) -> PromptFormat:
+def prompt_format_for(architecture: str, template: str | None, bos_token: str, eos_token: str) -> PromptFormat:
     if template:
         return PromptFormat("gguf-template", template, bos_token, eos_token)
     kind = _FALLBACKS.get(architecture, "plain")

@@ -83,9 +83,7 @@ class Engine:
     def is_loaded(self) -> bool:
         return self._llm is not None
 
-    def load(
-        self, settings: LoadSettingsLike, on_progress: Callable[[float], bool] | None = None
-    ) -> LoadReport:
+    def load(self, settings: LoadSettingsLike, on_progress: Callable[[float], bool] | None = None) -> LoadReport:
         """Load ``settings.model_path``. ``on_progress(fraction)`` returning False cancels.
 
         The file is checked first (a bad file never unloads the current model); then the current model is
@@ -99,9 +97,7 @@ class Engine:
         flash_attn = settings.flash_attn
         if flash_attn and _is_e4b(info):
             flash_attn = False
-            notes.append(
-                "Flash attention is off for Gemma 4 E4B: it crashes llama.cpp's CUDA kernels (issue 24400)."
-            )
+            notes.append("Flash attention is off for Gemma 4 E4B: it crashes llama.cpp's CUDA kernels (issue 24400).")
         layer_tries = _layer_tries(settings.n_gpu_layers, info.arch_int("block_count"))
         started = time.perf_counter()
         threads = settings.n_threads or default_threads()
@@ -299,9 +295,7 @@ class Engine:
         lib = llama_module()
         vocab = llm._model.vocab
         llm.set_seed(params.seed if params.seed is not None else lib.LLAMA_DEFAULT_SEED)
-        piece_buf = ctypes.create_string_buffer(64)
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        parser = ThoughtParser()
+        reply = _ReplyText(lib, vocab)
         reason: StopReason = "length"
         first_at = 0.0
         n_out = 0
@@ -325,29 +319,70 @@ class Engine:
                     reason = "eos"
                     break
                 except Exception as exc:
-                    raise GenerationError(
-                        "The model failed while generating a reply.", detail=repr(exc)
-                    ) from exc
+                    raise GenerationError("The model failed while generating a reply.", detail=repr(exc)) from exc
                 if n_out == 0:
                     first_at = time.perf_counter()
                 n_out += 1
-                if lib.llama_vocab_is_eog(vocab, token):
+                chunks = reply.push(token)
+                if chunks is None:
                     reason = "eos"
                     break
-                piece = decoder.decode(_token_bytes(lib, vocab, token, piece_buf))
-                if piece in TURN_END_MARKERS:
-                    reason = "eos"
-                    break
-                for kind, text in parser.feed(piece):
-                    yield TextChunk(kind, text)  # type: ignore[arg-type]
+                yield from chunks
             else:
                 reason = "context_full" if budget < params.max_tokens else "length"
         finally:
             generator.close()
-        for kind, text in parser.feed(decoder.decode(b"", final=True)) + parser.finish():
-            yield TextChunk(kind, text)  # type: ignore[arg-type]
-        final = _finish(stats, reason, started, first_at, n_out)
-        yield ReplyDone(parser.answer.strip(), parser.thoughts.strip(), final)
+        yield from reply.finish()
+        yield ReplyDone(reply.answer, reply.thoughts, _finish(stats, reason, started, first_at, n_out))
+
+    def decode_reply(self, tokens: Sequence[int]) -> tuple[list[TextChunk], str, str]:
+        """Turn a reply's token ids into (chunks, answer, thoughts) exactly as :meth:`chat_stream` does
+        (special tokens kept for the thought parser, end-of-turn stops it)."""
+        llm = self._require()
+        reply = _ReplyText(llama_module(), llm._model.vocab)
+        chunks: list[TextChunk] = []
+        for token in tokens:
+            pushed = reply.push(token)
+            if pushed is None:
+                break
+            chunks += pushed
+        chunks += reply.finish()
+        return chunks, reply.answer, reply.thoughts
+
+    def tokenize(self, text: str, special: bool = True) -> list[int]:
+        """Token ids of ``text`` without BOS; ``special`` parses control tokens such as ``<|channel>``."""
+        return list(self._require().tokenize(text.encode("utf-8"), add_bos=False, special=special))
+
+
+class _ReplyText:
+    """Token ids → UTF-8 text → answer/thought pieces, one token at a time."""
+
+    def __init__(self, lib: Any, vocab: Any) -> None:
+        self._lib, self._vocab = lib, vocab
+        self._buf = ctypes.create_string_buffer(64)
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._parser = ThoughtParser()
+
+    def push(self, token: int) -> list[TextChunk] | None:
+        """The pieces this token completes, or None if it ends the turn."""
+        if self._lib.llama_vocab_is_eog(self._vocab, token):
+            return None
+        piece = self._decoder.decode(_token_bytes(self._lib, self._vocab, token, self._buf))
+        if piece in TURN_END_MARKERS:
+            return None
+        return [TextChunk(kind, text) for kind, text in self._parser.feed(piece)]  # type: ignore[arg-type]
+
+    def finish(self) -> list[TextChunk]:
+        tail = self._parser.feed(self._decoder.decode(b"", final=True)) + self._parser.finish()
+        return [TextChunk(kind, text) for kind, text in tail]  # type: ignore[arg-type]
+
+    @property
+    def answer(self) -> str:
+        return self._parser.answer.strip()
+
+    @property
+    def thoughts(self) -> str:
+        return self._parser.thoughts.strip()
 
 
 def _layer_tries(n_gpu_layers: int, n_layers: int) -> list[int]:
@@ -383,9 +418,7 @@ class _OutOfMemory(EngineError):
     pass
 
 
-def _classify_load_failure(
-    settings: LoadSettingsLike, lines: list[str], exc: Exception, detail: str
-) -> EngineError:
+def _classify_load_failure(settings: LoadSettingsLike, lines: list[str], exc: Exception, detail: str) -> EngineError:
     name = Path(settings.model_path).name
     text = "\n".join(lines)
     if m := _UNKNOWN_ARCH.search(text):

@@ -136,9 +136,7 @@ def read_gguf_info(path: str | Path) -> GGUFInfo:
     except FileNotFoundError as exc:
         raise ModelFileError(f"The model file “{path}” does not exist.", detail=str(exc)) from exc
     except OSError as exc:
-        raise ModelFileError(
-            f"The model file “{path}” cannot be read: {exc.strerror}.", detail=str(exc)
-        ) from exc
+        raise ModelFileError(f"The model file “{path}” cannot be read: {exc.strerror}.", detail=str(exc)) from exc
     if size < 24:
         raise ModelFileError(f"“{path.name}” is not a GGUF model file (it is only {size} bytes).")
     with handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as buf:
