@@ -27,10 +27,8 @@ from gemmadesk.core.downloads import (
 from gemmadesk.core.fit import FitOptions
 from gemmadesk.core.store import InstalledModel, ModelStore, StoreError
 
-Sub = argparse._SubParsersAction[argparse.ArgumentParser]
 
-
-def register(sub: Sub) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("pull", help="download a model (resumable, verified)")
     p.add_argument("model", metavar="MODEL", help="catalog id, SIZE[:FORMAT] (e.g. e2b, 12b:ud-q4_k_xl), "
                    "or ORG/REPO/FILE.gguf")

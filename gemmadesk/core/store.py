@@ -274,7 +274,11 @@ class ModelStore:
         else:
             sha = None
         name = str(header.get("general.name") or path.stem)
-        model_id = entry.id if entry is not None else self._free_id("custom-" + _slug(path.stem))
+        have = self.find_for_entry(entry.id) if entry is not None else None
+        if entry is not None and have is not None and have.path != path and have.status == "ok":
+            raise StoreError(f"{entry.label} is already installed at {have.path}")
+        same_file = next((m.id for m in self.list() if m.path == path), None)
+        model_id = entry.id if entry is not None else same_file or self._free_id("custom-" + _slug(path.stem))
         return self.record(
             model_id=model_id,
             entry_id=entry.id if entry is not None else None,

