@@ -1,4 +1,4 @@
-"""Read what the memory estimate needs from a GGUF file's header (the ``gguf`` package, no weights read).
+"""Read what the memory estimate needs from a GGUF file's header (:mod:`gguf_header`, no weights read).
 
 A :class:`ModelLayout` says how many bytes each part of the model has (per repeating layer, the input
 tables that llama.cpp always keeps in host memory, the output layer) plus the attention geometry per layer
@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from gemmadesk.core.catalog import Architecture
+from gemmadesk.core.gguf_header import GGUFHeaderError, read_header
 
 _BLK = re.compile(r"^blk\.(\d+)\.")
 _OUTPUT_TENSORS = ("output.weight", "output_norm.weight")
@@ -58,18 +59,8 @@ class ModelLayout:
         return sum(self.layer_bytes) + self.input_bytes + self.output_bytes
 
 
-def _field(reader: Any, key: str, default: Any = None) -> Any:
-    f = reader.fields.get(key)
-    if f is None:
-        return default
-    try:
-        return f.contents()
-    except Exception:  # malformed field: treat as absent
-        return default
-
-
 def _per_layer(value: Any, n: int, default: int) -> list[int]:
-    if isinstance(value, list):
+    if isinstance(value, list) and value:
         values = [int(v) for v in value]
         return values if len(values) == n else (values + [values[-1]] * n)[:n]
     return [int(value if value is not None else default)] * n
@@ -79,41 +70,38 @@ def read_layout(path: Path) -> ModelLayout:
     """Read a GGUF header. Raises :class:`GGUFError` with a clear message for non-GGUF/corrupt files."""
     path = Path(path)
     try:
-        with open(path, "rb") as fh:
-            magic = fh.read(4)
-    except OSError as exc:
-        raise GGUFError(f"cannot read {path.name}: {exc.strerror or exc}") from exc
-    if magic != b"GGUF":
-        raise GGUFError(f"{path.name} is not a GGUF model file (it does not start with the GGUF signature)")
-    try:
-        from gguf import GGUFReader
+        header = read_header(path)
+    except GGUFHeaderError as exc:
+        if exc.kind == "truncated":
+            raise GGUFError(f"{path.name} is damaged or truncated: {exc}") from exc
+        raise GGUFError(str(exc)) from exc
+    meta = header.metadata
+    arch = header.architecture or "unknown"
 
-        reader = GGUFReader(str(path), "r")
-    except Exception as exc:  # the gguf package raises assorted errors on truncated/corrupt headers
-        raise GGUFError(f"{path.name} is damaged or truncated: its GGUF header cannot be read ({exc})") from exc
-    arch = str(_field(reader, "general.architecture", "unknown"))
-    p = f"{arch}."
-    n_layer = int(_field(reader, p + "block_count", 0))
+    def hp(key: str, default: Any = None) -> Any:
+        return meta.get(f"{arch}.{key}", default)
+
+    n_layer = int(hp("block_count", 0))
     if n_layer <= 0:
-        raise GGUFError(f"{path.name}: no {p}block_count in the header; not a model llama.cpp can load")
-    n_embd = int(_field(reader, p + "embedding_length", 0))
-    n_head = int(_field(reader, p + "attention.head_count", 1) if not isinstance(
-        _field(reader, p + "attention.head_count"), list) else max(_field(reader, p + "attention.head_count")))
-    kv_heads = _per_layer(_field(reader, p + "attention.head_count_kv"), n_layer, n_head)
-    key_len = int(_field(reader, p + "attention.key_length", n_embd // max(n_head, 1)))
-    val_len = int(_field(reader, p + "attention.value_length", key_len))
-    key_swa = int(_field(reader, p + "attention.key_length_swa", key_len))
-    val_swa = int(_field(reader, p + "attention.value_length_swa", val_len))
-    window = int(_field(reader, p + "attention.sliding_window", 0) or 0)
-    pattern = _field(reader, p + "attention.sliding_window_pattern")
+        raise GGUFError(f"{path.name}: no {arch}.block_count in the header; not a model llama.cpp can load")
+    n_embd = int(hp("embedding_length", 0))
+    heads = hp("attention.head_count", 1)
+    n_head = int(max(heads) if isinstance(heads, list) else heads)
+    kv_heads = _per_layer(hp("attention.head_count_kv"), n_layer, n_head)
+    key_len = int(hp("attention.key_length", n_embd // max(n_head, 1)))
+    val_len = int(hp("attention.value_length", key_len))
+    key_swa = int(hp("attention.key_length_swa", key_len))
+    val_swa = int(hp("attention.value_length_swa", val_len))
+    window = int(hp("attention.sliding_window", 0) or 0)
+    pattern = hp("attention.sliding_window_pattern")
     if isinstance(pattern, list) and len(pattern) == n_layer:
         swa = [bool(x) for x in pattern]
     elif window and arch in ("gemma3", "gemma2"):
         period = int(pattern) if isinstance(pattern, int) and pattern > 0 else 6
         swa = [(i + 1) % period != 0 for i in range(n_layer)]  # gemma3: 5 local, then 1 global
     else:
-        swa = [bool(window)] * n_layer if arch != "gemma4" else [False] * n_layer
-    shared = int(_field(reader, p + "attention.shared_kv_layers", 0) or 0)
+        swa = [bool(window) and arch != "gemma4"] * n_layer
+    shared = int(hp("attention.shared_kv_layers", 0) or 0)
     layers = tuple(
         LayerAttention(
             is_swa=swa[i],
@@ -125,43 +113,39 @@ def read_layout(path: Path) -> ModelLayout:
         for i in range(n_layer)
     )
     layer_bytes = [0] * n_layer
-    input_bytes = output_bytes = 0
+    input_bytes = output_bytes = token_embd_bytes = 0
     n_vocab = 0
     has_output = False
-    for t in reader.tensors:
-        name = str(t.name)
-        size = int(t.n_bytes)
-        m = _BLK.match(name)
+    for t in header.tensors:
+        m = _BLK.match(t.name)
         if m and int(m.group(1)) < n_layer:
-            layer_bytes[int(m.group(1))] += size
-        elif name in _OUTPUT_TENSORS:
-            output_bytes += size
-            has_output = has_output or name == "output.weight"
+            layer_bytes[int(m.group(1))] += t.n_bytes
+        elif t.name in _OUTPUT_TENSORS:
+            output_bytes += t.n_bytes
+            has_output = has_output or t.name == "output.weight"
         else:
-            input_bytes += size
-        if name == "token_embd.weight":
-            n_vocab = int(max(t.shape)) if len(t.shape) else 0
-            token_embd_bytes = size
-    if not has_output and n_vocab:
+            input_bytes += t.n_bytes
+        if t.name == "token_embd.weight":
+            n_vocab = max(t.dims) if t.dims else 0
+            token_embd_bytes = t.n_bytes
+    if not has_output:
         output_bytes += token_embd_bytes  # tied embeddings: llama.cpp duplicates them onto the output device
-    tokens = _field(reader, "tokenizer.ggml.tokens")
-    if isinstance(tokens, list) and tokens:
-        n_vocab = len(tokens)
-    n_ff_raw = _field(reader, p + "feed_forward_length", 4 * n_embd)
-    n_ff = max(n_ff_raw) if isinstance(n_ff_raw, list) else int(n_ff_raw)
-    n_used = int(_field(reader, p + "expert_used_count", 0) or 0)
+    n_vocab = header.array_lengths.get("tokenizer.ggml.tokens", n_vocab)
+    n_ff_raw = hp("feed_forward_length", 4 * n_embd)
+    n_ff = int(max(n_ff_raw) if isinstance(n_ff_raw, list) else n_ff_raw)
+    n_used = int(hp("expert_used_count", 0) or 0)
     if n_used:
-        n_ff += n_used * int(_field(reader, p + "expert_feed_forward_length", 0) or 0)
-    template = _field(reader, "tokenizer.chat_template")
+        n_ff += n_used * int(hp("expert_feed_forward_length", 0) or 0)
+    template = meta.get("tokenizer.chat_template")
     return ModelLayout(
         architecture=arch,
-        name=str(_field(reader, "general.name", path.stem)),
-        file_size=path.stat().st_size,
+        name=str(meta.get("general.name", path.stem)),
+        file_size=header.file_bytes,
         n_layer=n_layer,
         n_embd=n_embd,
         n_head=n_head,
-        n_vocab=n_vocab,
-        n_ctx_train=int(_field(reader, p + "context_length", 0) or 0),
+        n_vocab=int(n_vocab),
+        n_ctx_train=int(hp("context_length", 0) or 0),
         sliding_window=window,
         n_ff=n_ff,
         layers=layers,

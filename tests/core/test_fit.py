@@ -180,3 +180,20 @@ def test_plan_for_local_file(gemma3_gguf: Path) -> None:
     assert settings.n_ctx == 2048
     assert settings.n_gpu_layers == 0
     assert settings.model_path == str(gemma3_gguf)
+
+
+def test_header_reader_is_fast_and_complete_on_a_gemma4_file(tmp_path: Path) -> None:
+    """A synthetic Gemma 4 GGUF (real 262k vocabulary, E2B-like KV sharing): per-layer arrays are read."""
+    from tests.support.synth_gemma4 import write_gemma4_gguf
+
+    path = tmp_path / "tiny-gemma4.gguf"
+    write_gemma4_gguf(path, size="tiny")
+    layout = read_layout(path)
+    assert layout.architecture == "gemma4" and layout.n_vocab == 262144
+    assert [la.owns_kv for la in layout.layers] == [True, True, False, False]  # last 2 layers share KV
+    assert [la.is_swa for la in layout.layers] == [True, False, True, False]
+    assert layout.chat_template and "<|turn>" in layout.chat_template
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(path.read_bytes()[: layout.file_size - 1000])
+    with pytest.raises(GGUFError, match="truncated"):
+        read_layout(cut)

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# GPU validation, run on the NVIDIA machine from the repo root (the device tool's `run`):
+#   bash benchmarks/gpu/run_gpu.sh build     # unpack + build llama-cpp-python with CUDA, make synthetic GGUFs
+#   bash benchmarks/gpu/run_gpu.sh measure   # estimate vs llama.cpp vs NVML, decode speed engine vs bare
+# Needs in .gpu/ (carried, git-ignored): llama-cpp-python-0.3.36-slim.tar.gz (sdist without .git, models,
+# docs), ggml-vocab-gemma-4.gguf, and the wheels missing there (diskcache, gguf, platformdirs).
+# Everything it builds stays in git-ignored folders of the repo (.gpu-build/, .gpu-models/) so a second
+# call on the same warm machine reuses it. Results go to $OUT (or ./gpu-out).
+set -uo pipefail
+OUT=${OUT:-$PWD/gpu-out}; mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+SITE=$PWD/.gpu-build/site
+MODELS=$PWD/.gpu-models
+export PYTHONPATH=$SITE:$PWD
+export GEMMADESK_GEMMA4_VOCAB=$PWD/.gpu/ggml-vocab-gemma-4.gguf
+mkdir -p "$SITE" "$MODELS"
+python3 -m pip install -q --no-index --no-deps --no-compile --target "$SITE" .gpu/*.whl >/dev/null 2>&1 || true
+nvidia-smi --query-gpu=name,memory.total,memory.used,driver_version --format=csv > "$OUT/nvidia-smi.csv" 2>&1
+
+build() {
+  if python3 -c "import llama_cpp,sys; sys.exit(0 if llama_cpp.llama_supports_gpu_offload() else 1)" 2>/dev/null; then
+    echo "CUDA build already there"; return 0; fi
+  local t0=$SECONDS
+  rm -rf /tmp/lcp && mkdir -p /tmp/lcp && tar xzf .gpu/llama-cpp-python-0.3.36-slim.tar.gz -C /tmp/lcp
+  (cd /tmp/lcp/llama_cpp_python-0.3.36 && CMAKE_ARGS="-DGGML_CUDA=on -DCMAKE_CUDA_ARCHITECTURES=90" \
+     CMAKE_BUILD_PARALLEL_LEVEL=16 python3 -m pip install --no-build-isolation --no-deps --no-index \
+     --target "$SITE" . > "$OUT/build.log" 2>&1)
+  echo "build rc=$? in $((SECONDS - t0)) s" | tee -a "$OUT/build.log"
+}
+
+gen() {
+  for s in "$@"; do
+    [ -s "$MODELS/$s.gguf" ] && continue
+    local t0=$SECONDS
+    python3 -m tests.support.synth_gemma4 "$MODELS/$s.gguf.tmp" --size "$s" --qtype Q4_0 >> "$OUT/gen.log" 2>&1 \
+      && mv "$MODELS/$s.gguf.tmp" "$MODELS/$s.gguf"
+    echo "generated $s in $((SECONDS - t0)) s: $(stat -c %s "$MODELS/$s.gguf" 2>/dev/null) bytes" | tee -a "$OUT/gen.log"
+  done
+}
+
+case "${1:-all}" in
+  build)
+    gen E2B E4B 12B &
+    build
+    wait
+    gen 26B-A4B 31B
+    ;;
+  measure)
+    build
+    python3 -m gemmadesk hw --json > "$OUT/hw.json" 2> "$OUT/hw.err"
+    python3 -m gemmadesk hw > "$OUT/hw.txt" 2>&1
+    python3 benchmarks/gpu/measure.py --models "$MODELS" --out "$OUT" --budget-s "${BUDGET_S:-500}" \
+      --sizes "${SIZES:-E2B,E4B,12B,26B-A4B,31B}"
+    ;;
+esac
+df -h . | tail -1
