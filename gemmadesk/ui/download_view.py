@@ -99,10 +99,8 @@ class DownloadPanel(QWidget):
         self.bar.show()
         self.bar.setValue(int(1000 * done / total) if total else 0)
         self.bar.setFormat(f"{human_bytes(done)} of {human_bytes(total)}")
-        if state == "verifying":
-            detail = "verifying checksum…"
-        else:
-            detail = f"{human_bytes(speed_bps)}/s · {format_eta(eta_s)}"
+        speed = f"{human_bytes(speed_bps)}/s · {format_eta(eta_s)}"
+        detail = "checking the file…" if state == "verifying" else speed
         self.status.setText(f"Downloading {label}: {detail}")
         self.pause_button.setText("&Pause")
         self._buttons(False, True, True, False)

@@ -10,9 +10,12 @@ from PySide6.QtWidgets import QMainWindow, QMessageBox, QStackedWidget, QVBoxLay
 
 from gemmadesk import APP_NAME, __version__
 from gemmadesk.core.hardware import Hardware
+from gemmadesk.core.history import HistoryError, HistoryStore
 from gemmadesk.core.paths import AppPaths, app_paths
 from gemmadesk.core.settings import Settings, SettingsStore
 from gemmadesk.core.store import ModelStore
+from gemmadesk.ui.chat_controller import ChatController
+from gemmadesk.ui.chat_view import ChatView
 from gemmadesk.ui.download_controller import DownloadController
 from gemmadesk.ui.notice import NoticeBar
 from gemmadesk.ui.setup_controller import SetupController
@@ -33,11 +36,14 @@ class MainWindow(QMainWindow):
         self.store = ModelStore(self.paths)
         self.setup = SetupController(self.tasks, self.store, n_ctx=self.settings.context_length, parent=self)
         self.downloads = DownloadController(self.tasks, self.store, self)
-
         self.notice = NoticeBar()
+        self.chat = ChatController(self.setup, self._open_history(), self)
+
         self.stack = QStackedWidget()
         self.setup_page = SetupPage(self.setup, self.downloads)
+        self.chat_view = ChatView(self.chat, self.notice)
         self.stack.addWidget(self.setup_page)
+        self.stack.addWidget(self.chat_view)
         central = QWidget()
         layout = QVBoxLayout(central)
         layout.addWidget(self.notice)
@@ -46,6 +52,8 @@ class MainWindow(QMainWindow):
         self._build_menus()
 
         self.setup_page.context_chosen.connect(self._remember_context)
+        self.setup_page.chat_requested.connect(self.open_chat)
+        self.chat.model_ready.connect(self._remember_model)
         self.setup.hardware_failed.connect(
             lambda msg: self.notice.show_message(
                 msg, "warning", "The list assumes CPU only; see the log for details."
@@ -54,14 +62,55 @@ class MainWindow(QMainWindow):
         for problem in self.settings_store.problems:
             self.notice.show_message(problem, "warning", "Your other settings were kept.")
         self._restore_geometry()
+        self.chat.refresh_conversations()
+        self.setup.hardware_ready.connect(self._first_screen)
         if hardware is None:
             self.setup.probe()
         else:
             self.setup.set_hardware(hardware)
 
+    def _open_history(self) -> HistoryStore:
+        try:
+            return HistoryStore(self.paths.history_db)
+        except HistoryError as exc:
+            self.notice.show_message(str(exc), "error", "Chats will not be saved this time; see the log file.")
+            return HistoryStore(":memory:")
+
+    def _first_screen(self) -> None:
+        """With a model installed start in the chat (loading the last one used), else on the fit list."""
+        self.setup.hardware_ready.disconnect(self._first_screen)
+        installed = [m.id for m in self.chat.installed_models()]
+        if installed:
+            last = self.settings.last_model
+            self.open_chat(last if last in installed else installed[0])
+
+    def open_chat(self, model_id: str) -> None:
+        self.stack.setCurrentWidget(self.chat_view)
+        if model_id != self.chat.model_id:
+            self.chat.load_model(model_id)
+        self.chat.refresh_models()
+        if self.chat.conversation_id is None:
+            convs = self.chat.history.list_conversations()
+            if convs:
+                self.chat.open_conversation(convs[0].id)
+        self.chat_view.composer.edit.setFocus()
+
+    def new_chat(self) -> None:
+        if self.stack.currentWidget() is self.chat_view:
+            self.chat.new_conversation()
+
+    def _remember_model(self) -> None:
+        if self.chat.model_id and self.chat.model_id != self.settings.last_model:
+            self.settings.last_model = self.chat.model_id
+            self._save_settings()
+
     # ------------------------------------------------------------------ menus
     def _build_menus(self) -> None:
         file_menu = self.menuBar().addMenu("&File")
+        new_action = QAction("&New chat", self)
+        new_action.setShortcut(QKeySequence.StandardKey.New)
+        new_action.triggered.connect(self.new_chat)
+        file_menu.addAction(new_action)
         self.models_action = QAction("&Models…", self)
         self.models_action.triggered.connect(self.show_setup)
         file_menu.addAction(self.models_action)
@@ -123,6 +172,8 @@ class MainWindow(QMainWindow):
     def closeEvent(self, event: QCloseEvent) -> None:
         self._qsettings().setValue("geometry", self.saveGeometry())
         self.downloads.shutdown()
+        self.chat.shutdown()
         self.tasks.wait()
+        self.chat.history.close()
         super().closeEvent(event)
         self.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose, False)

@@ -91,7 +91,7 @@ class SetupController(QObject):
         if entry.file is None:
             return False
         partial_dir = self.store.partial_dir()
-        return partial_dir.is_dir() and any(partial_dir.glob(f"*{entry.file.filename}*"))
+        return partial_dir.is_dir() and any(partial_dir.glob(f"*--{entry.file.filename}.part"))
 
     def entry(self, entry_id: str) -> CatalogEntry:
         return self.catalog.get(entry_id)

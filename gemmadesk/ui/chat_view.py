@@ -1,0 +1,231 @@
+"""The chat page: conversation sidebar, model switcher with load progress and placement banner, the
+transcript, the composer and the per-conversation settings. Pure composition and wiring: every action
+goes to :class:`ChatController`."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QItemSelectionModel, Qt
+from PySide6.QtGui import QKeySequence, QShortcut
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QComboBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListView,
+    QMessageBox,
+    QProgressBar,
+    QPushButton,
+    QSplitter,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from gemmadesk.ui.chat_controller import ChatController
+from gemmadesk.ui.chat_settings import ChatSettingsPanel, ConversationSettings
+from gemmadesk.ui.composer import Composer
+from gemmadesk.ui.conversation_model import CONVERSATION_ID_ROLE
+from gemmadesk.ui.message_view import MessageView
+from gemmadesk.ui.notice import NoticeBar
+
+
+class Sidebar(QWidget):
+    def __init__(self, ctl: ChatController, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.ctl = ctl
+        self.search = QLineEdit()
+        self.search.setPlaceholderText("Search chats (Ctrl+F)")
+        self.search.setAccessibleName("Search conversations")
+        self.search.setClearButtonEnabled(True)
+        self.search.textChanged.connect(ctl.refresh_conversations)
+        self.list = QListView()
+        self.list.setAccessibleName("Conversations")
+        self.list.setModel(ctl.conversations)
+        self.list.setEditTriggers(
+            QAbstractItemView.EditTrigger.EditKeyPressed | QAbstractItemView.EditTrigger.DoubleClicked
+        )
+        self.list.selectionModel().currentRowChanged.connect(self._picked)
+        self.new_button = QPushButton("+ New chat")
+        self.new_button.setAccessibleName("New chat")
+        self.new_button.setToolTip("New chat (Ctrl+N)")
+        self.new_button.clicked.connect(ctl.new_conversation)
+        self.rename_button = QPushButton("Rename")
+        self.rename_button.setAccessibleName("Rename conversation")
+        self.rename_button.clicked.connect(lambda: self.list.edit(self.list.currentIndex()))
+        self.delete_button = QPushButton("Delete")
+        self.delete_button.setAccessibleName("Delete conversation")
+        self.delete_button.clicked.connect(self.confirm_delete)
+        row = QHBoxLayout()
+        row.addWidget(self.rename_button)
+        row.addWidget(self.delete_button)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.new_button)
+        layout.addWidget(self.search)
+        layout.addWidget(self.list, 1)
+        layout.addLayout(row)
+        ctl.conversations.modelReset.connect(self._reselect)
+
+    def _picked(self, index: object) -> None:
+        cid = self.list.currentIndex().data(CONVERSATION_ID_ROLE)
+        if cid is not None and cid != self.ctl.conversation_id:
+            self.ctl.open_conversation(int(cid))
+
+    def _reselect(self) -> None:
+        row = self.ctl.conversations.row_of(self.ctl.conversation_id or -1)
+        if row >= 0:
+            self.list.selectionModel().setCurrentIndex(
+                self.ctl.conversations.index(row), QItemSelectionModel.SelectionFlag.ClearAndSelect
+            )
+
+    def confirm_delete(self) -> None:
+        """Ask first (window-modal, not blocking the event loop), then delete."""
+        index = self.list.currentIndex()
+        if not index.isValid():
+            return
+        cid, title = int(index.data(CONVERSATION_ID_ROLE)), str(index.data())
+        buttons = QMessageBox.StandardButton
+        box = QMessageBox(QMessageBox.Icon.Question, "Delete conversation", f"Delete “{title}” for good?")
+        box.setStandardButtons(buttons.Yes | buttons.Cancel)
+        box.setDefaultButton(buttons.Cancel)
+        box.setParent(self, box.windowFlags())
+        box.setWindowModality(Qt.WindowModality.WindowModal)
+        box.setObjectName("confirm-delete")
+
+        def decided() -> None:
+            if box.clickedButton() is box.button(buttons.Yes):
+                self.ctl.delete(cid)
+
+        box.finished.connect(decided)
+        box.open()
+
+
+class ChatView(QWidget):
+    def __init__(self, ctl: ChatController, notice: NoticeBar, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.ctl = ctl
+        self.notice = notice
+        self.sidebar = Sidebar(ctl)
+        self.model_box = QComboBox()
+        self.model_box.setAccessibleName("Model")
+        self.model_box.setMinimumWidth(260)
+        self.model_box.activated.connect(lambda i: ctl.load_model(str(self.model_box.itemData(i))))
+        self.load_bar = QProgressBar()
+        self.load_bar.setAccessibleName("Model loading progress")
+        self.load_bar.setRange(0, 100)
+        self.load_bar.setMaximumWidth(200)
+        self.load_bar.hide()
+        self.model_status = QLabel("No model loaded")
+        self.settings_toggle = QToolButton()
+        self.settings_toggle.setText("Settings")
+        self.settings_toggle.setCheckable(True)
+        self.settings_toggle.setAccessibleName("Show conversation settings")
+        self.banner = QLabel()
+        self.banner.setWordWrap(True)
+        self.banner.setAccessibleName("Where the model runs")
+        self.banner.setStyleSheet("background: #fff3e0; color: #8a4b00; padding: 6px; border-radius: 4px")
+        self.banner.hide()
+        self.messages = MessageView(ctl.transcript)
+        self.composer = Composer()
+        self.settings_panel = ChatSettingsPanel()
+        self.settings_panel.set_values(ctl.settings)
+        self.settings_panel.hide()
+        self.settings_toggle.toggled.connect(self.settings_panel.setVisible)
+
+        bar = QHBoxLayout()
+        model_label = QLabel("&Model:")
+        model_label.setBuddy(self.model_box)
+        for w in (model_label, self.model_box, self.load_bar, self.model_status):
+            bar.addWidget(w)
+        bar.addStretch(1)
+        bar.addWidget(self.settings_toggle)
+        center = QWidget()
+        col = QVBoxLayout(center)
+        col.setContentsMargins(0, 0, 0, 0)
+        col.addLayout(bar)
+        col.addWidget(self.banner)
+        col.addWidget(self.messages, 1)
+        col.addWidget(self.composer)
+        split = QSplitter()
+        split.addWidget(self.sidebar)
+        split.addWidget(center)
+        split.addWidget(self.settings_panel)
+        split.setStretchFactor(1, 1)
+        split.setSizes([220, 700, 260])
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(split)
+        self._wire()
+        self._shortcuts()
+        self.setTabOrder(self.composer.edit, self.composer.send_button)
+        self.setTabOrder(self.composer.send_button, self.composer.thinking)
+        self.setTabOrder(self.composer.thinking, self.sidebar.search)
+
+    def _wire(self) -> None:
+        ctl = self.ctl
+        self.composer.send.connect(self._send)
+        self.composer.stop.connect(ctl.stop)
+        self.messages.regenerate_requested.connect(ctl.regenerate)
+        self.messages.edit_requested.connect(
+            lambda row: self.composer.start_edit(row, ctl.transcript.message(row).content)
+        )
+        self.settings_panel.changed.connect(self._settings_changed)
+        self.composer.thinking.toggled.connect(self._settings_changed)
+        ctl.busy_changed.connect(self._busy)
+        ctl.model_loading.connect(self._loading)
+        ctl.model_ready.connect(self._ready)
+        ctl.models_changed.connect(self._models)
+        ctl.conversation_opened.connect(self._opened)
+        ctl.notice.connect(lambda level, text, step: self.notice.show_message(text, level, step))
+
+    def _shortcuts(self) -> None:
+        QShortcut(QKeySequence.StandardKey.Find, self, self.sidebar.search.setFocus)
+        QShortcut(QKeySequence(Qt.Key.Key_Escape), self, self.ctl.stop)
+
+    # ------------------------------------------------------------------ reactions
+    def _send(self, text: str, row: int) -> None:
+        if row >= 0:
+            self.ctl.edit_and_resend(row, text)
+        else:
+            self.ctl.send(text)
+
+    def _settings_changed(self) -> None:
+        self.ctl.update_settings(self.settings_panel.values(self.composer.thinking.isChecked()))
+
+    def _busy(self, busy: bool) -> None:
+        self.composer.set_busy(busy)
+        self.messages.set_busy(busy)
+        self.model_box.setEnabled(not busy)
+
+    def _loading(self, name: str, fraction: float) -> None:
+        if fraction < 0:
+            self.load_bar.hide()
+            self.model_status.setText("No model loaded")
+            return
+        self.load_bar.show()
+        self.load_bar.setValue(int(fraction * 100))
+        self.model_status.setText(f"Loading {name}…")
+        self.composer.send_button.setEnabled(False)
+
+    def _ready(self, name: str, banner: str) -> None:
+        self.load_bar.hide()
+        self.model_status.setText(f"{name} ready")
+        self.composer.send_button.setEnabled(True)
+        self.banner.setText(banner)
+        self.banner.setVisible(bool(banner))
+        self.composer.edit.setFocus()
+
+    def _models(self, models: list[tuple[str, str]]) -> None:
+        self.model_box.clear()
+        for model_id, name in models:
+            self.model_box.addItem(name, model_id)
+        i = self.model_box.findData(self.ctl.model_id)
+        self.model_box.setCurrentIndex(i)
+
+    def _opened(self, _cid: int, settings: ConversationSettings) -> None:
+        self.settings_panel.set_values(settings)
+        self.composer.thinking.blockSignals(True)
+        self.composer.thinking.setChecked(settings.thinking)
+        self.composer.thinking.blockSignals(False)
+        self.sidebar._reselect()

@@ -1,0 +1,231 @@
+"""The transcript view: one bubble per message of a :class:`TranscriptModel`, kept in step with its signals.
+
+Each bubble renders its Markdown through :func:`render_markdown` into a :class:`SafeBrowser` (no
+remote loads, no HTML from the model). Code blocks carry a "Copy" link; other links open in the
+system browser only when clicked, and only for http(s)/mailto.
+"""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QModelIndex, QPersistentModelIndex, Qt, QTimer, QUrl, Signal
+from PySide6.QtGui import QDesktopServices, QGuiApplication, QResizeEvent
+from PySide6.QtWidgets import (
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QScrollArea,
+    QSizePolicy,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from gemmadesk.ui.markdown import Rendered, SafeBrowser, render_markdown
+from gemmadesk.ui.transcript_model import Message, TranscriptModel
+
+STOP_WORDS = {"stopped": "stopped", "length": "hit max tokens", "context_full": "context full"}
+USER_BUBBLE = "#MessageBubble { border-radius: 8px; background: rgba(127,127,127,0.12) }"
+_Index = QModelIndex | QPersistentModelIndex
+
+
+def is_dark(widget: QWidget) -> bool:
+    return widget.palette().window().color().lightness() < 128
+
+
+def format_stats(stats: dict[str, object]) -> str:
+    """Unobtrusive per-reply numbers: speed, time to first token, tokens, why it stopped."""
+    if not stats:
+        return ""
+    parts = []
+    tps = stats.get("generated_tokens_per_s")
+    if isinstance(tps, int | float) and tps > 0:
+        parts.append(f"{tps:.1f} tok/s")
+    ttft = stats.get("time_to_first_token_s")
+    if isinstance(ttft, int | float) and ttft > 0:
+        parts.append(f"first token {ttft:.2f} s")
+    tokens = stats.get("completion_tokens")
+    if tokens:
+        parts.append(f"{tokens} tokens")
+    reason = stats.get("stop_reason")
+    if reason in ("stopped", "length", "context_full"):
+        parts.append(STOP_WORDS[str(reason)])
+    return " · ".join(parts)
+
+
+class AutoHeightBrowser(SafeBrowser):
+    """A SafeBrowser as tall as its content, so bubbles stack in one scroll area."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setFrameShape(QFrame.Shape.NoFrame)
+        self.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+        self.viewport().setAutoFillBackground(False)
+        self.document().documentLayout().documentSizeChanged.connect(self._fit)
+
+    def _fit(self) -> None:
+        bar = self.horizontalScrollBar()
+        extra = bar.sizeHint().height() if bar.isVisible() else 0
+        self.setFixedHeight(int(self.document().size().height()) + 6 + extra)
+
+    def resizeEvent(self, event: QResizeEvent) -> None:
+        super().resizeEvent(event)
+        self.document().setTextWidth(self.viewport().width())
+        self._fit()
+
+
+class MessageBubble(QFrame):
+    regenerate = Signal()
+    edit = Signal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("MessageBubble")
+        self.who = QLabel()
+        self.stats = QLabel()
+        self.stats.setAccessibleName("Reply statistics")
+        self.stats.setStyleSheet("color: gray; font-size: 11px")
+        self.thoughts_toggle = QToolButton()
+        self.thoughts_toggle.setCheckable(True)
+        self.thoughts_toggle.setAutoRaise(True)
+        self.thoughts_toggle.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.thoughts_toggle.setAccessibleName("Show or hide the model's thoughts")
+        self.thoughts_toggle.toggled.connect(self._toggle_thoughts)
+        self.thoughts = AutoHeightBrowser()
+        self.thoughts.setAccessibleName("Model thoughts")
+        self.thoughts.setStyleSheet("color: gray")
+        self.thoughts.hide()
+        self.body = AutoHeightBrowser()
+        self.body.setAccessibleName("Message text")
+        self.body.link_clicked.connect(self._link)
+        self.regen_button = QPushButton("Regenerate")
+        self.regen_button.setAccessibleName("Regenerate this reply")
+        self.regen_button.clicked.connect(self.regenerate)
+        self.edit_button = QPushButton("Edit")
+        self.edit_button.setAccessibleName("Edit this message and send it again")
+        self.edit_button.clicked.connect(self.edit)
+        for b in (self.regen_button, self.edit_button):
+            b.setFlat(True)
+        head = QHBoxLayout()
+        head.addWidget(self.who)
+        head.addWidget(self.thoughts_toggle)
+        head.addStretch(1)
+        head.addWidget(self.stats)
+        head.addWidget(self.edit_button)
+        head.addWidget(self.regen_button)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(10, 6, 10, 6)
+        layout.addLayout(head)
+        layout.addWidget(self.thoughts)
+        layout.addWidget(self.body)
+        self.rendered = Rendered("")
+        self._last_text: str | None = None
+        self._last_thoughts: str | None = None
+
+    def show_message(self, m: Message, is_last: bool, busy: bool) -> None:
+        assistant = m.role == "assistant"
+        self.who.setText("<b>Gemma</b>" if assistant else "<b>You</b>")
+        self.setStyleSheet("" if assistant else USER_BUBBLE)
+        dark = is_dark(self)
+        text = m.content + (" ▍" if m.streaming else "")
+        if text != self._last_text:
+            self._last_text = text
+            self.rendered = render_markdown(text, dark)
+            error = f"<p style='color:#c62828'>{m.error}</p>" if m.error else ""
+            self.body.setHtml(self.rendered.html + error)
+        if m.thoughts != self._last_thoughts:
+            self._last_thoughts = m.thoughts
+            self.thoughts.setHtml(render_markdown(m.thoughts, dark).html)
+        self.thoughts_toggle.setVisible(bool(m.thoughts))
+        self._toggle_thoughts(self.thoughts_toggle.isChecked())
+        self.stats.setText(format_stats(m.stats))
+        self.regen_button.setVisible(assistant and is_last and not busy)
+        self.edit_button.setVisible(not assistant and not busy)
+
+    def _toggle_thoughts(self, shown: bool) -> None:
+        self.thoughts_toggle.setText("▾ Thoughts" if shown else "▸ Thoughts")
+        self.thoughts.setVisible(shown and bool(self._last_thoughts))
+
+    def _link(self, url: QUrl) -> None:
+        if url.scheme() == "copy":
+            index = int(url.path() or 0)
+            if 0 <= index < len(self.rendered.code_blocks):
+                QGuiApplication.clipboard().setText(self.rendered.code_blocks[index])
+        elif url.scheme() in ("http", "https", "mailto"):
+            QDesktopServices.openUrl(url)
+
+
+class MessageView(QScrollArea):
+    regenerate_requested = Signal()
+    edit_requested = Signal(int)  # row
+
+    def __init__(self, model: TranscriptModel, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setAccessibleName("Conversation")
+        self.setWidgetResizable(True)
+        self.setFrameShape(QFrame.Shape.NoFrame)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self._inner = QWidget()
+        self._layout = QVBoxLayout(self._inner)
+        self._layout.addStretch(1)
+        self.setWidget(self._inner)
+        self.bubbles: list[MessageBubble] = []
+        self.busy = False
+        self.model = model
+        model.modelReset.connect(self._rebuild)
+        model.rowsInserted.connect(self._inserted)
+        model.rowsRemoved.connect(self._removed)
+        model.dataChanged.connect(self._changed)
+        self.verticalScrollBar().rangeChanged.connect(self._follow)
+        self._stick = True
+        self.verticalScrollBar().valueChanged.connect(self._track_bottom)
+        self._rebuild()
+
+    def set_busy(self, busy: bool) -> None:
+        self.busy = busy
+        self._refresh(0, len(self.bubbles) - 1)
+
+    def _make(self, row: int) -> MessageBubble:
+        bubble = MessageBubble()
+        bubble.regenerate.connect(self.regenerate_requested)
+        bubble.edit.connect(lambda b=bubble: self.edit_requested.emit(self.bubbles.index(b)))
+        return bubble
+
+    def _rebuild(self) -> None:
+        for bubble in self.bubbles:
+            bubble.deleteLater()
+        self.bubbles = []
+        self._inserted(QModelIndex(), 0, self.model.rowCount() - 1)
+        self._stick = True
+
+    def _inserted(self, _parent: _Index, first: int, last: int) -> None:
+        for row in range(first, last + 1):
+            bubble = self._make(row)
+            self.bubbles.insert(row, bubble)
+            self._layout.insertWidget(row, bubble)
+        self._refresh(max(first - 1, 0), len(self.bubbles) - 1)
+
+    def _removed(self, _parent: _Index, first: int, last: int) -> None:
+        for bubble in self.bubbles[first : last + 1]:
+            self._layout.removeWidget(bubble)
+            bubble.deleteLater()
+        del self.bubbles[first : last + 1]
+        self._refresh(max(first - 1, 0), len(self.bubbles) - 1)
+
+    def _changed(self, top: _Index, bottom: _Index) -> None:
+        self._refresh(top.row(), bottom.row())
+
+    def _refresh(self, first: int, last: int) -> None:
+        n = len(self.bubbles)
+        for row in range(max(first, 0), min(last, n - 1) + 1):
+            self.bubbles[row].show_message(self.model.message(row), row == n - 1, self.busy)
+
+    def _track_bottom(self, value: int) -> None:
+        self._stick = value >= self.verticalScrollBar().maximum() - 24
+
+    def _follow(self, _min: int, maximum: int) -> None:
+        """Keep the newest text in view while streaming, unless the user scrolled up to read."""
+        if self._stick:
+            bar = self.verticalScrollBar()
+            QTimer.singleShot(0, lambda: bar.setValue(bar.maximum()))
