@@ -201,15 +201,19 @@ def check_llama() -> str:
     return f"{info.label}; devices {devices}"
 
 
-def check_model(model: Path, n_tokens: int) -> str:
+def check_model(model: Path, n_tokens: int, *, gpu: bool = True) -> str:
+    """Load the GGUF and generate a few tokens; with a GPU build every layer goes to the GPU, as in the app."""
     if not model.is_file():
         raise CheckFailed(f"no such model file: {model}")
+    import llama_cpp
     from llama_cpp import Llama
 
+    offload = gpu and bool(llama_cpp.llama_supports_gpu_offload())
     start = time.perf_counter()
     try:
         llm = Llama(
-            model_path=str(model), n_ctx=512, swa_full=False, flash_attn=False, verbose=False, n_gpu_layers=0
+            model_path=str(model), n_ctx=512, swa_full=False, flash_attn=False, verbose=False,
+            n_gpu_layers=-1 if offload else 0,
         )
     except (ValueError, RuntimeError) as exc:
         raise CheckFailed(f"llama.cpp could not load {model.name}: {exc}") from exc
@@ -226,10 +230,11 @@ def check_model(model: Path, n_tokens: int) -> str:
     if produced < 1:
         raise CheckFailed(f"{model.name} loaded but generated no tokens")
     text = out["choices"][0]["text"].strip().replace("\n", " ")[:40]
-    return f"{model.name} loaded in {load_s:.2f} s, {produced} tokens in {gen_s:.2f} s: {text!r}"
+    where = "all layers on the GPU" if offload else "CPU"
+    return f"{model.name} loaded ({where}) in {load_s:.2f} s, {produced} tokens in {gen_s:.2f} s: {text!r}"
 
 
-def run_checks(model: Path | None, n_tokens: int, *, window: bool = True) -> list[Check]:
+def run_checks(model: Path | None, n_tokens: int, *, window: bool = True, gpu: bool = True) -> list[Check]:
     steps: list[tuple[str, Callable[[], str]]] = [
         ("install", check_install),
         ("data folders", check_data_dirs),
@@ -239,7 +244,7 @@ def run_checks(model: Path | None, n_tokens: int, *, window: bool = True) -> lis
         steps.append(("window", check_window))
     steps += [("hardware", check_hardware), ("llama.cpp", check_llama)]
     if model is not None:
-        steps.append(("model", lambda: check_model(model, n_tokens)))
+        steps.append(("model", lambda: check_model(model, n_tokens, gpu=gpu)))
     checks = []
     for name, fn in steps:
         start = time.perf_counter()
@@ -281,12 +286,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--report", type=Path, help="also write the report to this file (default without a console: the log folder)"
     )
     parser.add_argument("--no-window", action="store_true", help="skip opening the main window")
+    parser.add_argument("--cpu", action="store_true", help="run the model on the CPU even in a GPU build")
     return parser
 
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    checks = run_checks(args.model, max(1, args.tokens), window=not args.no_window)
+    checks = run_checks(args.model, max(1, args.tokens), window=not args.no_window, gpu=not args.cpu)
     report = format_report(checks)
     _emit(report)
     target = args.report
