@@ -116,8 +116,8 @@ class Message:
 class SearchHit:
     conversation_id: int
     conversation_title: str
-    message_id: int
-    role: Role
+    message_id: int | None  # None: the conversation's title matched
+    role: Role | None
     snippet: str
 
 
@@ -276,9 +276,7 @@ class HistoryStore:
         self, conversation_id: int, model: str | None = None, settings: dict[str, Any] | None = None
     ) -> int:
         """Create the assistant row a streaming reply is saved into (status "partial" until finished)."""
-        msg = self.add_message(
-            conversation_id, "assistant", "", model=model, settings=settings, status="partial"
-        )
+        msg = self.add_message(conversation_id, "assistant", "", model=model, settings=settings, status="partial")
         return msg.id
 
     def update_partial(self, message_id: int, content: str, thoughts: str) -> None:
@@ -320,9 +318,7 @@ class HistoryStore:
                 "UPDATE messages SET content = ?, updated_at = ? WHERE id = ?",
                 (content, time.time(), message_id),
             )
-            db.execute(
-                "DELETE FROM messages WHERE conversation_id = ? AND id > ?", (msg.conversation_id, message_id)
-            )
+            db.execute("DELETE FROM messages WHERE conversation_id = ? AND id > ?", (msg.conversation_id, message_id))
         return self.messages(msg.conversation_id)
 
     def remove_last_reply(self, conversation_id: int) -> list[Message]:
@@ -343,20 +339,26 @@ class HistoryStore:
 
     # ------------------------------------------------------------ search/export
     def search(self, text: str, limit: int = 50) -> list[SearchHit]:
-        """Messages and titles containing ``text`` (case-insensitive for ASCII), newest first."""
+        """Conversations whose title, and messages whose text, contain ``text`` (LIKE: case-insensitive
+        for ASCII; ``%`` and ``_`` match literally). Title hits come first (``message_id`` None), then
+        message hits, newest first."""
         needle = text.strip()
         if not needle:
             return []
         pattern = "%" + needle.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        titles = self._query(
+            "SELECT id, title FROM conversations WHERE title LIKE ? ESCAPE '\\' ORDER BY updated_at DESC LIMIT ?",
+            (pattern, limit),
+        )
         rows = self._query(
             "SELECT m.id AS mid, m.role, m.content, c.id AS cid, c.title FROM messages m "
             "JOIN conversations c ON c.id = m.conversation_id "
-            "WHERE m.content LIKE ? ESCAPE '\\' OR c.title LIKE ? ESCAPE '\\' ORDER BY m.id DESC LIMIT ?",
-            (pattern, pattern, limit),
+            "WHERE m.content LIKE ? ESCAPE '\\' ORDER BY m.id DESC LIMIT ?",
+            (pattern, limit),
         )
-        return [
-            SearchHit(r["cid"], r["title"], r["mid"], r["role"], _snippet(r["content"], needle)) for r in rows
-        ]
+        hits = [SearchHit(r["id"], r["title"], None, None, r["title"]) for r in titles]
+        hits += [SearchHit(r["cid"], r["title"], r["mid"], r["role"], _snippet(r["content"], needle)) for r in rows]
+        return hits[:limit]
 
     def export_json(self, conversation_id: int) -> dict[str, Any]:
         conv = self.get_conversation(conversation_id)
@@ -425,9 +427,7 @@ def _snippet(content: str, needle: str, width: int = 60) -> str:
     if at < 0:
         return content[: 2 * width]
     start = max(0, at - width)
-    return (
-        ("…" if start else "") + content[start : at + len(needle) + width] + "…" * (at + width < len(content))
-    )
+    return ("…" if start else "") + content[start : at + len(needle) + width] + "…" * (at + width < len(content))
 
 
 def _iso(ts: float) -> str:

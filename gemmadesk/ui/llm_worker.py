@@ -26,7 +26,9 @@ reaches the GUI any more, even from a reply that was mid-way.
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -47,6 +49,34 @@ from gemmadesk.core.engine import (
 from gemmadesk.core.history import HistoryStore, PartialSaver
 
 log = logging.getLogger(__name__)
+
+
+def _emit_drops_a_reference() -> bool:
+    """PySide6 6.12.0's ``SignalInstance.emit()`` returns ``True`` without taking a reference for it, so
+    every emit lowers ``True``'s reference count by one; after a few thousand streamed chunks CPython
+    aborts ("bool_dealloc: deallocating True or False"). Detect that once, so :func:`safe_emit` can
+    give the reference back (and does nothing on a fixed PySide6)."""
+
+    class _Probe(QObject):
+        ping = Signal()
+
+    probe = _Probe()
+    before = sys.getrefcount(True)
+    for _ in range(16):
+        probe.ping.emit()
+    return sys.getrefcount(True) <= before - 8
+
+
+_EMIT_DROPS_REF = _emit_drops_a_reference()
+
+
+def safe_emit(signal: SignalInstance, *args: object) -> None:
+    """``signal.emit(*args)``, compensating PySide6 6.12.0's reference bug (see above). Every signal
+    emitted per token or per chunk must go through this."""
+    result: object = signal.emit(*args)  # type: ignore[func-returns-value]  # returns bool at run time
+    if _EMIT_DROPS_REF:
+        ctypes.pythonapi.Py_IncRef(ctypes.py_object(result))
+
 
 FLUSH_INTERVAL_S = 0.03
 FLUSH_TOKENS = 16
@@ -87,19 +117,19 @@ class LlmWorker(QObject):
         def progress(fraction: float) -> bool:
             if fraction - last[0] >= 0.01 or fraction >= 1.0:
                 last[0] = fraction
-                self.loadProgress.emit(fraction)
+                safe_emit(self.loadProgress, fraction)
             return not self.cancel_load_flag.is_set()
 
         try:
             report = self.engine.load(settings, on_progress=progress)
         except EngineError as exc:
             log.warning("load failed: %s (%s)", exc, exc.detail)
-            self.loadFailed.emit(str(exc))
+            safe_emit(self.loadFailed, str(exc))
         except Exception as exc:  # never let an unexpected error kill the thread
             log.exception("load crashed")
-            self.loadFailed.emit(f"Loading failed unexpectedly: {exc}")
+            safe_emit(self.loadFailed, f"Loading failed unexpectedly: {exc}")
         else:
-            self.loaded.emit(report)
+            safe_emit(self.loaded, report)
 
     @Slot(object)
     def do_generate(self, request: GenerateRequest) -> None:
@@ -117,7 +147,7 @@ class LlmWorker(QObject):
                     if saver is not None:
                         saver.add(event.kind, event.text)
                 elif isinstance(event, ContextTrimmed):
-                    self.contextTrimmed.emit(event.notice)
+                    safe_emit(self.contextTrimmed, event.notice)
                 elif isinstance(event, ReplyDone):
                     batch.flush()
                     if saver is not None and request.history is not None and request.message_id is not None:
@@ -126,7 +156,7 @@ class LlmWorker(QObject):
                             request.message_id, event.answer, event.thoughts, event.stats.to_dict(),
                             "partial" if stopped else "complete",
                         )  # fmt: skip
-                    self.replyFinished.emit(event.stats, event.answer, event.thoughts)
+                    safe_emit(self.replyFinished, event.stats, event.answer, event.thoughts)
         except Exception as exc:
             batch.flush()
             if saver is not None:
@@ -134,12 +164,12 @@ class LlmWorker(QObject):
             message = str(exc) if isinstance(exc, EngineError) else f"The reply failed unexpectedly: {exc}"
             if not isinstance(exc, EngineError):
                 log.exception("generation crashed")
-            self.replyFailed.emit(message)
+            safe_emit(self.replyFailed, message)
 
     @Slot()
     def do_unload(self) -> None:
         self.engine.unload()
-        self.unloaded.emit()
+        safe_emit(self.unloaded)
 
     @Slot()
     def do_shutdown(self) -> None:
@@ -169,7 +199,7 @@ class _Batcher:
 
     def flush(self) -> None:
         if self.parts:
-            self.signal.emit(self.kind, "".join(self.parts))
+            safe_emit(self.signal, self.kind, "".join(self.parts))
             self.parts = []
         self.since = time.monotonic()
 
@@ -220,7 +250,7 @@ class LlmController(QObject):
                 return
             if ends_reply:
                 self.busy = False
-            signal.emit(*args)
+            safe_emit(signal, *args)
 
         return forward
 
@@ -230,7 +260,7 @@ class LlmController(QObject):
         return self.worker.engine
 
     def load(self, settings: LoadSettingsLike) -> None:
-        self._requestLoad.emit(settings)
+        safe_emit(self._requestLoad, settings)
 
     def cancel_load(self) -> None:
         self.worker.cancel_load_flag.set()
@@ -244,8 +274,8 @@ class LlmController(QObject):
         message_id: int | None = None,
     ) -> None:
         self.busy = True
-        self._requestGenerate.emit(
-            GenerateRequest(tuple(messages), params or SamplingParams(), history, message_id)
+        safe_emit(
+            self._requestGenerate, GenerateRequest(tuple(messages), params or SamplingParams(), history, message_id)
         )
 
     def stop(self) -> None:
@@ -253,7 +283,7 @@ class LlmController(QObject):
         self.worker.stop_flag.set()
 
     def unload(self) -> None:
-        self._requestUnload.emit()
+        safe_emit(self._requestUnload)
 
     def shutdown(self, timeout_ms: int = 30_000) -> bool:
         """Stop everything and join the thread; True if it ended in time. Idempotent."""
@@ -262,7 +292,7 @@ class LlmController(QObject):
         self._closed = True
         self.worker.stop_flag.set()
         self.worker.cancel_load_flag.set()
-        self._requestShutdown.emit()
+        safe_emit(self._requestShutdown)
         ended = self.thread_.wait(timeout_ms)
         if not ended:
             log.error("the LLM thread did not end within %d ms", timeout_ms)
