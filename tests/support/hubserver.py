@@ -139,19 +139,24 @@ class HubServer:
         with self.state.lock:
             return [r for r in self.state.requests if r.method == "GET" and r.path.endswith("/" + filename)]
 
-    def entry_for(self, served: ServedFile, *, entry_id: str = "test-tiny", size: str = "E2B",
+    def entry_for(self, served: ServedFile, **kwargs: Any) -> CatalogEntry:
+        """See :func:`catalog_entry`."""
+        return catalog_entry(served, **kwargs)
+
+
+def catalog_entry(served: ServedFile, *, entry_id: str = "test-tiny", size: str = "E2B",
                   sha_in_catalog: bool = False, mmproj: ServedFile | None = None,
                   revision: str = "main") -> CatalogEntry:
-        """A synthetic runnable catalog entry pointing at a served file (tests don't need real sizes)."""
+    """A synthetic runnable catalog entry pointing at a served file (tests don't need real sizes)."""
 
-        def model_file(f: ServedFile) -> ModelFile:
-            return ModelFile(f.repo_id, f.filename, f.size, revision, f.sha256 if sha_in_catalog else None)
+    def model_file(f: ServedFile) -> ModelFile:
+        return ModelFile(f.repo_id, f.filename, f.size, revision, f.sha256 if sha_in_catalog else None)
 
-        return CatalogEntry(
-            id=entry_id, size=size, format="Q4_0", publisher="test", runnable=True,
-            runner="GemmaDesk (llama.cpp)", repo_id=served.repo_id, file=model_file(served),
-            mmproj=model_file(mmproj) if mmproj else None, google_memory_gb=None, licence="test", gated=False,
-        )
+    return CatalogEntry(
+        id=entry_id, size=size, format="Q4_0", publisher="test", runnable=True,
+        runner="GemmaDesk (llama.cpp)", repo_id=served.repo_id, file=model_file(served),
+        mmproj=model_file(mmproj) if mmproj else None, google_memory_gb=None, licence="test", gated=False,
+    )
 
 
 def _sha256(path: Path) -> str:
