@@ -78,7 +78,8 @@ class DownloadController(QObject):
     def shutdown(self) -> None:
         """Closing the app: pause (keeps the partial file for resuming) and wait for the worker."""
         self.pause()
-        self._tasks.wait()
+        if self._tasks.wait():
+            self._control = None  # the worker ended; its queued report may arrive after the window is gone
 
     def _done(self, installed: Any) -> None:
         self._control = None

@@ -9,6 +9,7 @@ from PySide6.QtGui import QAction, QCloseEvent, QDesktopServices, QKeySequence
 from PySide6.QtWidgets import QMainWindow, QMessageBox, QStackedWidget, QVBoxLayout, QWidget
 
 from gemmadesk import APP_NAME, __version__
+from gemmadesk.core.catalog import Catalog
 from gemmadesk.core.hardware import Hardware
 from gemmadesk.core.history import HistoryError, HistoryStore
 from gemmadesk.core.paths import AppPaths, app_paths
@@ -26,7 +27,10 @@ log = logging.getLogger(__name__)
 
 
 class MainWindow(QMainWindow):
-    def __init__(self, paths: AppPaths | None = None, hardware: Hardware | None = None) -> None:
+    def __init__(
+        self, paths: AppPaths | None = None, hardware: Hardware | None = None, catalog: Catalog | None = None
+    ) -> None:
+        """``hardware``/``catalog`` replace the probe and the bundled catalog (``--hardware``, tests)."""
         super().__init__()
         self.paths = (paths or app_paths()).ensure()
         self.setWindowTitle(APP_NAME)
@@ -34,7 +38,9 @@ class MainWindow(QMainWindow):
         self.settings: Settings = self.settings_store.load()
         self.tasks = TaskRunner(self)
         self.store = ModelStore(self.paths)
-        self.setup = SetupController(self.tasks, self.store, n_ctx=self.settings.context_length, parent=self)
+        self.setup = SetupController(
+            self.tasks, self.store, catalog, n_ctx=self.settings.context_length, parent=self
+        )
         self.downloads = DownloadController(self.tasks, self.store, self)
         self.notice = NoticeBar()
         self.chat = ChatController(self.setup, self._open_history(), self)

@@ -89,8 +89,8 @@ class SetupPage(QWidget):
             self.panel.set_failed(self._label(p.entry_id), html.escape(p.error))
 
     def _finished(self, _installed: object) -> None:
+        self.setup.recompute()  # marks the row installed (and re-selects it) before the panel says so
         self.panel.set_done(self._label(self.downloads.entry_id))
-        self.setup.recompute()
 
     def _failed(self, message: str) -> None:
         self.panel.set_failed(self._label(self.downloads.entry_id), html.escape(message))

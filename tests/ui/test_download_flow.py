@@ -1,0 +1,125 @@
+"""The download panel against the real downloader and the local Hub server (tests/support/hubserver.py)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from gemmadesk.core.catalog import Catalog, CatalogEntry, load_catalog
+from gemmadesk.core.hardware import Hardware
+from gemmadesk.ui.main_window import MainWindow
+from tests.support.hubserver import Fault, HubServer
+
+LONG = 120_000  # ms
+
+
+def catalog_with(entry: CatalogEntry) -> Catalog:
+    real = load_catalog()
+    return Catalog(real.version, real.architectures, (entry,))
+
+
+@pytest.fixture
+def payload(tmp_path: Path) -> Path:
+    path = tmp_path / "served" / "tiny-q4_0.gguf"
+    path.parent.mkdir()
+    path.write_bytes(os.urandom(3 * 1024 * 1024 + 4321))
+    return path
+
+
+def open_window(qtbot, hw: Hardware, entry: CatalogEntry) -> MainWindow:  # type: ignore[no-untyped-def]
+    window = MainWindow(hardware=hw, catalog=catalog_with(entry))
+    qtbot.addWidget(window)
+    window.show()
+    window.setup_page.view.select_entry(entry.id)
+    return window
+
+
+def test_download_pause_resume_then_one_click_to_chat(
+    qtbot, hub: HubServer, gemma3_gguf: Path, desktop_24gb_nvidia: Hardware
+) -> None:  # type: ignore[no-untyped-def]
+    served = hub.add_file("test/gemma-3-270m", gemma3_gguf)
+    hub.add_fault(served.filename, Fault("stall", at=16 * 1024 * 1024, stall_s=20))
+    entry = hub.entry_for(served, entry_id="test-gemma3")
+    window = open_window(qtbot, desktop_24gb_nvidia, entry)
+    panel = window.setup_page.panel
+    assert panel.download_button.isEnabled()
+
+    panel.download_button.click()
+    qtbot.waitUntil(lambda: panel.pause_button.isVisible() and panel.bar.value() > 0, timeout=LONG)
+    assert "Downloading" in panel.status.text()
+    assert "/s" in panel.status.text()  # speed and ETA shown
+    panel.pause_button.click()
+    qtbot.waitUntil(lambda: "paused" in panel.status.text(), timeout=LONG)
+    assert panel.pause_button.text() == "&Resume"
+    assert window.setup.has_partial_download(entry.id)
+
+    panel.pause_button.click()  # resume
+    qtbot.waitUntil(lambda: panel.chat_button.isVisible(), timeout=LONG)
+    assert "verified" in panel.status.text()
+    assert window.store.find_for_entry(entry.id) is not None
+    assert hub.bytes_sent(served.filename) < 1.5 * served.size  # resumed, not started over
+
+    panel.chat_button.click()
+    assert window.stack.currentWidget() is window.chat_view
+    qtbot.waitUntil(lambda: window.chat.report is not None, timeout=LONG)
+    assert "ready" in window.chat_view.model_status.text()
+    window.close()
+
+
+def test_failed_download_says_why_and_retry_works(qtbot, hub: HubServer, payload: Path, laptop_8gb: Hardware) -> None:  # type: ignore[no-untyped-def]
+    served = hub.add_file("test/gated-model", payload)
+    hub.gate("test/gated-model")
+    entry = hub.entry_for(served)
+    window = open_window(qtbot, laptop_8gb, entry)
+    panel = window.setup_page.panel
+
+    panel.download_button.click()
+    qtbot.waitUntil(lambda: panel.download_button.text() == "&Retry", timeout=LONG)
+    assert "failed" in panel.status.text()
+    assert "token" in panel.status.text().lower() or "access" in panel.status.text().lower()
+    assert window.isEnabled()  # non-blocking: no modal dialog
+
+    hub.state.gated.discard("test/gated-model")  # the user was granted access
+    panel.download_button.click()
+    qtbot.waitUntil(lambda: panel.chat_button.isVisible(), timeout=LONG)
+    assert window.store.find_for_entry(entry.id) is not None
+    window.close()
+
+
+def test_cancel_keeps_the_partial_and_offers_resume(qtbot, hub: HubServer, payload: Path, laptop_8gb: Hardware) -> None:  # type: ignore[no-untyped-def]
+    served = hub.add_file("test/tiny", payload)
+    hub.add_fault(served.filename, Fault("stall", at=1024 * 1024, stall_s=20))
+    entry = hub.entry_for(served)
+    window = open_window(qtbot, laptop_8gb, entry)
+    panel = window.setup_page.panel
+    panel.download_button.click()
+    qtbot.waitUntil(lambda: panel.cancel_button.isVisible() and panel.bar.value() > 0, timeout=LONG)
+
+    panel.cancel_button.click()
+    qtbot.waitUntil(lambda: panel.download_button.isVisible(), timeout=LONG)
+    assert not window.downloads.active
+    assert window.store.find_for_entry(entry.id) is None
+    assert panel.download_button.text() == "&Resume download"
+    window.close()
+
+
+def test_closing_mid_download_resumes_after_restart(qtbot, hub: HubServer, payload: Path, laptop_8gb: Hardware) -> None:  # type: ignore[no-untyped-def]
+    served = hub.add_file("test/tiny", payload)
+    hub.add_fault(served.filename, Fault("stall", at=2 * 1024 * 1024, stall_s=20))
+    entry = hub.entry_for(served)
+    window = open_window(qtbot, laptop_8gb, entry)
+    window.setup_page.panel.download_button.click()
+    qtbot.waitUntil(lambda: window.setup_page.panel.bar.value() > 0, timeout=LONG)
+    window.close()  # pauses the download and waits for the worker: nothing left running
+    assert not window.downloads.active
+
+    again = open_window(qtbot, laptop_8gb, entry)
+    panel = again.setup_page.panel
+    assert panel.download_button.text() == "&Resume download"
+    assert "partly downloaded" in panel.status.text()
+    panel.download_button.click()
+    qtbot.waitUntil(lambda: panel.chat_button.isVisible(), timeout=LONG)
+    assert hub.bytes_sent(served.filename) < 1.5 * served.size
+    again.close()
