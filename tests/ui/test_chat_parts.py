@@ -1,0 +1,199 @@
+"""Chat pieces without a model: safe rendering, models, sidebar actions, keyboard, menus, geometry."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from PySide6.QtCore import Qt, QUrl
+from PySide6.QtGui import QGuiApplication
+from PySide6.QtWidgets import QApplication, QMessageBox
+
+from gemmadesk import __version__
+from gemmadesk.core.hardware import Hardware
+from gemmadesk.core.paths import app_paths
+from gemmadesk.ui.main_window import MainWindow
+from gemmadesk.ui.markdown import render_markdown
+from gemmadesk.ui.message_view import MessageView
+from gemmadesk.ui.transcript_model import Message, TranscriptModel
+
+
+class _Counter(BaseHTTPRequestHandler):
+    hits: list[str] = []
+
+    def do_GET(self) -> None:
+        self.hits.append(self.path)
+        self.send_response(200)
+        self.send_header("Content-Type", "image/png")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        pass
+
+
+@pytest.fixture
+def counting_server() -> Iterator[tuple[str, list[str]]]:
+    handler = type("H", (_Counter,), {"hits": []})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", handler.hits
+    server.shutdown()
+    server.server_close()
+    thread.join(10)
+
+
+@pytest.fixture
+def window(qtbot, laptop_8gb: Hardware) -> MainWindow:  # type: ignore[no-untyped-def]
+    w = MainWindow(hardware=laptop_8gb)
+    qtbot.addWidget(w)
+    w.show()
+    w.stack.setCurrentWidget(w.chat_view)
+    return w
+
+
+def test_model_output_never_loads_remote_resources_or_passes_html(qtbot, counting_server) -> None:  # type: ignore[no-untyped-def]
+    url, hits = counting_server
+    hostile = (
+        f'<img src="{url}/tag.png"> <script>alert(1)</script> ![x]({url}/md.png) '
+        f"<a href='javascript:alert(1)'>j</a> [ok](https://example.org) [bad](javascript:alert(2))\n\n"
+        f"<style>@import url({url}/css);</style>"
+    )
+    model = TranscriptModel()
+    view = MessageView(model)
+    qtbot.addWidget(view)
+    view.show()
+    model.append(Message("assistant", hostile))
+    qtbot.wait(300)
+    assert hits == []
+    html = view.bubbles[0].rendered.html
+    assert "<img" not in html
+    assert "<script" not in html
+    assert "<style" not in html
+    assert "href='javascript" not in html
+    assert 'href="javascript' not in html
+    assert "href='https://example.org'" in html
+    assert view.bubbles[0].body.loadResource(2, QUrl(f"{url}/direct.png")) is None
+    assert hits == []
+
+
+def test_code_block_copy_link_copies_the_code(qtbot) -> None:  # type: ignore[no-untyped-def]
+    rendered = render_markdown("Intro\n\n```python\nprint('hi')\n```\n\n```\nsecond\n```")
+    assert rendered.code_blocks == ["print('hi')", "second"]
+    assert "href='copy:1'" in rendered.html
+    model = TranscriptModel()
+    view = MessageView(model)
+    qtbot.addWidget(view)
+    model.append(Message("assistant", "```python\nprint('hi')\n```"))
+    view.bubbles[0].body.link_clicked.emit(QUrl("copy:0"))
+    assert QGuiApplication.clipboard().text() == "print('hi')"
+
+
+def test_transcript_model_and_streaming_rows(qtmodeltester) -> None:  # type: ignore[no-untyped-def]
+    model = TranscriptModel()
+    model.append(Message("user", "hi"))
+    model.append(Message("assistant", "", streaming=True))
+    changes: list[tuple[int, int]] = []
+    model.dataChanged.connect(lambda a, b: changes.append((a.row(), b.row())))
+    for piece in ("Hel", "lo", "!"):
+        model.append_to_last(answer=piece)
+    model.append_to_last(thought="hmm")
+    assert changes == [(1, 1)] * 4
+    assert model.message(1).content == "Hello!"
+    assert model.message(1).thoughts == "hmm"
+    qtmodeltester.check(model, force_py=True)
+    assert [m.role for m in model.truncate(0)] == ["user", "assistant"]
+    assert model.rowCount() == 0
+
+
+def test_sidebar_new_rename_search_delete_with_confirmation(qtbot, window: MainWindow, qtmodeltester) -> None:  # type: ignore[no-untyped-def]
+    ctl, side = window.chat, window.chat_view.sidebar
+    first = ctl.new_conversation()
+    ctl.history.add_message(first, "user", "tell me about lighthouses")
+    second = ctl.new_conversation()
+    ctl.history.add_message(second, "user", "a recipe for bread")
+    ctl.refresh_conversations()
+    assert ctl.conversations.rowCount() == 2
+    qtmodeltester.check(ctl.conversations, force_py=True)
+
+    index = ctl.conversations.index(ctl.conversations.row_of(second))
+    assert ctl.conversations.setData(index, "Bread")  # what in-place editing does
+    assert ctl.history.get_conversation(second).title == "Bread"
+
+    side.search.setText("lighthouse")  # searches message text, not only titles
+    assert ctl.conversations.rowCount() == 1
+    assert ctl.conversations.conversation(0).id == first
+    side.search.clear()
+    assert ctl.conversations.rowCount() == 2
+
+    side.list.setCurrentIndex(ctl.conversations.index(ctl.conversations.row_of(second)))
+    side.delete_button.click()  # asks first: Cancel keeps it
+    box = window.findChild(QMessageBox, "confirm-delete")
+    assert box is not None
+    assert box.isVisible()
+    box.button(QMessageBox.StandardButton.Cancel).click()
+    assert ctl.conversations.rowCount() == 2
+    side.delete_button.click()
+    boxes = [b for b in window.findChildren(QMessageBox, "confirm-delete") if b.isVisible()]
+    boxes[-1].button(QMessageBox.StandardButton.Yes).click()
+    assert [c.id for c in ctl.history.list_conversations()] == [first]
+
+
+def test_keyboard_enter_shift_enter_ctrl_n_ctrl_f(qtbot, window: MainWindow) -> None:  # type: ignore[no-untyped-def]
+    composer = window.chat_view.composer
+    sent: list[tuple[str, int]] = []
+    composer.send.connect(lambda text, row: sent.append((text, row)))
+    composer.edit.setFocus()
+    qtbot.keyClicks(composer.edit, "line one")
+    qtbot.keyClick(composer.edit, Qt.Key.Key_Return, Qt.KeyboardModifier.ShiftModifier)
+    qtbot.keyClicks(composer.edit, "line two")
+    assert composer.edit.toPlainText() == "line one\nline two"
+    qtbot.keyClick(composer.edit, Qt.Key.Key_Return)
+    assert sent == [("line one\nline two", -1)]
+    assert window.notice.isVisible()
+    assert "No model is loaded" in window.notice.text()
+
+    before = window.chat.history.list_conversations()
+    qtbot.keyClick(window, Qt.Key.Key_N, Qt.KeyboardModifier.ControlModifier)
+    assert len(window.chat.history.list_conversations()) == len(before) + 1
+    qtbot.keyClick(window, Qt.Key.Key_F, Qt.KeyboardModifier.ControlModifier)
+    assert QApplication.focusWidget() is window.chat_view.sidebar.search
+
+
+def test_accessible_names_on_interactive_widgets(window: MainWindow) -> None:
+    from PySide6.QtWidgets import QAbstractButton, QComboBox, QLineEdit, QPlainTextEdit
+
+    unnamed = [
+        w.text() if isinstance(w, QAbstractButton) else type(w).__name__
+        for cls in (QAbstractButton, QComboBox, QLineEdit, QPlainTextEdit)
+        for w in window.findChildren(cls)
+        if not w.accessibleName()
+        and not (isinstance(w, QAbstractButton) and w.text().strip("&"))
+        and w.isVisibleTo(window)
+    ]
+    assert unnamed == []
+
+
+def test_help_menu_about_and_log_file(window: MainWindow) -> None:
+    text = window.about_text()
+    assert __version__ in text
+    assert "llama-cpp-python 0.3.36" in text
+    assert str(app_paths().log_file) in text
+    titles = [a.text() for a in window.menuBar().actions()]
+    assert "&Help" in titles
+    help_menu = window.menuBar().actions()[titles.index("&Help")].menu()
+    assert any("log" in a.text().lower() for a in help_menu.actions())
+
+
+def test_window_geometry_is_remembered(qtbot, laptop_8gb: Hardware) -> None:  # type: ignore[no-untyped-def]
+    w = MainWindow(hardware=laptop_8gb)
+    qtbot.addWidget(w)
+    w.show()
+    w.resize(717, 513)
+    w.close()
+    again = MainWindow(hardware=laptop_8gb)
+    qtbot.addWidget(again)
+    assert (again.width(), again.height()) == (717, 513)
+    assert (app_paths().config_dir / "window.ini").exists()
