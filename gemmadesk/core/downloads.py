@@ -60,6 +60,8 @@ from gemmadesk.core.hub import (
 from gemmadesk.core.store import InstalledModel, ModelStore, sha256_file
 
 CHUNK = 1024 * 1024
+SYNC_EVERY = 128 * 1024 * 1024  # flush the partial to disk in the background every this many bytes
+_datasync = getattr(os, "fdatasync", os.fsync)  # fdatasync is Linux-only
 GiB = 1024**3
 
 
@@ -387,23 +389,33 @@ class _BackgroundHash:
     """sha256 on a helper thread, so hashing overlaps receiving and writing (hashlib releases the GIL).
 
     On a fast link the transfer is CPU-bound and hashing in line would cost a third of the throughput.
-    The queue is bounded (16 batches of ~1 MiB) so a slow CPU cannot make memory grow.
+    The queue is bounded (16 batches of ~1 MiB) so a slow CPU cannot make memory grow. The same thread
+    also flushes the partial file to disk now and then (:meth:`sync`), so the final fsync after the last
+    byte has little left to write.
     """
 
     BATCH = 1024 * 1024  # hand chunks over in ~1 MiB batches: fewer queue operations and thread wake-ups
 
     def __init__(self, hasher: Any) -> None:
         self._hasher = hasher
-        self._queue: queue.Queue[list[bytes] | None] = queue.Queue(maxsize=16)
+        self._queue: queue.Queue[list[bytes] | int | None] = queue.Queue(maxsize=16)
         self._batch: list[bytes] = []
         self._batched = 0
         self._thread = threading.Thread(target=self._run, name="sha256", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
-        while (batch := self._queue.get()) is not None:
-            for chunk in batch:
+        while (item := self._queue.get()) is not None:
+            if isinstance(item, int):
+                with contextlib.suppress(OSError):  # only an early flush; the final fsync reports errors
+                    _datasync(item)
+                continue
+            for chunk in item:
                 self._hasher.update(chunk)
+
+    def sync(self, fd: int) -> None:
+        """Flush what was written so far to disk, in the background (after the queued chunks)."""
+        self._queue.put(fd)
 
     def update(self, chunk: bytes) -> None:
         self._batch.append(chunk)
@@ -434,12 +446,19 @@ class _Sink:
     meter: _Meter
     size: int
 
+    unsynced: int = 0
+
     def write(self, chunk: bytes) -> None:
         if self.meter.done + len(chunk) > self.size:
             raise DownloadError(f"the server sent more than the expected {self.size} bytes")
         self.fh.write(chunk)
         self.hasher.update(chunk)
         self.meter.advance(len(chunk))
+        self.unsynced += len(chunk)
+        if self.unsynced >= SYNC_EVERY:
+            self.fh.flush()
+            self.hasher.sync(self.fh.fileno())
+            self.unsynced = 0
 
     def restart(self) -> None:
         """The server ignored our Range header and sends from byte 0: start the file over."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from gemmadesk.core.downloads import (
     DownloadError,
     DownloadPaused,
     Progress,
+    RetryPolicy,
     download,
 )
 from gemmadesk.core.store import ModelStore
@@ -67,8 +69,6 @@ def test_transient_status_is_retried(hub: HubServer, payload: Path, store: Model
 
 def test_retry_after_is_honoured(hub: HubServer, payload: Path, store: ModelStore) -> None:
     """A 429 with Retry-After: 1 is waited out even though the policy's own backoff is 0.05 s."""
-    import time
-
     served = hub.add_file("test/tiny-gguf", payload)
     hub.add_fault(served.filename, Fault("status", status=429, retry_after=1))
     t0 = time.monotonic()
@@ -153,7 +153,7 @@ def test_pause_during_a_stall_is_prompt(hub: HubServer, payload: Path, store: Mo
     served = hub.add_file("test/tiny-gguf", payload)
     hub.add_fault(served.filename, Fault("stall", at=MiB, stall_s=60))
     control = DownloadControl()
-    slow = FAST_RETRY.__class__(stall_timeout_s=120)
+    slow = RetryPolicy(stall_timeout_s=120)
     result: list[BaseException] = []
 
     def worker() -> None:
@@ -164,11 +164,57 @@ def test_pause_during_a_stall_is_prompt(hub: HubServer, payload: Path, store: Mo
 
     thread = threading.Thread(target=worker)
     thread.start()
-    deadline = __import__("time").monotonic() + 60
-    while hub.bytes_sent(served.filename) < MiB and __import__("time").monotonic() < deadline:
-        __import__("time").sleep(0.05)
+    while hub.bytes_sent(served.filename) < MiB and thread.is_alive():
+        thread.join(0.05)
     control.pause()
     thread.join(timeout=30)
     assert not thread.is_alive(), "pause did not interrupt the blocked read"
     assert result
     assert isinstance(result[0], DownloadPaused)
+
+
+def test_transient_error_on_the_metadata_request_is_retried(hub: HubServer, payload: Path,
+                                                            store: ModelStore) -> None:
+    served = hub.add_file("test/tiny-gguf", payload)
+    hub.add_fault(served.filename, Fault("status", status=503, method="HEAD", times=2))
+    assert download(hub.entry_for(served), store, retry=FAST_RETRY).status == "ok"
+    heads = [r.status for r in hub.state.requests if r.method == "HEAD"]
+    assert heads == [503, 503, 200]
+
+
+def test_progress_reports_speed_and_eta(hub: HubServer, payload: Path, store: ModelStore,
+                                        events: Events) -> None:
+    served = hub.add_file("test/tiny-gguf", payload)
+    hub.add_fault(served.filename, Fault("slow", stall_s=0.4))  # ~1 MiB per 0.4 s
+    download(hub.entry_for(served), store, on_progress=events, retry=FAST_RETRY)
+    moving = [p for p in events if p.state.value == "downloading" and p.speed_bps > 0]
+    assert moving, "a speed once half a second of data has been seen"
+    assert all(p.eta_s is not None and p.eta_s >= 0 for p in moving)
+    assert all(0 < p.speed_bps < 100 * MiB for p in moving)
+    done = [p.bytes_done for p in events if p.state.value == "downloading"]
+    assert done == sorted(done)
+
+
+def test_a_second_download_of_the_same_file_is_refused(hub: HubServer, payload: Path, store: ModelStore) -> None:
+    served = hub.add_file("test/tiny-gguf", payload)
+    hub.add_fault(served.filename, Fault("stall", at=MiB, stall_s=60))
+    control = DownloadControl()
+    first: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            download(hub.entry_for(served), store, control=control, retry=RetryPolicy(stall_timeout_s=120))
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+            first.append(exc)
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    while hub.bytes_sent(served.filename) < MiB:
+        thread.join(0.05)
+    with pytest.raises(DownloadError, match="already being downloaded"):
+        download(hub.entry_for(served), store, retry=FAST_RETRY)
+    control.pause()
+    thread.join(30)
+    assert not thread.is_alive()
+    assert len(first) == 1
+    assert isinstance(first[0], DownloadPaused), "the first download was not disturbed by the refused one"

@@ -51,8 +51,10 @@ class Fault:
     kind: ``drop`` (close the socket at byte ``at``), ``stall`` (stop sending at ``at`` for ``stall_s``
     seconds, then close), ``status`` (answer ``status`` with optional ``retry_after``), ``corrupt`` (flip
     the byte at offset ``at``), ``truncate`` (announce a body ending at ``at`` and end cleanly there),
-    ``ignore_range`` (answer 200 with the whole file even when a Range was asked).
-    ``times``: how many GET requests it affects (then it is spent); ``-1`` for all.
+    ``ignore_range`` (answer 200 with the whole file even when a Range was asked), ``slow`` (pause
+    ``stall_s`` after every 1 MiB block: a slow line).
+    ``times``: how many requests it affects (then it is spent); ``-1`` for all. ``method``: ``GET`` or
+    ``HEAD`` (only ``status`` faults make sense for HEAD).
     """
 
     kind: str
@@ -61,6 +63,7 @@ class Fault:
     retry_after: int | None = None
     stall_s: float = 5.0
     times: int = 1
+    method: str = "GET"
 
 
 @dataclass
@@ -269,23 +272,23 @@ class _Handler(BaseHTTPRequestHandler):
             return self._error(404, "RevisionNotFound", "Invalid rev id", head)
         if served is None:
             return self._error(404, "EntryNotFound", "Entry not found", head)
-        fault = None if head else self._take_fault(filename)
+        fault = self._take_fault(filename, "HEAD" if head else "GET")
         if fault is not None and fault.kind == "status":
             extra = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
             return self._error(fault.status, None, f"injected HTTP {fault.status}", head, extra)
         self._send_file(served, head, fault)
         return None
 
-    def _take_fault(self, filename: str) -> Fault | None:
+    def _take_fault(self, filename: str, method: str) -> Fault | None:
         with self.state.lock:
-            faults = self.state.faults.get(filename, [])
+            faults = [f for f in self.state.faults.get(filename, []) if f.method == method]
             if not faults:
                 return None
             fault = faults[0]
             if fault.times > 0:
                 fault.times -= 1
                 if fault.times == 0:
-                    faults.pop(0)
+                    self.state.faults[filename].remove(fault)
             return fault
 
     def _send_file(self, f: ServedFile, head: bool, fault: Fault | None) -> None:
@@ -339,6 +342,8 @@ class _Handler(BaseHTTPRequestHandler):
                 pos += len(block)
                 with self.state.lock:
                     self.state.bytes_sent[f.filename] = self.state.bytes_sent.get(f.filename, 0) + len(block)
+                if fault is not None and fault.kind == "slow":
+                    self.state.stopping.wait(fault.stall_s)
                 if cut is not None and pos >= cut:
                     assert fault is not None
                     if fault.kind == "stall":
