@@ -113,3 +113,20 @@ def test_corrupt_manifest_is_kept_aside(store: ModelStore) -> None:
         store.list()
     assert list(store.manifest_path.parent.glob("models.json.corrupt-*"))
     assert store.list() == []
+
+
+def test_a_changed_model_is_reverified_or_replaced_by_download(hub: HubServer, payload: Path,
+                                                               store: ModelStore) -> None:
+    path = _installed(hub, payload, store)
+    entry = hub.entry_for(hub.state.files[("test/tiny-gguf", payload.name)])
+    sent = hub.bytes_sent(payload.name)
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))
+    assert download(entry, store, retry=FAST_RETRY).status == "ok"
+    assert hub.bytes_sent(payload.name) == sent, "only touched: re-hashed, not downloaded again"
+    with path.open("r+b") as fh:
+        fh.write(b"damaged")
+    model = download(entry, store, retry=FAST_RETRY)
+    assert model.status == "ok"
+    assert model.path.read_bytes() == payload.read_bytes()
+    assert hub.bytes_sent(payload.name) == 2 * sent

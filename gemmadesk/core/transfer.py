@@ -1,0 +1,490 @@
+"""The byte transfer behind :mod:`gemmadesk.core.downloads`: Range requests, retries, hashing, control.
+
+Shared types (states, progress events, errors, :class:`DownloadControl`, :class:`RetryPolicy`) live here
+and are re-exported by :mod:`gemmadesk.core.downloads`, the module callers use.
+
+- Bytes are fetched with HTTP Range requests through the httpx2 client huggingface_hub shares
+  (``get_session()``), so proxies and TLS settings are the library's; ``Accept-Encoding: identity`` so
+  the byte offsets are the file's.
+- The sha256 is computed on a helper thread while the bytes arrive. hashlib cannot save its state, so
+  a resumed partial is re-hashed once (a sequential local read) before the transfer continues.
+- Transient failures (connection reset, timeouts and stalls, 408/429/5xx with ``Retry-After``) are
+  retried with exponential backoff; the failure count resets whenever bytes arrive.
+- One writer per partial file, within the process and across processes (a pid lock file; a lock left
+  by a killed process is taken over).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import queue
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import httpx2
+from huggingface_hub.utils._headers import build_hf_headers
+from huggingface_hub.utils._http import get_session, hf_raise_for_status
+
+from gemmadesk.core.hub import TRANSIENT_STATUS, HubConfig, RemoteFile, explain, retry_after_seconds, status_of
+
+CHUNK = 1024 * 1024
+SYNC_EVERY = 128 * 1024 * 1024  # flush the partial to disk in the background every this many bytes
+_datasync = getattr(os, "fdatasync", os.fsync)  # fdatasync is Linux-only
+
+
+class DownloadState(StrEnum):
+    QUEUED = "queued"
+    DOWNLOADING = "downloading"
+    PAUSED = "paused"
+    VERIFYING = "verifying"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True)
+class Progress:
+    entry_id: str
+    filename: str
+    state: DownloadState
+    bytes_done: int
+    bytes_total: int
+    speed_bps: float
+    eta_s: float | None
+    error: str | None = None
+
+
+class DownloadError(Exception):
+    """The download failed; the message says why and what to do."""
+
+
+class DownloadCancelled(Exception):
+    """Cancelled by the user; the partial file is kept (call download() again to resume)."""
+
+
+class DownloadPaused(Exception):
+    """Paused by the user; the partial file is kept (call download() again to resume)."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How hard to try. ``stall_timeout_s``: no byte for this long counts as a dropped connection."""
+
+    max_failures: int = 8  # consecutive failures without a byte of progress
+    base_wait_s: float = 1.0
+    max_wait_s: float = 30.0
+    max_retry_after_s: float = 120.0
+    stall_timeout_s: float = 30.0
+    connect_timeout_s: float = 20.0
+
+
+class DownloadControl:
+    """Pause/cancel a running :func:`download` from another thread (thread-safe).
+
+    The request is noticed between chunks, during backoff waits, and also while the transfer is blocked
+    on the network: the open connection's socket is shut down, which makes its read fail at once.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._request: DownloadState | None = None
+        self._abort: Callable[[], None] | None = None
+
+    def cancel(self) -> None:
+        self._set(DownloadState.CANCELLED)
+
+    def pause(self) -> None:
+        self._set(DownloadState.PAUSED)
+
+    def resume(self) -> None:
+        """Clear a pause/cancel so the same control can be passed to the next download() call."""
+        with self._lock:
+            self._request = None
+            self._wake.clear()
+
+    @property
+    def requested(self) -> DownloadState | None:
+        with self._lock:
+            return self._request
+
+    def _set(self, state: DownloadState) -> None:
+        with self._lock:
+            self._request = state
+            abort = self._abort
+        self._wake.set()
+        if abort is not None:
+            with contextlib.suppress(Exception):
+                abort()
+
+    def _check(self) -> None:
+        req = self.requested
+        if req is DownloadState.CANCELLED:
+            raise DownloadCancelled("download cancelled; the partial file is kept for resuming")
+        if req is DownloadState.PAUSED:
+            raise DownloadPaused("download paused")
+
+    def _sleep(self, seconds: float) -> None:
+        self._wake.wait(seconds)
+        self._check()
+
+    @contextlib.contextmanager
+    def _aborting(self, abort: Callable[[], None]) -> Iterator[None]:
+        with self._lock:
+            self._abort = abort
+        try:
+            self._check()
+            yield
+        finally:
+            with self._lock:
+                self._abort = None
+
+
+
+
+_ACTIVE: set[Path] = set()
+_ACTIVE_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def exclusive(part: Path) -> Iterator[None]:
+    """One writer per partial file: in this process (set) and across processes (pid lock file)."""
+    with _ACTIVE_LOCK:
+        if part in _ACTIVE:
+            raise DownloadError(f"{part.stem} is already being downloaded")
+        _ACTIVE.add(part)
+    lock = part.with_name(part.name + ".lock")
+    try:
+        _take_pid_lock(lock)
+        try:
+            yield
+        finally:
+            lock.unlink(missing_ok=True)
+    finally:
+        with _ACTIVE_LOCK:
+            _ACTIVE.discard(part)
+
+
+def _take_pid_lock(lock: Path) -> None:
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                pid = int(lock.read_text().strip() or 0)
+            except (OSError, ValueError):
+                pid = 0
+            if pid and pid != os.getpid() and _pid_alive(pid):
+                raise DownloadError(
+                    f"{lock.stem} is already being downloaded by another GemmaDesk (pid {pid})"
+                ) from None
+            lock.unlink(missing_ok=True)  # stale: that process was closed or killed
+            continue
+        with os.fdopen(fd, "w") as fh:
+            fh.write(str(os.getpid()))
+        return
+    raise DownloadError(f"could not lock {lock}")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+# ----- progress ------------------------------------------------------------------------------------
+@dataclass
+class Meter:
+    """Throttled progress events with an exponentially smoothed speed."""
+
+    entry_id: str
+    filename: str
+    total: int
+    emit: Callable[[Progress], None]
+    done: int = 0
+    speed: float = 0.0
+    _t_sample: float = field(default_factory=time.monotonic)
+    _b_sample: int = 0
+    _t_emit: float = 0.0
+
+    def restart_sampling(self) -> None:
+        self._t_sample, self._b_sample = time.monotonic(), self.done
+
+    def state(self, state: DownloadState, error: str | None = None) -> None:
+        eta = None if state is not DownloadState.DOWNLOADING else self._eta()
+        speed = self.speed if state is DownloadState.DOWNLOADING else 0.0
+        self.emit(Progress(self.entry_id, self.filename, state, self.done, self.total, speed, eta, error))
+
+    def advance(self, n: int, state: DownloadState = DownloadState.DOWNLOADING) -> None:
+        self.done += n
+        now = time.monotonic()
+        dt = now - self._t_sample
+        if dt >= 0.5:
+            rate = (self.done - self._b_sample) / dt
+            self.speed = rate if self.speed == 0.0 else 0.3 * rate + 0.7 * self.speed
+            self._t_sample, self._b_sample = now, self.done
+        if now - self._t_emit >= 0.1 or self.done >= self.total:
+            self._t_emit = now
+            self.state(state)
+
+    def _eta(self) -> float | None:
+        return (self.total - self.done) / self.speed if self.speed > 0 else None
+
+
+# ----- the transfer --------------------------------------------------------------------------------
+class _Transient(Exception):
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def _identity(remote: RemoteFile) -> dict[str, Any]:
+    return {"repo_id": remote.repo_id, "filename": remote.filename, "size": remote.size,
+            "sha256": remote.sha256, "etag": remote.etag}
+
+
+def discard(part: Path) -> None:
+    """Delete a partial file and its identity sidecar."""
+    part.unlink(missing_ok=True)
+    part.with_name(part.name + ".json").unlink(missing_ok=True)
+
+
+def _open_partial(part: Path, remote: RemoteFile) -> int:
+    """Keep a partial only if it belongs to this exact remote object; returns its length."""
+    sidecar = part.with_name(part.name + ".json")
+    try:
+        same = json.loads(sidecar.read_text(encoding="utf-8")) == _identity(remote)
+    except (OSError, ValueError):
+        same = False
+    size = part.stat().st_size if part.exists() else 0
+    if not same or size > remote.size:
+        part.unlink(missing_ok=True)
+        size = 0
+        part.parent.mkdir(parents=True, exist_ok=True)
+        tmp = sidecar.with_name(sidecar.name + ".tmp")
+        tmp.write_text(json.dumps(_identity(remote)), encoding="utf-8")
+        os.replace(tmp, sidecar)
+    return size
+
+
+class _BackgroundHash:
+    """sha256 on a helper thread, so hashing overlaps receiving and writing (hashlib releases the GIL).
+
+    On a fast link the transfer is CPU-bound and hashing in line would cost a third of the throughput.
+    The queue is bounded (16 batches of ~1 MiB) so a slow CPU cannot make memory grow. The same thread
+    also flushes the partial file to disk now and then (:meth:`sync`), so the final fsync after the last
+    byte has little left to write.
+    """
+
+    BATCH = 1024 * 1024  # hand chunks over in ~1 MiB batches: fewer queue operations and thread wake-ups
+
+    def __init__(self, hasher: Any) -> None:
+        self._hasher = hasher
+        self._queue: queue.Queue[list[bytes] | int | None] = queue.Queue(maxsize=16)
+        self._batch: list[bytes] = []
+        self._batched = 0
+        self._thread = threading.Thread(target=self._run, name="sha256", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            if isinstance(item, int):
+                with contextlib.suppress(OSError):  # only an early flush; the final fsync reports errors
+                    _datasync(item)
+                continue
+            for chunk in item:
+                self._hasher.update(chunk)
+
+    def sync(self, fd: int) -> None:
+        """Flush what was written so far to disk, in the background (after the queued chunks)."""
+        self._queue.put(fd)
+
+    def update(self, chunk: bytes) -> None:
+        self._batch.append(chunk)
+        self._batched += len(chunk)
+        if self._batched >= self.BATCH:
+            self._queue.put(self._batch)
+            self._batch, self._batched = [], 0
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            if self._batch:
+                self._queue.put(self._batch)
+                self._batch, self._batched = [], 0
+            self._queue.put(None)
+            self._thread.join()
+
+    def hexdigest(self) -> str:
+        self.close()
+        return str(self._hasher.hexdigest())
+
+
+@dataclass
+class _Sink:
+    """The partial file being written and the running sha256 of everything in it."""
+
+    fh: Any
+    hasher: _BackgroundHash
+    meter: Meter
+    size: int
+
+    unsynced: int = 0
+
+    def write(self, chunk: bytes) -> None:
+        if self.meter.done + len(chunk) > self.size:
+            raise DownloadError(f"the server sent more than the expected {self.size} bytes")
+        self.fh.write(chunk)
+        self.hasher.update(chunk)
+        self.meter.advance(len(chunk))
+        self.unsynced += len(chunk)
+        if self.unsynced >= SYNC_EVERY:
+            self.fh.flush()
+            self.hasher.sync(self.fh.fileno())
+            self.unsynced = 0
+
+    def restart(self) -> None:
+        """The server ignored our Range header and sends from byte 0: start the file over."""
+        self.fh.seek(0)
+        self.fh.truncate()
+        self.hasher.close()
+        self.hasher = _BackgroundHash(hashlib.sha256())
+        self.meter.done = 0
+
+
+def _rehash(part: Path, meter: Meter, control: DownloadControl) -> Any:
+    """Hash the bytes already on disk (resume): hashlib state cannot be saved, a sequential read is cheap."""
+    hasher = hashlib.sha256()
+    with part.open("rb") as fh:
+        while block := fh.read(8 * CHUNK):
+            control._check()
+            hasher.update(block)
+            meter.advance(len(block), DownloadState.VERIFYING)
+    return hasher
+
+
+def _fetch(remote: RemoteFile, cfg: HubConfig, part: Path, meter: Meter, control: DownloadControl,
+           retry: RetryPolicy) -> str:
+    """Bring ``part`` to the full size, retrying transient failures; returns the sha256 of its bytes."""
+    meter.done = 0
+    have = _open_partial(part, remote)
+    hasher = _rehash(part, meter, control) if have else hashlib.sha256()
+    meter.done = have
+    meter.restart_sampling()
+    meter.state(DownloadState.DOWNLOADING)
+    with part.open("r+b" if have else "wb") as fh:
+        sink = _Sink(fh, _BackgroundHash(hasher), meter, remote.size)
+        try:
+            _fill(sink, remote, cfg, control, retry)
+        finally:
+            sink.hasher.close()
+        fh.flush()
+        os.fsync(fh.fileno())
+    return sink.hasher.hexdigest()
+
+
+def _fill(sink: _Sink, remote: RemoteFile, cfg: HubConfig, control: DownloadControl, retry: RetryPolicy) -> None:
+    """Request the missing bytes until the file is complete, retrying transient failures with backoff."""
+    meter = sink.meter
+    failures = 0
+    while meter.done < remote.size:
+        before = meter.done
+        try:
+            _stream_once(remote.location, cfg, sink, control, retry)
+            if meter.done < remote.size:
+                raise _Transient(f"the connection closed after {meter.done} of {remote.size} bytes")
+        except _Transient as exc:
+            control._check()  # a pause/cancel that closed the stream is not a network failure
+            failures = 0 if meter.done > before else failures + 1
+            if failures >= retry.max_failures:
+                msg = f"Giving up after {failures} failed attempts in a row: {exc}"
+                raise DownloadError(msg) from exc
+            control._sleep(backoff(retry, failures, exc.retry_after))
+            meter.restart_sampling()
+
+
+def _stream_once(url: str, cfg: HubConfig, sink: _Sink, control: DownloadControl, retry: RetryPolicy) -> None:
+    """One GET from ``meter.done`` to the end; raises _Transient for anything worth retrying."""
+    meter = sink.meter
+    headers = build_hf_headers(token=cfg.token or False, headers={"Accept-Encoding": "identity"})
+    if meter.done:
+        headers["Range"] = f"bytes={meter.done}-"
+    timeout = httpx2.Timeout(retry.stall_timeout_s, connect=retry.connect_timeout_s)
+    try:
+        stream = get_session().stream("GET", url, headers=headers, timeout=timeout, follow_redirects=True)
+        with stream as resp, control._aborting(lambda: _shutdown_socket(resp)):
+            if resp.status_code in TRANSIENT_STATUS:
+                raise _Transient(f"the server answered HTTP {resp.status_code}", retry_after_seconds(resp.headers))
+            if resp.status_code >= 400:
+                resp.read()
+                hf_raise_for_status(resp)
+            start = _range_start(resp)
+            if start != meter.done:
+                if start != 0:
+                    raise _Transient(f"the server resumed at byte {start} instead of {meter.done}")
+                sink.restart()
+            sink.fh.seek(meter.done)
+            for chunk in resp.iter_raw():
+                sink.write(chunk)
+                control._check()
+    except httpx2.TransportError as exc:
+        control._check()
+        raise _Transient(f"{type(exc).__name__}: {exc or 'no data'}") from exc
+
+
+def _shutdown_socket(resp: httpx2.Response) -> None:
+    """Wake a read blocked in another thread (pause/cancel during a stall): shut the socket down.
+
+    Closing the response from another thread would not interrupt a blocking ``recv``; ``shutdown`` does,
+    and the reader then sees the connection end. Without a socket at hand the stall timeout still applies.
+    """
+    stream = resp.extensions.get("network_stream")
+    sock = stream.get_extra_info("socket") if stream is not None else None
+    if sock is not None:
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+def _range_start(resp: httpx2.Response) -> int:
+    if resp.status_code != 206:
+        return 0
+    content_range = resp.headers.get("Content-Range", "")  # "bytes START-END/TOTAL"
+    try:
+        return int(content_range.split()[1].split("-")[0])
+    except (IndexError, ValueError):
+        return -1
+
+def backoff(retry: RetryPolicy, failures: int, retry_after: float | None) -> float:
+    wait: float = min(retry.max_wait_s, retry.base_wait_s * 2.0 ** max(0, failures - 1))
+    if retry_after is not None:
+        wait = min(max(wait, retry_after), retry.max_retry_after_s)
+    return wait
+
+
+def fetch(remote: RemoteFile, cfg: HubConfig, part: Path, meter: Meter,
+                            control: DownloadControl, retry: RetryPolicy) -> str:
+    try:
+        return _fetch(remote, cfg, part, meter, control, retry)
+    except (DownloadError, DownloadCancelled, DownloadPaused):
+        raise
+    except OSError as exc:
+        if status_of(exc) is not None:
+            raise DownloadError(explain(exc, cfg, remote.repo_id, remote.filename)) from exc
+        msg = f"Could not write {part}: {exc.strerror or exc}. The partial file is kept."
+        raise DownloadError(msg) from exc
+    except Exception as exc:
+        raise DownloadError(explain(exc, cfg, remote.repo_id, remote.filename)) from exc
+
+
