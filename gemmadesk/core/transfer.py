@@ -149,8 +149,6 @@ class DownloadControl:
                 self._abort = None
 
 
-
-
 _ACTIVE: set[Path] = set()
 _ACTIVE_LOCK = threading.Lock()
 
@@ -158,13 +156,14 @@ _ACTIVE_LOCK = threading.Lock()
 @contextlib.contextmanager
 def exclusive(part: Path) -> Iterator[None]:
     """One writer per partial file: in this process (set) and across processes (pid lock file)."""
+    name = part.name.removesuffix(".part").split("--")[-1]
     with _ACTIVE_LOCK:
         if part in _ACTIVE:
-            raise DownloadError(f"{part.stem} is already being downloaded")
+            raise DownloadError(f"{name} is already being downloaded")
         _ACTIVE.add(part)
     lock = part.with_name(part.name + ".lock")
     try:
-        _take_pid_lock(lock)
+        _take_pid_lock(lock, name)
         try:
             yield
         finally:
@@ -174,7 +173,7 @@ def exclusive(part: Path) -> Iterator[None]:
             _ACTIVE.discard(part)
 
 
-def _take_pid_lock(lock: Path) -> None:
+def _take_pid_lock(lock: Path, name: str) -> None:
     lock.parent.mkdir(parents=True, exist_ok=True)
     for _ in range(2):
         try:
@@ -186,7 +185,7 @@ def _take_pid_lock(lock: Path) -> None:
                 pid = 0
             if pid and pid != os.getpid() and _pid_alive(pid):
                 raise DownloadError(
-                    f"{lock.stem} is already being downloaded by another GemmaDesk (pid {pid})"
+                    f"{name} is already being downloaded by another GemmaDesk (pid {pid})"
                 ) from None
             lock.unlink(missing_ok=True)  # stale: that process was closed or killed
             continue
@@ -382,7 +381,7 @@ def _fetch(remote: RemoteFile, cfg: HubConfig, part: Path, meter: Meter, control
     meter.done = 0
     have = _open_partial(part, remote)
     hasher = _rehash(part, meter, control) if have else hashlib.sha256()
-    meter.done = have
+    meter.done, meter.speed = have, 0.0  # the re-hash rate says nothing about the network
     meter.restart_sampling()
     meter.state(DownloadState.DOWNLOADING)
     with part.open("r+b" if have else "wb") as fh:
@@ -412,6 +411,8 @@ def _fill(sink: _Sink, remote: RemoteFile, cfg: HubConfig, control: DownloadCont
             if failures >= retry.max_failures:
                 msg = f"Giving up after {failures} failed attempts in a row: {exc}"
                 raise DownloadError(msg) from exc
+            meter.speed = 0.0  # show the stall (no speed, no ETA) while waiting to retry
+            meter.state(DownloadState.DOWNLOADING)
             control._sleep(backoff(retry, failures, exc.retry_after))
             meter.restart_sampling()
 
