@@ -66,7 +66,7 @@ def resolve_model(spec: str) -> Path:
 
 
 def load_settings_for(path: Path, n_ctx: int, gpu_layers: int | None) -> tuple[LoadSettingsLike, str]:
-    """Settings from the fit plan for this machine, and the plan's one-line reason."""
+    """Settings from the fit plan for this machine (as the app uses), and the plan's one-line reason."""
     from dataclasses import replace
 
     from gemmadesk.core import hardware
@@ -74,7 +74,7 @@ def load_settings_for(path: Path, n_ctx: int, gpu_layers: int | None) -> tuple[L
 
     try:
         plan = plan_for_file(path, hardware.probe(), FitOptions(n_ctx=n_ctx))
-    except Exception as exc:  # an unreadable file: let the engine give its precise message
+    except Exception as exc:  # an unreadable file: the engine gives the precise message when loading
         return DirectLoadSettings(model_path=str(path), n_ctx=n_ctx, n_gpu_layers=gpu_layers or 0), str(exc)
     settings = plan.load_settings(path)
     if gpu_layers is not None:
