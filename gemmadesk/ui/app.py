@@ -16,6 +16,8 @@ from gemmadesk.core.paths import AppPaths, app_paths, resources_dir
 
 log = logging.getLogger("gemmadesk")
 
+DEMO_STATES = ("first-run", "downloading", "chatting")
+
 
 def setup_logging(paths: AppPaths) -> None:
     """Everything at INFO and above goes to the rotating log file the Help menu points at."""
@@ -23,12 +25,8 @@ def setup_logging(paths: AppPaths) -> None:
     root = logging.getLogger()
     if any(getattr(h, "_gemmadesk", False) for h in root.handlers):
         return
-    handler = logging.handlers.RotatingFileHandler(
-        paths.log_file, maxBytes=2_000_000, backupCount=3, encoding="utf-8"
-    )
-    handler.setFormatter(
-        logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(threadName)s]: %(message)s")
-    )
+    handler = logging.handlers.RotatingFileHandler(paths.log_file, maxBytes=2_000_000, backupCount=3, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(threadName)s]: %(message)s"))
     handler._gemmadesk = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(logging.INFO)
@@ -36,9 +34,11 @@ def setup_logging(paths: AppPaths) -> None:
 
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(prog="gemmadesk", add_help=True)
-    parser.add_argument(
-        "--hardware", help="plan for the machine described in this JSON file (as `hw --json` writes)"
-    )
+    parser.add_argument("--hardware", help="plan for the machine described in this JSON file (`hw --json`)")
+    # For scripts/screenshots.py: drive the window into a state, save a PNG, quit.
+    parser.add_argument("--demo-state", choices=DEMO_STATES, help=argparse.SUPPRESS)
+    parser.add_argument("--screenshot", default="screenshot.png", help=argparse.SUPPRESS)
+    parser.add_argument("--demo-prompt", default="Write a haiku about the sea.", help=argparse.SUPPRESS)
     return parser.parse_known_args(argv)
 
 
@@ -78,6 +78,17 @@ def main(argv: list[str] | None = None) -> int:
     window = MainWindow(paths, hardware=hardware)
     apply_theme(window.settings.theme)
     window.show()
+    if args.demo_state:
+        from pathlib import Path
+
+        from gemmadesk.ui.demo import DemoDriver
+
+        driver = DemoDriver(window, args.demo_state, Path(args.screenshot), args.demo_prompt)
+        driver.start()
     code = int(app.exec())
     log.info("GemmaDesk exiting with %s", code)
     return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -102,9 +102,7 @@ class ChatController(QObject):
             plan = self.plan_for(model, n_ctx or self.settings.n_ctx)
         except Exception as exc:
             log.warning("cannot plan %s: %s", model_id, exc)
-            self.notice.emit(
-                "error", f"Cannot open this model: {exc}", "Check the file or download it again."
-            )
+            self.notice.emit("error", f"Cannot open this model: {exc}", "Check the file or download it again.")
             return
         if plan.verdict == Verdict.TOO_LARGE:
             self.notice.emit(
@@ -162,9 +160,7 @@ class ChatController(QObject):
         self.conversations.set_conversations(convs)
 
     def new_conversation(self) -> int:
-        conv = self.history.create_conversation(
-            system_prompt=self.settings.system_prompt, model=self.model_id
-        )
+        conv = self.history.create_conversation(system_prompt=self.settings.system_prompt, model=self.model_id)
         self._query = ""
         self.refresh_conversations()
         self.open_conversation(conv.id)
@@ -246,9 +242,7 @@ class ChatController(QObject):
         if self.busy:
             return False
         if self.report is None:
-            self.notice.emit(
-                "info", "No model is loaded yet.", "Pick an installed model above, or download one."
-            )
+            self.notice.emit("info", "No model is loaded yet.", "Pick an installed model above, or download one.")
             return False
         return True
 
@@ -263,9 +257,7 @@ class ChatController(QObject):
             thinking=s.thinking,
         )
         messages = self.history.chat_messages(self.conversation_id)
-        reply_id = self.history.begin_reply(
-            self.conversation_id, model=self._model_name(), settings=asdict(s)
-        )
+        reply_id = self.history.begin_reply(self.conversation_id, model=self._model_name(), settings=asdict(s))
         self.transcript.append(Message("assistant", "", streaming=True, id=reply_id))
         self.llm.generate(messages, params, history=self.history, message_id=reply_id)
         self.busy_changed.emit(True)

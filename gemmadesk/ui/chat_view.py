@@ -210,7 +210,13 @@ class ChatView(QWidget):
 
     def _ready(self, name: str, banner: str) -> None:
         self.load_bar.hide()
-        self.model_status.setText(f"{name} ready")
+        report = self.ctl.report
+        if report is None or report.n_gpu_layers == 0:
+            where = "CPU"
+        else:
+            where = "GPU" if report.n_gpu_layers > report.n_layers else "GPU + CPU"
+        ctx = f" · {report.n_ctx // 1024}K context" if report else ""
+        self.model_status.setText(f"Ready · {where}{ctx}")
         self.composer.send_button.setEnabled(True)
         self.banner.setText(banner)
         self.banner.setVisible(bool(banner))

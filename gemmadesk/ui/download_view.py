@@ -72,9 +72,7 @@ class DownloadPanel(QWidget):
         self.cancel_button.setVisible(cancel)
         self.chat_button.setVisible(chat)
 
-    def set_idle(
-        self, label: str, can_download: bool, installed: bool = False, partial: bool = False
-    ) -> None:
+    def set_idle(self, label: str, can_download: bool, installed: bool = False, partial: bool = False) -> None:
         self.bar.setVisible(partial)
         if installed:
             self.status.setText(f"{label} is installed.")
@@ -107,9 +105,7 @@ class DownloadPanel(QWidget):
 
     def set_paused(self, label: str) -> None:
         self._paused = True
-        self.status.setText(
-            f"{label}: paused. The partial file is kept; resume any time, even after a restart."
-        )
+        self.status.setText(f"{label}: paused. The partial file is kept; resume any time, even after a restart.")
         self.pause_button.setText("&Resume")
         self._buttons(False, True, True, False)
 

@@ -38,9 +38,7 @@ class MainWindow(QMainWindow):
         self.settings: Settings = self.settings_store.load()
         self.tasks = TaskRunner(self)
         self.store = ModelStore(self.paths)
-        self.setup = SetupController(
-            self.tasks, self.store, catalog, n_ctx=self.settings.context_length, parent=self
-        )
+        self.setup = SetupController(self.tasks, self.store, catalog, n_ctx=self.settings.context_length, parent=self)
         self.downloads = DownloadController(self.tasks, self.store, self)
         self.notice = NoticeBar()
         self.chat = ChatController(self.setup, self._open_history(), self)
@@ -61,9 +59,7 @@ class MainWindow(QMainWindow):
         self.setup_page.chat_requested.connect(self.open_chat)
         self.chat.model_ready.connect(self._remember_model)
         self.setup.hardware_failed.connect(
-            lambda msg: self.notice.show_message(
-                msg, "warning", "The list assumes CPU only; see the log for details."
-            )
+            lambda msg: self.notice.show_message(msg, "warning", "The list assumes CPU only; see the log for details.")
         )
         for problem in self.settings_store.problems:
             self.notice.show_message(problem, "warning", "Your other settings were kept.")
@@ -149,9 +145,7 @@ class MainWindow(QMainWindow):
     def open_log_folder(self) -> None:
         self.paths.log_dir.mkdir(parents=True, exist_ok=True)
         if not QDesktopServices.openUrl(QUrl.fromLocalFile(str(self.paths.log_dir))):
-            self.notice.show_message(
-                "Could not open the log folder.", "info", f"The log file is {self.paths.log_file}"
-            )
+            self.notice.show_message("Could not open the log folder.", "info", f"The log file is {self.paths.log_file}")
 
     def _remember_context(self, n_ctx: int) -> None:
         self.settings.context_length = n_ctx

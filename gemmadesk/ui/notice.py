@@ -48,9 +48,7 @@ class NoticeBar(QFrame):
         """Show ``text`` (plain, escaped) and the suggested ``next_step``; replaces any earlier notice."""
         self.level = level
         bg, fg = LEVEL_COLOURS.get(level, LEVEL_COLOURS["info"])
-        self.setStyleSheet(
-            f"#NoticeBar {{ background: {bg}; border-radius: 4px; }} QLabel {{ color: {fg}; }}"
-        )
+        self.setStyleSheet(f"#NoticeBar {{ background: {bg}; border-radius: 4px; }} QLabel {{ color: {fg}; }}")
         body = f"<b>{html.escape(text)}</b>"
         if next_step:
             body += f"<br>{html.escape(next_step)}"

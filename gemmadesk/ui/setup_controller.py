@@ -71,10 +71,7 @@ class SetupController(QObject):
         self.recommendation = rec
         plans = {p.entry_id: p for p in rec.plans}
         installed = self.installed_entry_ids()
-        rows = [
-            FitRow(e, plans.get(e.id) if e.runnable else None, e.id in installed)
-            for e in self.catalog.entries
-        ]
+        rows = [FitRow(e, plans.get(e.id) if e.runnable else None, e.id in installed) for e in self.catalog.entries]
         self.model.set_rows(rows, rec.best.entry_id if rec.best else None)
         self.plans_changed.emit(rec.explanation)
 

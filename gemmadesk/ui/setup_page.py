@@ -18,9 +18,7 @@ class SetupPage(QWidget):
     chat_requested = Signal(str)  # installed model id
     context_chosen = Signal(int)
 
-    def __init__(
-        self, setup: SetupController, downloads: DownloadController, parent: QWidget | None = None
-    ) -> None:
+    def __init__(self, setup: SetupController, downloads: DownloadController, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setup = setup
         self.downloads = downloads
@@ -68,9 +66,7 @@ class SetupPage(QWidget):
         if not entry_id:
             return
         entry = self.setup.entry(entry_id)
-        self.panel.set_progress(
-            entry.label, 0, entry.file.size_bytes if entry.file else 0, 0.0, None, "queued"
-        )
+        self.panel.set_progress(entry.label, 0, entry.file.size_bytes if entry.file else 0, 0.0, None, "queued")
         self.downloads.start(entry, self.setup.hardware, self.setup.options)
 
     def _open_chat(self) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from PySide6.QtCore import QModelIndex, QPersistentModelIndex, QRect, Qt, Signal
+from PySide6.QtCore import QModelIndex, QPersistentModelIndex, QRect, QSize, Qt, Signal
 from PySide6.QtGui import QColor, QPainter
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -73,6 +73,10 @@ class VerdictDelegate(QStyledItemDelegate):
         painter.drawText(rect, Qt.AlignmentFlag.AlignCenter, text)
         painter.restore()
 
+    def sizeHint(self, option: QStyleOptionViewItem, index: QModelIndex | QPersistentModelIndex) -> QSize:
+        base = super().sizeHint(option, index)
+        return QSize(base.width() + 28, base.height())  # room for the badge's padding
+
 
 class SetupView(QWidget):
     """Hardware summary, context control, fit table and the recommendation's reason."""
@@ -105,9 +109,7 @@ class SetupView(QWidget):
         self.table = QTableView()
         self.table.setAccessibleName("Models and whether they fit")
         self.table.setModel(model)
-        self.table.setItemDelegateForColumn(
-            FitTableModel.COLUMNS.index("Verdict"), VerdictDelegate(self.table)
-        )
+        self.table.setItemDelegateForColumn(FitTableModel.COLUMNS.index("Verdict"), VerdictDelegate(self.table))
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)

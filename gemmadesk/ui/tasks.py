@@ -12,7 +12,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
+from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal, SignalInstance
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +44,16 @@ class _Job(QRunnable):
         try:
             result = self._fn()
         except BaseException as exc:  # reported to the GUI thread, never lost in the pool
-            self._carrier.failed.emit(TaskError(exc))
+            self._report(self._carrier.failed, TaskError(exc))
         else:
-            self._carrier.succeeded.emit(result)
+            self._report(self._carrier.succeeded, result)
+
+    @staticmethod
+    def _report(signal: SignalInstance, value: object) -> None:
+        try:
+            signal.emit(value)
+        except RuntimeError:  # the application is being torn down: nobody is left to tell
+            log.warning("a background job finished after its window was destroyed: %r", value)
 
 
 class TaskRunner(QObject):

@@ -64,7 +64,7 @@ def test_download_pause_resume_then_one_click_to_chat(
     panel.chat_button.click()
     assert window.stack.currentWidget() is window.chat_view
     qtbot.waitUntil(lambda: window.chat.report is not None, timeout=LONG)
-    assert "ready" in window.chat_view.model_status.text()
+    assert window.chat_view.model_status.text().startswith("Ready")
     window.close()
 
 

