@@ -21,6 +21,7 @@ import hashlib
 import json
 import socket
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -84,13 +85,14 @@ class _State:
     requests: list[RequestLog] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     stopping: threading.Event = field(default_factory=threading.Event)
+    rate_bps: float | None = None  # cap each response's body rate, like a real line (benchmarks)
 
 
 class HubServer:
     """Threaded local Hub. Use as a context manager; ``endpoint`` is the value for ``HF_ENDPOINT``."""
 
-    def __init__(self) -> None:
-        self.state = _State()
+    def __init__(self, rate_bps: float | None = None) -> None:
+        self.state = _State(rate_bps=rate_bps)
         handler = type("Handler", (_Handler,), {"state": self.state})
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self._httpd.daemon_threads = True
@@ -327,6 +329,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _send_body(self, f: ServedFile, start: int, end: int, fault: Fault | None) -> None:
         cut = fault.at if fault is not None and fault.kind in ("drop", "stall") else None
         pos = start
+        began = time.monotonic()
         with f.path.open("rb") as fh:
             fh.seek(start)
             while pos < end:
@@ -344,6 +347,10 @@ class _Handler(BaseHTTPRequestHandler):
                     self.state.bytes_sent[f.filename] = self.state.bytes_sent.get(f.filename, 0) + len(block)
                 if fault is not None and fault.kind == "slow":
                     self.state.stopping.wait(fault.stall_s)
+                if self.state.rate_bps:
+                    ahead = (pos - start) / self.state.rate_bps - (time.monotonic() - began)
+                    if ahead > 0:
+                        self.state.stopping.wait(ahead)
                 if cut is not None and pos >= cut:
                     assert fault is not None
                     if fault.kind == "stall":
