@@ -31,8 +31,9 @@ import logging
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from PySide6.QtCore import QObject, QThread, Signal, SignalInstance, Slot
 
@@ -84,11 +85,21 @@ SAVE_INTERVAL_S = 1.0
 
 
 @dataclass(frozen=True)
+class LoadRequest:
+    settings: LoadSettingsLike
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass(frozen=True)
 class GenerateRequest:
+    """One reply to make. ``stop`` belongs to this request, so a stop pressed before the worker gets to
+    it still counts, and cannot leak into the next reply."""
+
     messages: tuple[ChatMessage, ...]
     params: SamplingParams
     history: HistoryStore | None = None
     message_id: int | None = None
+    stop: threading.Event = field(default_factory=threading.Event)
 
 
 class LlmWorker(QObject):
@@ -106,22 +117,19 @@ class LlmWorker(QObject):
     def __init__(self) -> None:
         super().__init__()
         self.engine = Engine()
-        self.stop_flag = threading.Event()
-        self.cancel_load_flag = threading.Event()
 
     @Slot(object)
-    def do_load(self, settings: LoadSettingsLike) -> None:
-        self.cancel_load_flag.clear()
+    def do_load(self, request: LoadRequest) -> None:
         last = [-1.0]
 
         def progress(fraction: float) -> bool:
             if fraction - last[0] >= 0.01 or fraction >= 1.0:
                 last[0] = fraction
                 safe_emit(self.loadProgress, fraction)
-            return not self.cancel_load_flag.is_set()
+            return not request.cancel.is_set()
 
         try:
-            report = self.engine.load(settings, on_progress=progress)
+            report = self.engine.load(request.settings, on_progress=progress)
         except EngineError as exc:
             log.warning("load failed: %s (%s)", exc, exc.detail)
             safe_emit(self.loadFailed, str(exc))
@@ -133,7 +141,6 @@ class LlmWorker(QObject):
 
     @Slot(object)
     def do_generate(self, request: GenerateRequest) -> None:
-        self.stop_flag.clear()
         saver = (
             PartialSaver(request.history, request.message_id, SAVE_INTERVAL_S)
             if request.history is not None and request.message_id is not None
@@ -141,7 +148,7 @@ class LlmWorker(QObject):
         )
         batch = _Batcher(self.replyChunk)
         try:
-            for event in self.engine.chat_stream(request.messages, request.params, self.stop_flag):
+            for event in self.engine.chat_stream(request.messages, request.params, request.stop):
                 if isinstance(event, TextChunk):
                     batch.add(event.kind, event.text)
                     if saver is not None:
@@ -225,6 +232,9 @@ class LlmController(QObject):
         super().__init__(parent)
         self._closed = False
         self.busy = False
+        # Stop/cancel events of requests not finished yet (oldest first); see GenerateRequest.
+        self._stops: deque[threading.Event] = deque()
+        self._cancels: deque[threading.Event] = deque()
         self.thread_ = QThread()
         self.thread_.setObjectName("gemmadesk-llm")
         self.worker = LlmWorker()
@@ -235,21 +245,26 @@ class LlmController(QObject):
         self._requestUnload.connect(self.worker.do_unload)
         self._requestShutdown.connect(self.worker.do_shutdown)
         self.worker.loadProgress.connect(self._relay(self.loadProgress))
-        self.worker.loaded.connect(self._relay(self.loaded))
-        self.worker.loadFailed.connect(self._relay(self.loadFailed))
+        self.worker.loaded.connect(self._relay(self.loaded, ends=self._cancels))
+        self.worker.loadFailed.connect(self._relay(self.loadFailed, ends=self._cancels))
         self.worker.replyChunk.connect(self._relay(self.replyChunk))
-        self.worker.replyFinished.connect(self._relay(self.replyFinished, ends_reply=True))
-        self.worker.replyFailed.connect(self._relay(self.replyFailed, ends_reply=True))
+        self.worker.replyFinished.connect(self._relay(self.replyFinished, ends=self._stops))
+        self.worker.replyFailed.connect(self._relay(self.replyFailed, ends=self._stops))
         self.worker.contextTrimmed.connect(self._relay(self.contextTrimmed))
         self.worker.unloaded.connect(self._relay(self.unloaded))
         self.thread_.start()
 
-    def _relay(self, signal: SignalInstance, ends_reply: bool = False) -> Callable[..., None]:
+    def _relay(self, signal: SignalInstance, ends: deque[threading.Event] | None = None) -> Callable[..., None]:
+        """Re-emit a worker signal in the GUI thread (unless shut down); ``ends``: the request queue whose
+        oldest request this signal completes."""
+
         def forward(*args: object) -> None:
+            if ends:
+                ends.popleft()
+            if ends is self._stops:
+                self.busy = bool(self._stops)
             if self._closed:
                 return
-            if ends_reply:
-                self.busy = False
             safe_emit(signal, *args)
 
         return forward
@@ -260,10 +275,14 @@ class LlmController(QObject):
         return self.worker.engine
 
     def load(self, settings: LoadSettingsLike) -> None:
-        safe_emit(self._requestLoad, settings)
+        request = LoadRequest(settings)
+        self._cancels.append(request.cancel)
+        safe_emit(self._requestLoad, request)
 
     def cancel_load(self) -> None:
-        self.worker.cancel_load_flag.set()
+        """Cancel the loads asked for so far; ``loadFailed`` follows ("Loading was cancelled.")."""
+        for event in self._cancels:
+            event.set()
 
     def generate(
         self,
@@ -274,13 +293,15 @@ class LlmController(QObject):
         message_id: int | None = None,
     ) -> None:
         self.busy = True
-        safe_emit(
-            self._requestGenerate, GenerateRequest(tuple(messages), params or SamplingParams(), history, message_id)
-        )
+        request = GenerateRequest(tuple(messages), params or SamplingParams(), history, message_id)
+        self._stops.append(request.stop)
+        safe_emit(self._requestGenerate, request)
 
     def stop(self) -> None:
-        """Stop the current reply after the current token; ``replyFinished`` follows (reason "stopped")."""
-        self.worker.stop_flag.set()
+        """Stop the current reply after the current token (and any still queued); ``replyFinished``
+        follows with stop reason "stopped"."""
+        for event in self._stops:
+            event.set()
 
     def unload(self) -> None:
         safe_emit(self._requestUnload)
@@ -290,8 +311,8 @@ class LlmController(QObject):
         if self._closed:
             return not self.thread_.isRunning()
         self._closed = True
-        self.worker.stop_flag.set()
-        self.worker.cancel_load_flag.set()
+        self.stop()
+        self.cancel_load()
         safe_emit(self._requestShutdown)
         ended = self.thread_.wait(timeout_ms)
         if not ended:

@@ -151,3 +151,29 @@ def test_safe_emit_keeps_true_alive(qtbot) -> None:  # type: ignore[no-untyped-d
         safe_emit(source.chunk, "answer", "x")
     assert len(received) == 2000
     assert abs(sys.getrefcount(True) - before) < 100
+
+
+def test_stop_and_cancel_reach_requests_still_queued(qtbot, controller, gemma3_gguf: Path) -> None:  # type: ignore[no-untyped-def]
+    """Requests queued behind a running reply keep their own stop/cancel events: pressing stop or
+    cancel before the worker gets to them still counts (and does not leak into later requests)."""
+    finished: list[ReplyStats] = []
+    failures: list[str] = []
+    controller.replyFinished.connect(lambda stats, *_: finished.append(stats))
+    controller.loadFailed.connect(failures.append)
+    with qtbot.waitSignal(controller.replyChunk, timeout=TIMEOUT_MS):
+        controller.generate([ChatMessage("user", "Tell me a long story.")], SamplingParams(max_tokens=2000))
+    controller.generate([ChatMessage("user", "Queued reply")], SamplingParams(max_tokens=50))
+    controller.load(DirectLoadSettings(model_path=str(gemma3_gguf), n_ctx=512))
+    controller.cancel_load()
+    with qtbot.waitSignal(controller.loadFailed, timeout=TIMEOUT_MS):
+        controller.stop()
+    assert [s.stop_reason for s in finished] == ["stopped", "stopped"]
+    assert finished[1].completion_tokens == 0
+    assert failures == ["Loading was cancelled."]
+    assert not controller.busy
+    # A new load and reply are not affected by the earlier stop/cancel.
+    with qtbot.waitSignal(controller.loaded, timeout=TIMEOUT_MS):
+        controller.load(DirectLoadSettings(model_path=str(gemma3_gguf), n_ctx=512))
+    with qtbot.waitSignal(controller.replyFinished, timeout=TIMEOUT_MS) as done:
+        controller.generate([ChatMessage("user", "Hi")], SamplingParams(max_tokens=3))
+    assert done.args[0].stop_reason != "stopped"
