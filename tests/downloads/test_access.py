@@ -14,7 +14,7 @@ from gemmadesk.core.fit import FitOptions
 from gemmadesk.core.hardware import Hardware, probe
 from gemmadesk.core.store import ModelStore
 from tests.downloads.conftest import FAST_RETRY
-from tests.support.hubserver import VALID_TOKEN, HubServer
+from tests.support.hubserver import VALID_TOKEN, ForwardProxy, HubServer
 
 GiB = 1024**3
 
@@ -100,3 +100,39 @@ def test_unreachable_endpoint_is_explained(payload: Path, store: ModelStore, mon
     monkeypatch.setenv("HF_ENDPOINT", endpoint)  # the server is gone: connection refused
     with pytest.raises(DownloadError, match="Cannot reach http://127.0.0.1"):
         download(entry, store, retry=FAST_RETRY)
+
+
+def test_proxy_from_the_environment_is_used(hub: HubServer, payload: Path, store: ModelStore,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """HTTP_PROXY is honoured by the client huggingface_hub shares (read when that client is created)."""
+    from huggingface_hub import close_session
+
+    served = hub.add_file("test/tiny-gguf", payload)
+    with ForwardProxy() as proxy:
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        close_session()  # the shared client reads proxy settings when it is created
+        try:
+            model = download(hub.entry_for(served), store, retry=FAST_RETRY)
+        finally:
+            monkeypatch.delenv("HTTP_PROXY")
+            close_session()
+    assert model.path.read_bytes() == payload.read_bytes()
+    assert any(url.endswith(f"/resolve/main/{served.filename}") for url in proxy.seen)
+    assert len(proxy.seen) >= 2, "metadata and bytes both went through the proxy"
+
+
+def test_offline_mode_uses_a_verified_copy_in_the_hf_cache(hub: HubServer, payload: Path, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from huggingface_hub import hf_hub_download
+
+    served = hub.add_file("test/tiny-gguf", payload)
+    hf_hub_download(served.repo_id, served.filename, endpoint=hub.endpoint,
+                    cache_dir=str(tmp_path / "hf-home" / "hub"))
+    requests = len(hub.state.requests)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    model = download(hub.entry_for(served), ModelStore(), retry=FAST_RETRY)
+    assert model.source == "hf-cache"
+    assert model.sha256 == served.sha256
+    assert len(hub.state.requests) == requests, "no network in offline mode"

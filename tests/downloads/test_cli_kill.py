@@ -97,3 +97,13 @@ def test_cli_pull_reports_errors(hub: HubServer, payload: Path, capsys: pytest.C
     assert cli_main(["pull", f"{served.repo_id}/{served.filename}"]) == 1
     assert "gated repository" in capsys.readouterr().err
     assert cli_main(["pull", "nonexistent-model"]) == 1
+
+
+def test_cli_pull_draws_a_progress_bar(hub: HubServer, payload: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    served = hub.add_file("test/tiny-gguf", payload)
+    assert cli_main(["pull", f"{served.repo_id}/{served.filename}"]) == 0
+    captured = capsys.readouterr()
+    assert "100.0%" in captured.err
+    assert "done" in captured.err
+    assert captured.out.startswith("Installed test/tiny-gguf/tiny-q4_0.gguf")
+    assert "sha256 verified" in captured.out

@@ -366,3 +366,64 @@ class _Handler(BaseHTTPRequestHandler):
             self.connection.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
+
+
+class ForwardProxy:
+    """A minimal HTTP forward proxy on 127.0.0.1 (absolute-URI requests), to check proxies are honoured.
+
+    It relays GET/HEAD to the target with ``http.client`` and streams the answer back; ``seen`` lists
+    the URLs it forwarded.
+    """
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+        handler = type("ProxyHandler", (_ProxyHandler,), {"proxy": self})
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name="proxy", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._httpd.server_address[1]}"
+
+    def __enter__(self) -> ForwardProxy:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(timeout=10)
+
+
+class _ProxyHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    proxy: ForwardProxy
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+        pass
+
+    def do_GET(self) -> None:
+        self._relay()
+
+    def do_HEAD(self) -> None:
+        self._relay()
+
+    def _relay(self) -> None:
+        import http.client
+
+        target = urlsplit(self.path)
+        self.proxy.seen.append(self.path)
+        conn = http.client.HTTPConnection(target.hostname or "127.0.0.1", target.port or 80, timeout=60)
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("proxy-connection", "host")}
+        conn.request(self.command, target.path + (f"?{target.query}" if target.query else ""), headers=headers)
+        resp = conn.getresponse()
+        self.send_response(resp.status)
+        for k, v in resp.getheaders():
+            if k.lower() not in ("connection", "transfer-encoding"):
+                self.send_header(k, v)
+        self.end_headers()
+        if self.command != "HEAD":
+            while block := resp.read(SEND_BLOCK):
+                self.wfile.write(block)
+        conn.close()
