@@ -23,7 +23,7 @@ import os
 import struct
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -270,8 +270,12 @@ def write_gemma4_gguf(
     seed: int = 0,
     n_ctx_train: int | None = None,
     vocab_path: str | Path | None = None,
+    n_layer: int | None = None,
 ) -> Path:
-    """Write a synthetic Gemma 4 GGUF to ``path`` and return it."""
+    """Write a synthetic Gemma 4 GGUF to ``path`` and return it.
+
+    ``n_layer`` keeps a size's layer shapes but writes fewer layers (a multiple of its attention
+    pattern; KV sharing scaled down), to check a large layout cheaply."""
     import gguf
 
     if size not in SIZES:
@@ -280,7 +284,12 @@ def write_gemma4_gguf(
         raise ValueError("qtype must be Q4_0 or F16")
     shape = SIZES[size]
     if n_ctx_train is not None:
-        shape = Shape(**{**shape.__dict__, "n_ctx_train": n_ctx_train})
+        shape = replace(shape, n_ctx_train=n_ctx_train)
+    if n_layer is not None:
+        if n_layer % shape.swa_every or (shape.n_kv_shared and n_layer < 2 * shape.swa_every):
+            raise ValueError(f"n_layer must be a multiple of {shape.swa_every} (twice that with KV sharing)")
+        shared = n_layer - n_layer // 2 // shape.swa_every * shape.swa_every if shape.n_kv_shared else 0
+        shape = replace(shape, n_layer=n_layer, n_kv_shared=shared)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".part")
@@ -320,8 +329,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--n-ctx-train", type=int, default=None)
     parser.add_argument("--vocab", type=Path, default=None, help=f"path to {VOCAB_NAME}")
+    parser.add_argument("--n-layer", type=int, default=None, help="fewer layers of the same shapes")
     args = parser.parse_args(argv)
-    out = write_gemma4_gguf(args.out, args.size, args.qtype, args.seed, args.n_ctx_train, args.vocab)
+    out = write_gemma4_gguf(args.out, args.size, args.qtype, args.seed, args.n_ctx_train, args.vocab, args.n_layer)
     print(f"wrote {out} ({out.stat().st_size:,} bytes)")
     return 0
 

@@ -93,17 +93,13 @@ class Engine:
         self._check_memory(info, settings)
         self.unload()
         lib = llama_module()
-        notes: list[str] = []
-        flash_attn = settings.flash_attn
-        if flash_attn and _is_e4b(info):
-            flash_attn = False
-            notes.append("Flash attention is off for Gemma 4 E4B: it crashes llama.cpp's CUDA kernels (issue 24400).")
+        flash_attn, type_k, type_v, notes = _resolve_attention(info, settings)
         layer_tries = _layer_tries(settings.n_gpu_layers, info.arch_int("block_count"))
         started = time.perf_counter()
         threads = settings.n_threads or default_threads()
         for i, n_layers in enumerate(layer_tries):
             try:
-                self._llm = self._construct(lib, settings, n_layers, flash_attn, threads, on_progress)
+                self._llm = self._construct(lib, settings, n_layers, (flash_attn, type_k, type_v), threads, on_progress)
             except _OutOfMemory as exc:
                 if i + 1 < len(layer_tries):
                     nxt = layer_tries[i + 1]
@@ -128,8 +124,8 @@ class Engine:
             n_layers=info.arch_int("block_count"),
             n_gpu_layers=n_layers,
             flash_attn=flash_attn,
-            type_k=settings.type_k,
-            type_v=settings.type_v,
+            type_k=type_k,
+            type_v=type_v,
             n_threads=threads,
             chat_format=self._format.source,
             supports_thinking=self._format.supports_thinking,
@@ -154,10 +150,11 @@ class Engine:
         lib: Any,
         settings: LoadSettingsLike,
         n_gpu_layers: int,
-        flash_attn: bool,
+        attention: tuple[bool, str, str],
         threads: int,
         on_progress: Callable[[float], bool] | None,
     ) -> Any:
+        flash_attn, type_k, type_v = attention
         cancelled = threading.Event()
 
         def progress(fraction: float) -> bool:
@@ -180,8 +177,8 @@ class Engine:
                     n_threads_batch=threads,
                     flash_attn=flash_attn,
                     swa_full=False,
-                    type_k=_ggml_type(settings.type_k, lib),
-                    type_v=_ggml_type(settings.type_v, lib),
+                    type_k=_ggml_type(type_k, lib),
+                    type_v=_ggml_type(type_v, lib),
                     logits_all=False,
                     verbose=False,
                 )
@@ -385,6 +382,19 @@ class _ReplyText:
         return self._parser.thoughts.strip()
 
 
+def _resolve_attention(info: GGUFInfo, settings: LoadSettingsLike) -> tuple[bool, str, str, list[str]]:
+    """(flash_attn, type_k, type_v, notes) after the rules llama.cpp and Gemma 4 impose."""
+    flash_attn, type_k, type_v = settings.flash_attn, settings.type_k, settings.type_v
+    notes: list[str] = []
+    if flash_attn and settings.n_gpu_layers != 0 and _is_e4b(info):
+        flash_attn = False
+        notes.append("Flash attention is off for Gemma 4 E4B on the GPU: it crashes llama.cpp's CUDA kernels.")
+    if type_v != "f16" and not flash_attn:
+        notes.append(f"The V cache stays f16 ({type_v} was asked for): a quantized V cache needs flash attention.")
+        type_v = "f16"
+    return flash_attn, type_k, type_v, notes
+
+
 def _layer_tries(n_gpu_layers: int, n_layers: int) -> list[int]:
     """GPU layer counts to try in turn: as planned, then half, then CPU only (-1 means "all")."""
     if n_gpu_layers == 0:
@@ -427,8 +437,16 @@ def _classify_load_failure(settings: LoadSettingsLike, lines: list[str], exc: Ex
             "does not support. Update GemmaDesk, or choose another model.",
             detail=detail,
         )
-    if _OOM.search(text) or "llama_context" in str(exc):
+    if _OOM.search(text):
         return _OutOfMemory("out of memory", detail=detail)
+    if "llama_context" in str(exc):
+        reason = next((line for line in reversed(lines) if line.startswith("llama_init_from_model")), "")
+        return ModelLoadError(
+            f"llama.cpp loaded “{name}” but could not set up its context with these settings"
+            + (f" ({reason.split(': ', 1)[-1]})" if reason else "")
+            + ". Try a shorter context or the default KV-cache type.",
+            detail=detail,
+        )
     return ModelLoadError(
         f"llama.cpp could not load “{name}”. The file may be damaged or made for a newer llama.cpp.",
         detail=detail,
