@@ -25,6 +25,7 @@ How it works, and why:
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 from collections.abc import Callable
@@ -126,22 +127,45 @@ def preflight(entry: CatalogEntry, hw: Hardware, options: FitOptions, store: Mod
 
 
 # ----- partial files -------------------------------------------------------------------------------
-def _partial_path(store: ModelStore, mf: ModelFile) -> Path:
-    return store.partial_dir() / f"{mf.repo_id.replace('/', '--')}--{mf.filename}.part"
+# In GemmaDesk's store a partial is ``<partial dir>/<org>--<repo>--<file>.part``. With the HF cache it is
+# ``<repo folder>/blobs/<sha256>.incomplete``, huggingface_hub's own convention: on the same file system
+# as the final blob (the move is atomic, no second copy), listed and cleaned by ``hf cache`` tools, and
+# interchangeable with a partial that ``hf_hub_download`` left (same content-addressed name).
+def _hf_repo_dir(store: ModelStore, repo_id: str) -> Path:
+    return store.hf_cache() / ("models--" + repo_id.replace("/", "--"))
+
+
+def _partial_path(store: ModelStore, remote: RemoteFile) -> Path:
+    if store.use_hf_cache and remote.sha256:
+        return _hf_repo_dir(store, remote.repo_id) / "blobs" / f"{remote.sha256}.incomplete"
+    return _own_partial(store, remote.repo_id, remote.filename)
+
+
+def _own_partial(store: ModelStore, repo_id: str, filename: str) -> Path:
+    return store.partial_dir() / f"{repo_id.replace('/', '--')}--{filename}.part"
+
+
+def _partials(store: ModelStore, mf: ModelFile) -> list[Path]:
+    """The partial files GemmaDesk kept for this file, in its store and in the HF cache."""
+    found = [p for p in (_own_partial(store, mf.repo_id, mf.filename),) if p.exists()]
+    for sidecar in (_hf_repo_dir(store, mf.repo_id) / "blobs").glob("*.incomplete.json"):
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            if json.loads(sidecar.read_text(encoding="utf-8")).get("filename") == mf.filename:
+                found.append(sidecar.with_suffix(""))
+    return found
 
 
 def _partial_size(store: ModelStore, mf: ModelFile) -> int:
-    try:
-        return _partial_path(store, mf).stat().st_size
-    except OSError:
-        return 0
+    sizes = [p.stat().st_size for p in _partials(store, mf) if p.exists()]
+    return max(sizes, default=0)
 
 
 def discard_partial(entry: CatalogEntry, store: ModelStore) -> None:
     """Delete the kept partial files of an entry (the UI offers this after a cancel)."""
     for mf in (entry.file, entry.mmproj):
         if mf is not None:
-            discard(_partial_path(store, mf))
+            for part in _partials(store, mf):
+                discard(part)
 
 
 # ----- the public entry point ----------------------------------------------------------------------
@@ -241,8 +265,8 @@ def _obtain(entry: CatalogEntry, mf: ModelFile, store: ModelStore, cfg: HubConfi
         _needed, _free, short = check_disk(store, [mf], [remote.size])
         if short:
             raise DownloadError(short)
-        part = _partial_path(store, mf)
-        with exclusive(part):
+        part = _partial_path(store, remote)
+        with exclusive(part, mf.filename):
             digest = fetch(remote, cfg, part, meter, control, retry)
             meter.state(DownloadState.VERIFYING)
             if digest != remote.sha256:
@@ -289,7 +313,7 @@ def _install(part: Path, remote: RemoteFile, store: ModelStore) -> Path:
         _move(part, target)
         sidecar.unlink(missing_ok=True)
         return target
-    repo_dir = store.hf_cache() / ("models--" + remote.repo_id.replace("/", "--"))
+    repo_dir = _hf_repo_dir(store, remote.repo_id)
     blob = repo_dir / "blobs" / (remote.sha256 or "")
     blob.parent.mkdir(parents=True, exist_ok=True)
     _move(part, blob)
@@ -324,7 +348,7 @@ def _from_hf_cache(mf: ModelFile, store: ModelStore, meter: Meter,
 
     The cache names LFS blobs by their sha256, so the file can be verified even offline.
     """
-    repo_dir = store.hf_cache() / ("models--" + mf.repo_id.replace("/", "--"))
+    repo_dir = _hf_repo_dir(store, mf.repo_id)
     snap_root = repo_dir / "snapshots"
     ref = repo_dir / "refs" / mf.revision
     commit = ref.read_text().strip() if ref.is_file() else mf.revision

@@ -154,9 +154,8 @@ _ACTIVE_LOCK = threading.Lock()
 
 
 @contextlib.contextmanager
-def exclusive(part: Path) -> Iterator[None]:
+def exclusive(part: Path, name: str) -> Iterator[None]:
     """One writer per partial file: in this process (set) and across processes (pid lock file)."""
-    name = part.name.removesuffix(".part").split("--")[-1]
     with _ACTIVE_LOCK:
         if part in _ACTIVE:
             raise DownloadError(f"{name} is already being downloaded")
@@ -263,12 +262,16 @@ def discard(part: Path) -> None:
 
 
 def _open_partial(part: Path, remote: RemoteFile) -> int:
-    """Keep a partial only if it belongs to this exact remote object; returns its length."""
+    """Keep a partial only if it belongs to this exact remote object; returns its length.
+
+    The ``.json`` sidecar says which object a partial holds. A partial named after the object's sha256
+    without a sidecar is huggingface_hub's own (``blobs/<sha256>.incomplete``): same bytes, adopted.
+    """
     sidecar = part.with_name(part.name + ".json")
     try:
         same = json.loads(sidecar.read_text(encoding="utf-8")) == _identity(remote)
     except (OSError, ValueError):
-        same = False
+        same = not sidecar.exists() and part.name == f"{remote.sha256}.incomplete"
     size = part.stat().st_size if part.exists() else 0
     if not same or size > remote.size:
         part.unlink(missing_ok=True)

@@ -110,3 +110,21 @@ def test_unknown_file_and_repo_are_explained(hub: HubServer, payload: Path, stor
     with pytest.raises(DownloadError, match="was not found"):
         download(missing_repo, store, retry=FAST_RETRY)
     assert store.list() == []
+
+
+def test_hf_cache_partial_follows_the_hub_convention(hub: HubServer, payload: Path) -> None:
+    """In HF-cache mode a partial is blobs/<sha256>.incomplete; one left by hf_hub_download is continued."""
+    served = hub.add_file("test/tiny-gguf", payload)
+    store = ModelStore(use_hf_cache=True)
+    blobs = store.hf_cache() / "models--test--tiny-gguf" / "blobs"
+    blobs.mkdir(parents=True)
+    (blobs / f"{served.sha256}.incomplete").write_bytes(payload.read_bytes()[:1024 * 1024])  # as hf leaves it
+    model = download(hub.entry_for(served), store, retry=FAST_RETRY)
+    assert model.path.read_bytes() == payload.read_bytes()
+    assert [g.range for g in hub.gets(served.filename)] == [f"bytes={1024 * 1024}-"]
+    assert sorted(p.name for p in blobs.iterdir()) == [served.sha256], "no partial, sidecar or lock left"
+    from huggingface_hub import scan_cache_dir
+
+    scan = scan_cache_dir(store.hf_cache())
+    assert not scan.warnings
+    assert [r.repo_id for r in scan.repos] == ["test/tiny-gguf"]
