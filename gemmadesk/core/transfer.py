@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx2
+import psutil
 from huggingface_hub.utils._headers import build_hf_headers
 from huggingface_hub.utils._http import get_session, hf_raise_for_status
 
@@ -195,13 +196,8 @@ def _take_pid_lock(lock: Path, name: str) -> None:
 
 
 def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True
+    # psutil, not os.kill(pid, 0): on Windows os.kill terminates the process whatever the signal number.
+    return bool(psutil.pid_exists(pid))
 
 
 # ----- progress ------------------------------------------------------------------------------------
