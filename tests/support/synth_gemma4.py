@@ -31,6 +31,7 @@ import numpy as np
 VOCAB_ENV = "GEMMADESK_GEMMA4_VOCAB"
 VOCAB_NAME = "ggml-vocab-gemma-4.gguf"
 _VOCAB_CANDIDATES = (
+    Path(__file__).resolve().parents[2] / ".gpu" / VOCAB_NAME,  # carried to the GPU machine (git-ignored)
     Path("/tmp/llama-src/vendor/llama.cpp/models") / VOCAB_NAME,
     Path.home() / ".cache" / "gemmadesk-tests" / VOCAB_NAME,
 )
@@ -73,8 +74,8 @@ SIZES: dict[str, Shape] = {
 
 
 def find_vocab() -> Path:
-    """The Gemma 4 vocabulary GGUF: $GEMMADESK_GEMMA4_VOCAB, the unpacked llama-cpp-python sdist, or the
-    test cache. (Fetch it with ``pip download --no-deps --no-binary :all: llama-cpp-python==0.3.36``.)"""
+    """The Gemma 4 vocabulary GGUF: $GEMMADESK_GEMMA4_VOCAB, the repo's git-ignored .gpu/ folder, the
+    unpacked llama-cpp-python sdist, or the test cache. (Fetch it with ``pip download --no-deps --no-binary :all: llama-cpp-python==0.3.36``.)"""
     env = os.environ.get(VOCAB_ENV)
     for candidate in ([Path(env)] if env else []) + list(_VOCAB_CANDIDATES):
         if candidate.is_file():
