@@ -301,7 +301,7 @@ def _resolve_with_retry(
             failures += 1
             if not exc.transient or failures >= retry.max_failures:
                 raise DownloadError(str(exc)) from exc
-            control._sleep(backoff(retry, failures, exc.retry_after))
+            control.wait(backoff(retry, failures, exc.retry_after))
 
 
 def _install(part: Path, remote: RemoteFile, store: ModelStore) -> Path:
@@ -362,7 +362,7 @@ def _from_hf_cache(mf: ModelFile, store: ModelStore, meter: Meter,
     meter.total = candidate.stat().st_size
 
     def tick(n: int) -> None:
-        control._check()
+        control.raise_if_stopped()
         meter.advance(n, DownloadState.VERIFYING)
 
     digest = sha256_file(candidate, tick)

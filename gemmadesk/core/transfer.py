@@ -127,23 +127,27 @@ class DownloadControl:
             with contextlib.suppress(Exception):
                 abort()
 
-    def _check(self) -> None:
+    # The methods below are for the download machinery (downloads.py, transfer.py), not for the UI.
+    def raise_if_stopped(self) -> None:
+        """Raise DownloadCancelled/DownloadPaused if that was asked for."""
         req = self.requested
         if req is DownloadState.CANCELLED:
             raise DownloadCancelled("download cancelled; the partial file is kept for resuming")
         if req is DownloadState.PAUSED:
             raise DownloadPaused("download paused")
 
-    def _sleep(self, seconds: float) -> None:
+    def wait(self, seconds: float) -> None:
+        """Sleep (a retry backoff), waking at once on pause/cancel."""
         self._wake.wait(seconds)
-        self._check()
+        self.raise_if_stopped()
 
     @contextlib.contextmanager
-    def _aborting(self, abort: Callable[[], None]) -> Iterator[None]:
+    def abort_with(self, abort: Callable[[], None]) -> Iterator[None]:
+        """While inside, a pause/cancel from another thread also calls ``abort`` (to break a blocked read)."""
         with self._lock:
             self._abort = abort
         try:
-            self._check()
+            self.raise_if_stopped()
             yield
         finally:
             with self._lock:
@@ -368,7 +372,7 @@ def _rehash(part: Path, meter: Meter, control: DownloadControl) -> Any:
     hasher = hashlib.sha256()
     with part.open("rb") as fh:
         while block := fh.read(8 * CHUNK):
-            control._check()
+            control.raise_if_stopped()
             hasher.update(block)
             meter.advance(len(block), DownloadState.VERIFYING)
     return hasher
@@ -405,14 +409,14 @@ def _fill(sink: _Sink, remote: RemoteFile, cfg: HubConfig, control: DownloadCont
             if meter.done < remote.size:
                 raise _Transient(f"the connection closed after {meter.done} of {remote.size} bytes")
         except _Transient as exc:
-            control._check()  # a pause/cancel that closed the stream is not a network failure
+            control.raise_if_stopped()  # a pause/cancel that closed the stream is not a network failure
             failures = 0 if meter.done > before else failures + 1
             if failures >= retry.max_failures:
                 msg = f"Giving up after {failures} failed attempts in a row: {exc}"
                 raise DownloadError(msg) from exc
             meter.speed = 0.0  # show the stall (no speed, no ETA) while waiting to retry
             meter.state(DownloadState.DOWNLOADING)
-            control._sleep(backoff(retry, failures, exc.retry_after))
+            control.wait(backoff(retry, failures, exc.retry_after))
             meter.restart_sampling()
 
 
@@ -425,7 +429,7 @@ def _stream_once(url: str, cfg: HubConfig, sink: _Sink, control: DownloadControl
     timeout = httpx2.Timeout(retry.stall_timeout_s, connect=retry.connect_timeout_s)
     try:
         stream = get_session().stream("GET", url, headers=headers, timeout=timeout, follow_redirects=True)
-        with stream as resp, control._aborting(lambda: _shutdown_socket(resp)):
+        with stream as resp, control.abort_with(lambda: _shutdown_socket(resp)):
             if resp.status_code in TRANSIENT_STATUS:
                 raise _Transient(f"the server answered HTTP {resp.status_code}", retry_after_seconds(resp.headers))
             if resp.status_code >= 400:
@@ -439,9 +443,9 @@ def _stream_once(url: str, cfg: HubConfig, sink: _Sink, control: DownloadControl
             sink.fh.seek(meter.done)
             for chunk in resp.iter_raw():
                 sink.write(chunk)
-                control._check()
+                control.raise_if_stopped()
     except httpx2.TransportError as exc:
-        control._check()
+        control.raise_if_stopped()
         raise _Transient(f"{type(exc).__name__}: {exc or 'no data'}") from exc
 
 
