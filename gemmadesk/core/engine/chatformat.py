@@ -15,6 +15,7 @@ Gemma 4 specifics handled here:
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -66,12 +67,11 @@ def prompt_format_for(architecture: str, template: str | None, bos_token: str, e
     return PromptFormat(f"fallback:{kind}", None, bos_token, eos_token)
 
 
-def _render_jinja(template: str, messages: Sequence[ChatMessage], bos: str, eos: str, thinking: bool) -> str:
+@functools.lru_cache(maxsize=4)
+def _compiled(template: str) -> Any:
+    """Compile once per template (compiling Gemma 4's 12 kB template takes ~20 ms)."""
     import jinja2
     from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-    def raise_exception(message: str) -> None:
-        raise jinja2.exceptions.TemplateError(message)
 
     env = ImmutableSandboxedEnvironment(
         loader=jinja2.BaseLoader(),
@@ -80,6 +80,15 @@ def _render_jinja(template: str, messages: Sequence[ChatMessage], bos: str, eos:
         extensions=["jinja2.ext.loopcontrols"],
     )
     env.filters["tojson"] = lambda x, indent=None, **_: json.dumps(x, ensure_ascii=False, indent=indent)
+    return env.from_string(template)
+
+
+def _render_jinja(template: str, messages: Sequence[ChatMessage], bos: str, eos: str, thinking: bool) -> str:
+    import jinja2
+
+    def raise_exception(message: str) -> None:
+        raise jinja2.exceptions.TemplateError(message)
+
     kwargs: dict[str, Any] = {
         "messages": [{"role": m.role, "content": m.content} for m in messages],
         "bos_token": bos,
@@ -89,7 +98,7 @@ def _render_jinja(template: str, messages: Sequence[ChatMessage], bos: str, eos:
         "raise_exception": raise_exception,
         "strftime_now": lambda fmt: datetime.now().strftime(fmt),
     }
-    return env.from_string(template).render(**kwargs)
+    return str(_compiled(template).render(**kwargs))
 
 
 def _render_gemma4(messages: Sequence[ChatMessage], thinking: bool) -> str:
