@@ -107,3 +107,24 @@ def test_cli_pull_draws_a_progress_bar(hub: HubServer, payload: Path, capsys: py
     assert "done" in captured.err
     assert captured.out.startswith("Installed test/tiny-gguf/tiny-q4_0.gguf")
     assert "sha256 verified" in captured.out
+
+
+def test_cli_pull_warns_before_downloading_a_model_that_will_not_run(
+    hub: HubServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dataclasses import replace
+
+    from gemmadesk.core.hardware import probe
+
+    small = replace(probe(include_backend=False), gpus=(), ram_total_bytes=2 * 1024**3,
+                    ram_available_bytes=1024**3)
+    hw_file = tmp_path / "hw.json"
+    hw_file.write_text(small.to_json())
+    assert cli_main(["pull", "31b", "--hardware", str(hw_file)]) == 1
+    err = capsys.readouterr().err
+    assert "Warning: this model will not run on this machine" in err
+    assert "pass --yes to download anyway" in err
+    assert hub.state.requests == [], "nothing was fetched"
+    assert cli_main(["pull", "31b", "--hardware", str(hw_file), "--yes"]) == 1  # goes on to the Hub ...
+    assert "was not found" in capsys.readouterr().err  # ... which (the local one) does not have it
+    assert hub.state.requests
