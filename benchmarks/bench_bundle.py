@@ -42,9 +42,13 @@ WINDOW_RE = re.compile(r"main window painted (\d+\.\d+) s after the process star
 def components(bundle: Path) -> list[tuple[str, int]]:
     """Size of the biggest parts of the bundle, largest first."""
     internal = next((p for p in (bundle / "_internal", bundle / "Contents" / "Frameworks") if p.is_dir()), bundle)
-    groups = {"Qt / PySide6": ("PySide6", "shiboken6", "libQt6", "libicu"), "llama.cpp": ("llama_cpp",),
-              "numpy (+ OpenBLAS)": ("numpy",), "Python runtime": ("libpython", "python3", "base_library"),
-              "huggingface_hub + hf_xet": ("huggingface_hub", "hf_xet")}
+    groups = {
+        "Qt / PySide6": ("PySide6", "shiboken6", "libQt6", "libicu"),
+        "llama.cpp": ("llama_cpp",),
+        "numpy (+ OpenBLAS)": ("numpy",),
+        "Python runtime": ("libpython", "python3", "base_library"),
+        "huggingface_hub + hf_xet": ("huggingface_hub", "hf_xet"),
+    }
     sizes = dict.fromkeys([*groups, "everything else"], 0)
     for p in internal.iterdir():
         size = tree_size(p) if p.is_dir() else (0 if p.is_symlink() else p.stat().st_size)
@@ -117,11 +121,11 @@ llama.cpp loaded).
 
 | | bundle | source (`python -m gemmadesk`) | bundle / source |
 |---|---|---|---|
-| first paint of the main window | {window['bundle']:.2f} s | {window['source']:.2f} s | {window_ratio:.2f}x |
-| whole self-test | {total['bundle']:.2f} s | {total['source']:.2f} s | {total_ratio:.2f}x |
+| first paint of the main window | {window["bundle"]:.2f} s | {window["source"]:.2f} s | {window_ratio:.2f}x |
+| whole self-test | {total["bundle"]:.2f} s | {total["source"]:.2f} s | {total_ratio:.2f}x |
 
-Raw first-paint times (s): bundle {', '.join(f'{s[0]:.2f}' for s in samples['bundle'])};
-source {', '.join(f'{s[0]:.2f}' for s in samples['source'])}.
+Raw first-paint times (s): bundle {", ".join(f"{s[0]:.2f}" for s in samples["bundle"])};
+source {", ".join(f"{s[0]:.2f}" for s in samples["source"])}.
 """
     RESULT.parent.mkdir(parents=True, exist_ok=True)
     RESULT.write_text(md, encoding="utf-8")

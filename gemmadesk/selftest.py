@@ -99,9 +99,7 @@ def check_data_dirs() -> str:
 
 def _ensure_platform_plugin() -> None:
     """Without a display (CI, ssh) Qt's default xcb/wayland plugin aborts the process: use offscreen."""
-    if sys.platform.startswith("linux") and not (
-        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
-    ):
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 
@@ -212,7 +210,11 @@ def check_model(model: Path, n_tokens: int, *, gpu: bool = True) -> str:
     start = time.perf_counter()
     try:
         llm = Llama(
-            model_path=str(model), n_ctx=512, swa_full=False, flash_attn=False, verbose=False,
+            model_path=str(model),
+            n_ctx=512,
+            swa_full=False,
+            flash_attn=False,
+            verbose=False,
             n_gpu_layers=-1 if offload else 0,
         )
     except (ValueError, RuntimeError) as exc:

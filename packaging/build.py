@@ -50,8 +50,17 @@ def tree_size(path: Path) -> int:
 
 def build(*, clean: bool = False, dist: Path = DIST, work: Path = WORK, quiet: bool = False) -> Path:
     """Run PyInstaller on the spec; returns the bundle folder. Raises CalledProcessError when it fails."""
-    cmd = [sys.executable, "-m", "PyInstaller", str(SPEC), "--noconfirm",
-           "--distpath", str(dist), "--workpath", str(work)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "PyInstaller",
+        str(SPEC),
+        "--noconfirm",
+        "--distpath",
+        str(dist),
+        "--workpath",
+        str(work),
+    ]
     if clean:
         cmd.append("--clean")
     if quiet:

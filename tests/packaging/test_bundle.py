@@ -40,7 +40,10 @@ def bundle(request: pytest.FixtureRequest) -> Path:
         pytest.skip(ENABLE)
     proc = subprocess.run(
         [sys.executable, str(REPO / "packaging" / "build.py"), "--quiet"],
-        cwd=REPO, capture_output=True, text=True, timeout=540,  # under pytest's own 600 s limit
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=540,  # under pytest's own 600 s limit
     )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     assert f"built {BUNDLE}" in proc.stdout
@@ -65,10 +68,7 @@ def _user_env(home: Path) -> dict[str, str]:
 
 def _tree(root: Path) -> dict[str, tuple[int, int]]:
     """Every path below root with its size and modification time (to spot any write)."""
-    return {
-        str(p.relative_to(root)): (p.lstat().st_size, p.lstat().st_mtime_ns)
-        for p in sorted(root.rglob("*"))
-    }
+    return {str(p.relative_to(root)): (p.lstat().st_size, p.lstat().st_mtime_ns) for p in sorted(root.rglob("*"))}
 
 
 def test_frozen_self_test_runs_gemma3_and_writes_nothing_inside(
@@ -80,7 +80,11 @@ def test_frozen_self_test_runs_gemma3_and_writes_nothing_inside(
     before = _tree(bundle)
     proc = subprocess.run(
         [str(EXE), "--self-test", "--model", str(gemma3_gguf), "--report", str(report)],
-        env=_user_env(home), cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        env=_user_env(home),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     text = report.read_text(encoding="utf-8")
@@ -101,18 +105,14 @@ def test_frozen_self_test_runs_gemma3_and_writes_nothing_inside(
 def test_frozen_cli_reports_the_llama_backend(bundle: Path, tmp_path: Path) -> None:
     from gemmadesk.core.backend import probe_backend
 
-    proc = subprocess.run(
-        [str(EXE), "hw"], env=_user_env(tmp_path), capture_output=True, text=True, timeout=300
-    )
+    proc = subprocess.run([str(EXE), "hw"], env=_user_env(tmp_path), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert probe_backend().label in proc.stdout
 
 
 def test_frozen_cli_reads_the_packaged_catalog(bundle: Path, tmp_path: Path) -> None:
     """`models` needs gemmadesk/core/data/catalog.json, read through importlib.resources in the bundle."""
-    proc = subprocess.run(
-        [str(EXE), "models"], env=_user_env(tmp_path), capture_output=True, text=True, timeout=300
-    )
+    proc = subprocess.run([str(EXE), "models"], env=_user_env(tmp_path), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     for model in ("E2B", "E4B", "26B-A4B"):
         assert re.search(rf"^\W*{re.escape(model)}\s", proc.stdout, re.MULTILINE), model
@@ -125,13 +125,17 @@ def test_bundle_is_lean_and_complete(bundle: Path) -> None:
     for stem in wanted_llama:
         assert any(n.startswith(lib + stem + ".") for n in names), stem
     if sys.platform.startswith("linux"):
-        for plugin in ("platforms/libqxcb.so", "platforms/libqwayland.so", "platforms/libqoffscreen.so",
-                       "imageformats/libqsvg.so", "iconengines/libqsvgicon.so"):
+        for plugin in (
+            "platforms/libqxcb.so",
+            "platforms/libqwayland.so",
+            "platforms/libqoffscreen.so",
+            "imageformats/libqsvg.so",
+            "iconengines/libqsvgicon.so",
+        ):
             assert f"PySide6/Qt/plugins/{plugin}" in names, plugin
         # The versioned duplicates of the llama.cpp libraries stay out.
         assert not any(n.startswith(lib) and n.count(".so.") and n.split(".so.")[1].count(".") for n in names)
-    unwanted = ("Qt6Qml", "Qt6Quick", "WebEngine", "Qt6Designer", "Qt6Pdf", "tkinter", "torch", "_pytest",
-                "mypy")
+    unwanted = ("Qt6Qml", "Qt6Quick", "WebEngine", "Qt6Designer", "Qt6Pdf", "tkinter", "torch", "_pytest", "mypy")
     found = sorted(n for n in names if any(u in n for u in unwanted))
     assert not found, found
     assert "resources/icons/gemmadesk.svg" in names
@@ -151,9 +155,7 @@ def test_desktop_entry_installs_and_uninstalls(bundle: Path, tmp_path: Path) -> 
     icons = tmp_path / "share" / "icons" / "hicolor"
     assert (icons / "256x256" / "apps" / "gemmadesk.png").is_file()
     assert (icons / "scalable" / "apps" / "gemmadesk.svg").is_file()
-    proc = subprocess.run(
-        ["sh", str(script), "--uninstall"], env=env, capture_output=True, text=True, timeout=60
-    )
+    proc = subprocess.run(["sh", str(script), "--uninstall"], env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert not entry.exists()
     assert not (icons / "16x16" / "apps" / "gemmadesk.png").exists()

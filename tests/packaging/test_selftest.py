@@ -97,7 +97,11 @@ def test_selftest_without_display_falls_back_to_offscreen(tmp_path: Path) -> Non
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
     proc = subprocess.run(
         [sys.executable, "-m", "gemmadesk", "--self-test", "--no-window"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "platform offscreen" in _lines(proc.stdout)["qt"]
