@@ -196,3 +196,16 @@ def test_gemma4_empty_thought_block_is_stripped(engine4: Engine) -> None:
     chunks, answer, thoughts = engine4.decode_reply(engine4.tokenize("<|channel>thought\n<channel|>Hello"))
     assert (answer, thoughts) == ("Hello", "")
     assert {c.kind for c in chunks} == {"answer"}
+
+
+def test_gpu_layers_on_a_cpu_only_build_are_reported_honestly(gemma3_gguf: Path) -> None:
+    import llama_cpp
+
+    engine = Engine()
+    report = engine.load(DirectLoadSettings(model_path=str(gemma3_gguf), n_ctx=256, n_gpu_layers=-1))
+    engine.unload()
+    if llama_cpp.llama_supports_gpu_offload():
+        assert report.n_gpu_layers == report.n_layers + 1, "-1 means every layer, output included"
+    else:
+        assert report.n_gpu_layers == 0
+        assert any("cannot use a GPU" in note for note in report.notes)

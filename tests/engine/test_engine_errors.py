@@ -148,8 +148,8 @@ def test_e4b_gets_flash_attention_off_on_the_gpu(tmp_path: Path) -> None:
         tmp_path / "e4b.gguf", 3, 0, 0, 0, {"general.architecture": "gemma4", "gemma4.embedding_length": 2560}
     )
     on_gpu = DirectLoadSettings(model_path="x", n_gpu_layers=43, flash_attn=True, type_k="q8_0", type_v="q8_0")
-    flash, type_k, type_v, notes = _resolve_attention(e4b, on_gpu)
+    flash, type_k, type_v, notes = _resolve_attention(e4b, on_gpu, 43)
     assert (flash, type_k, type_v) == (False, "q8_0", "f16")
     assert len(notes) == 2
     on_cpu = DirectLoadSettings(model_path="x", n_gpu_layers=0, flash_attn=True, type_k="q8_0", type_v="q8_0")
-    assert _resolve_attention(e4b, on_cpu) == (True, "q8_0", "q8_0", [])
+    assert _resolve_attention(e4b, on_cpu, 0) == (True, "q8_0", "q8_0", [])

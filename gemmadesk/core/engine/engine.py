@@ -93,8 +93,15 @@ class Engine:
         self._check_memory(info, settings)
         self.unload()
         lib = llama_module()
-        flash_attn, type_k, type_v, notes = _resolve_attention(info, settings)
-        layer_tries = _layer_tries(settings.n_gpu_layers, info.arch_int("block_count"))
+        notes: list[str] = []
+        n_model_layers = info.arch_int("block_count")
+        requested_layers = settings.n_gpu_layers
+        if requested_layers != 0 and not lib.llama_supports_gpu_offload():
+            notes.append("This llama.cpp build cannot use a GPU; the model runs on the CPU.")
+            requested_layers = 0
+        flash_attn, type_k, type_v, attention_notes = _resolve_attention(info, settings, requested_layers)
+        notes += attention_notes
+        layer_tries = _layer_tries(requested_layers, n_model_layers)
         started = time.perf_counter()
         threads = settings.n_threads or default_threads()
         for i, n_layers in enumerate(layer_tries):
@@ -104,7 +111,8 @@ class Engine:
                 if i + 1 < len(layer_tries):
                     nxt = layer_tries[i + 1]
                     where = f"{nxt} layers on the GPU" if nxt else "the CPU only"
-                    notes.append(f"Out of GPU memory with {n_layers} layers on the GPU; loaded with {where}.")
+                    tried = "all" if n_layers < 0 else str(n_layers)
+                    notes.append(f"Out of GPU memory with {tried} layers on the GPU; loaded with {where}.")
                     continue
                 raise ModelTooLargeError(
                     f"“{info.name}” does not fit in this machine's memory with a context of "
@@ -122,7 +130,7 @@ class Engine:
             n_ctx=int(self._llm.n_ctx()),
             n_ctx_train=int(self._llm._model.n_ctx_train()),
             n_layers=info.arch_int("block_count"),
-            n_gpu_layers=n_layers,
+            n_gpu_layers=n_model_layers + 1 if n_layers < 0 else min(n_layers, n_model_layers + 1),
             flash_attn=flash_attn,
             type_k=type_k,
             type_v=type_v,
@@ -382,11 +390,13 @@ class _ReplyText:
         return self._parser.thoughts.strip()
 
 
-def _resolve_attention(info: GGUFInfo, settings: LoadSettingsLike) -> tuple[bool, str, str, list[str]]:
+def _resolve_attention(
+    info: GGUFInfo, settings: LoadSettingsLike, n_gpu_layers: int
+) -> tuple[bool, str, str, list[str]]:
     """(flash_attn, type_k, type_v, notes) after the rules llama.cpp and Gemma 4 impose."""
     flash_attn, type_k, type_v = settings.flash_attn, settings.type_k, settings.type_v
     notes: list[str] = []
-    if flash_attn and settings.n_gpu_layers != 0 and _is_e4b(info):
+    if flash_attn and n_gpu_layers != 0 and _is_e4b(info):
         flash_attn = False
         notes.append("Flash attention is off for Gemma 4 E4B on the GPU: it crashes llama.cpp's CUDA kernels.")
     if type_v != "f16" and not flash_attn:
