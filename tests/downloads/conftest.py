@@ -13,7 +13,7 @@ from gemmadesk.core.store import ModelStore
 from tests.support.hubserver import HubServer
 
 # Short waits so retry tests finish quickly; the stall timeout stays generous for a loaded machine.
-FAST_RETRY = RetryPolicy(max_failures=5, base_wait_s=0.05, max_wait_s=0.2, stall_timeout_s=2.0,
+FAST_RETRY = RetryPolicy(max_failures=5, base_wait_s=0.05, max_wait_s=0.2, stall_timeout_s=5.0,
                          connect_timeout_s=10.0)
 
 

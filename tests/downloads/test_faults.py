@@ -98,7 +98,7 @@ def test_persistent_5xx_fails_with_reason_and_keeps_partial(hub: HubServer, payl
 def test_stall_times_out_and_resumes(hub: HubServer, payload: Path, store: ModelStore) -> None:
     served = hub.add_file("test/tiny-gguf", payload)
     hub.add_fault(served.filename, Fault("stall", at=MiB, stall_s=30))
-    model = download(hub.entry_for(served), store, retry=FAST_RETRY)  # stall timeout 2 s
+    model = download(hub.entry_for(served), store, retry=FAST_RETRY)  # stall timeout 5 s
     assert model.status == "ok"
     gets = hub.gets(served.filename)
     assert len(gets) == 2
