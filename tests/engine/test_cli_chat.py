@@ -87,3 +87,14 @@ def test_interactive_session_over_stdin(gemma3_gguf: Path) -> None:
         assert [m.content for m in store.messages(conv.id) if m.role == "user"] == ["Hello there", "Second message"]
     finally:
         store.close()
+
+
+def test_installed_model_id_is_resolved_through_the_store(gemma3_gguf: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from gemmadesk.core.store import ModelStore
+
+    model = ModelStore().import_file(gemma3_gguf)
+    assert not Path(model.id).exists()
+    code = _run([model.id, "-p", "Hi", "--json", "--max-tokens", "2", "--ctx", "256", "--no-history"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert out["model"]["model_path"] == str(gemma3_gguf.resolve())
