@@ -57,6 +57,7 @@ __all__ = [
     "Progress", "RetryPolicy", "check_disk", "discard_partial", "download", "hub_file_entry", "preflight",
 ]
 GiB = 1024**3
+UNREACHABLE_TRIES = 3  # metadata attempts when no connection can be made at all (1 s + 2 s of backoff)
 
 
 @dataclass(frozen=True)
@@ -292,14 +293,19 @@ def _obtain(entry: CatalogEntry, mf: ModelFile, store: ModelStore, cfg: HubConfi
 def _resolve_with_retry(
     mf: ModelFile, cfg: HubConfig, control: DownloadControl, retry: RetryPolicy
 ) -> RemoteFile:
-    """Ask the Hub about the file, retrying transient failures with the same policy as the transfer."""
+    """Ask the Hub about the file, retrying transient failures with the same policy as the transfer.
+
+    When the Hub cannot be reached at all (no network, DNS, refused) it gives up after a few quick
+    tries: a clear "cannot reach" within seconds beats a minute of "queued".
+    """
     failures = 0
     while True:
         try:
             return resolve(mf, cfg, timeout=retry.connect_timeout_s + retry.stall_timeout_s)
         except HubError as exc:
             failures += 1
-            if not exc.transient or failures >= retry.max_failures:
+            limit = min(retry.max_failures, UNREACHABLE_TRIES) if exc.unreachable else retry.max_failures
+            if not exc.transient or failures >= limit:
                 raise DownloadError(str(exc)) from exc
             control.wait(backoff(retry, failures, exc.retry_after))
 

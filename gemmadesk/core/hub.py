@@ -43,13 +43,15 @@ _TRUE = {"1", "on", "yes", "true"}
 class HubError(Exception):
     """A Hub problem explained for a person (the message is meant to be shown as is).
 
-    ``transient``: worth retrying (network error, timeout, 408/429/5xx); ``retry_after``: the server's
-    ``Retry-After`` in seconds, if it sent one.
+    ``transient``: worth retrying (network error, timeout, 408/429/5xx); ``unreachable``: no connection
+    could be made at all (offline, DNS, refused); ``retry_after``: the server's ``Retry-After`` in seconds.
     """
 
-    def __init__(self, message: str, *, transient: bool = False, retry_after: float | None = None) -> None:
+    def __init__(self, message: str, *, transient: bool = False, unreachable: bool = False,
+                 retry_after: float | None = None) -> None:
         super().__init__(message)
         self.transient = transient
+        self.unreachable = unreachable
         self.retry_after = retry_after
 
 
@@ -138,7 +140,8 @@ def resolve(
         meta = get_hf_file_metadata(url, token=cfg.token or False, timeout=timeout, endpoint=cfg.endpoint)
     except Exception as exc:
         message = explain(exc, cfg, mf.repo_id, mf.filename)
-        raise HubError(message, transient=is_transient(exc), retry_after=retry_after_of(exc)) from exc
+        raise HubError(message, transient=is_transient(exc), unreachable=isinstance(exc, httpx2.ConnectError),
+                       retry_after=retry_after_of(exc)) from exc
     if meta.size is None:
         raise HubError(f"{cfg.endpoint} did not say how large {mf.filename} is; cannot download it.")
     etag = (meta.etag or "").lower() or None

@@ -68,7 +68,10 @@ def test_transient_status_is_retried(hub: HubServer, payload: Path, store: Model
 
 
 def test_retry_after_is_honoured(hub: HubServer, payload: Path, store: ModelStore) -> None:
-    """A 429 with Retry-After: 1 is waited out even though the policy's own backoff is 0.05 s."""
+    """A 429 with Retry-After: 1 is waited out even though the policy's own backoff is 0.05 s.
+
+    (A lower bound on elapsed time: a sleep cannot end early, so this cannot flake on a slow machine.)
+    """
     served = hub.add_file("test/tiny-gguf", payload)
     hub.add_fault(served.filename, Fault("status", status=429, retry_after=1))
     t0 = time.monotonic()
