@@ -22,6 +22,9 @@ are batched (every ``FLUSH_INTERVAL_S`` or ``FLUSH_TOKENS`` pieces) so the GUI t
 When ``history``/``message_id`` are given, the worker saves the reply as it streams (once a second, one
 row) and finishes it as "complete", or "partial" if stopped or failed. After ``shutdown()`` no signal
 reaches the GUI any more, even from a reply that was mid-way.
+
+Importing this module also applies :func:`guard_against_emit_refcount_bug` (PySide6 6.12.0 loses a
+reference to ``True`` on every ``emit()``; streaming would otherwise abort CPython within minutes).
 """
 
 from __future__ import annotations
@@ -52,11 +55,11 @@ from gemmadesk.core.history import HistoryStore, PartialSaver
 log = logging.getLogger(__name__)
 
 
-def _emit_drops_a_reference() -> bool:
-    """PySide6 6.12.0's ``SignalInstance.emit()`` returns ``True`` without taking a reference for it, so
-    every emit lowers ``True``'s reference count by one; after a few thousand streamed chunks CPython
-    aborts ("bool_dealloc: deallocating True or False"). Detect that once, so :func:`safe_emit` can
-    give the reference back (and does nothing on a fixed PySide6)."""
+def emit_drops_a_reference() -> bool:
+    """True where ``SignalInstance.emit()`` loses a reference to the ``True`` it returns (PySide6 6.12.0;
+    6.11.3 is fine). Every emit then lowers ``True``'s reference count by one, and after a few thousand
+    emits (a couple of minutes of streaming: one chunk signal plus one ``dataChanged`` per 30 ms) CPython
+    aborts with "bool_dealloc: deallocating True or False"."""
 
     class _Probe(QObject):
         ping = Signal()
@@ -68,16 +71,24 @@ def _emit_drops_a_reference() -> bool:
     return sys.getrefcount(True) <= before - 8
 
 
-_EMIT_DROPS_REF = _emit_drops_a_reference()
+def guard_against_emit_refcount_bug() -> bool:
+    """If :func:`emit_drops_a_reference`, give ``True`` and ``False`` a reference count no program can
+    exhaust (what Python 3.12 does anyway: there they are immortal and the bug is harmless). Safe to call
+    more than once; returns whether the guard was needed. Called when this module is imported; the app
+    should also call it at start-up."""
+    if sys.version_info >= (3, 12) or not emit_drops_a_reference():
+        return False
+    for singleton in (True, False):
+        refcount = ctypes.c_ssize_t.from_address(id(singleton))  # ob_refcnt: a PyObject's first field
+        if abs(refcount.value - sys.getrefcount(singleton)) > 4:
+            log.warning("cannot guard against the PySide6 emit() reference bug on this Python build")
+            return False
+        if refcount.value < 1 << 40:
+            refcount.value += 1 << 40
+    return True
 
 
-def safe_emit(signal: SignalInstance, *args: object) -> None:
-    """``signal.emit(*args)``, compensating PySide6 6.12.0's reference bug (see above). Every signal
-    emitted per token or per chunk must go through this."""
-    result: object = signal.emit(*args)  # type: ignore[func-returns-value]  # returns bool at run time
-    if _EMIT_DROPS_REF:
-        ctypes.pythonapi.Py_IncRef(ctypes.py_object(result))
-
+guard_against_emit_refcount_bug()
 
 FLUSH_INTERVAL_S = 0.03
 FLUSH_TOKENS = 16
@@ -125,19 +136,19 @@ class LlmWorker(QObject):
         def progress(fraction: float) -> bool:
             if fraction - last[0] >= 0.01 or fraction >= 1.0:
                 last[0] = fraction
-                safe_emit(self.loadProgress, fraction)
+                self.loadProgress.emit(fraction)
             return not request.cancel.is_set()
 
         try:
             report = self.engine.load(request.settings, on_progress=progress)
         except EngineError as exc:
             log.warning("load failed: %s (%s)", exc, exc.detail)
-            safe_emit(self.loadFailed, str(exc))
+            self.loadFailed.emit(str(exc))
         except Exception as exc:  # never let an unexpected error kill the thread
             log.exception("load crashed")
-            safe_emit(self.loadFailed, f"Loading failed unexpectedly: {exc}")
+            self.loadFailed.emit(f"Loading failed unexpectedly: {exc}")
         else:
-            safe_emit(self.loaded, report)
+            self.loaded.emit(report)
 
     @Slot(object)
     def do_generate(self, request: GenerateRequest) -> None:
@@ -154,7 +165,7 @@ class LlmWorker(QObject):
                     if saver is not None:
                         saver.add(event.kind, event.text)
                 elif isinstance(event, ContextTrimmed):
-                    safe_emit(self.contextTrimmed, event.notice)
+                    self.contextTrimmed.emit(event.notice)
                 elif isinstance(event, ReplyDone):
                     batch.flush()
                     if saver is not None and request.history is not None and request.message_id is not None:
@@ -163,7 +174,7 @@ class LlmWorker(QObject):
                             request.message_id, event.answer, event.thoughts, event.stats.to_dict(),
                             "partial" if stopped else "complete",
                         )  # fmt: skip
-                    safe_emit(self.replyFinished, event.stats, event.answer, event.thoughts)
+                    self.replyFinished.emit(event.stats, event.answer, event.thoughts)
         except Exception as exc:
             batch.flush()
             if saver is not None:
@@ -171,12 +182,12 @@ class LlmWorker(QObject):
             message = str(exc) if isinstance(exc, EngineError) else f"The reply failed unexpectedly: {exc}"
             if not isinstance(exc, EngineError):
                 log.exception("generation crashed")
-            safe_emit(self.replyFailed, message)
+            self.replyFailed.emit(message)
 
     @Slot()
     def do_unload(self) -> None:
         self.engine.unload()
-        safe_emit(self.unloaded)
+        self.unloaded.emit()
 
     @Slot()
     def do_shutdown(self) -> None:
@@ -206,7 +217,7 @@ class _Batcher:
 
     def flush(self) -> None:
         if self.parts:
-            safe_emit(self.signal, self.kind, "".join(self.parts))
+            self.signal.emit(self.kind, "".join(self.parts))
             self.parts = []
         self.since = time.monotonic()
 
@@ -265,7 +276,7 @@ class LlmController(QObject):
                 self.busy = bool(self._stops)
             if self._closed:
                 return
-            safe_emit(signal, *args)
+            signal.emit(*args)
 
         return forward
 
@@ -277,7 +288,7 @@ class LlmController(QObject):
     def load(self, settings: LoadSettingsLike) -> None:
         request = LoadRequest(settings)
         self._cancels.append(request.cancel)
-        safe_emit(self._requestLoad, request)
+        self._requestLoad.emit(request)
 
     def cancel_load(self) -> None:
         """Cancel the loads asked for so far; ``loadFailed`` follows ("Loading was cancelled.")."""
@@ -295,7 +306,7 @@ class LlmController(QObject):
         self.busy = True
         request = GenerateRequest(tuple(messages), params or SamplingParams(), history, message_id)
         self._stops.append(request.stop)
-        safe_emit(self._requestGenerate, request)
+        self._requestGenerate.emit(request)
 
     def stop(self) -> None:
         """Stop the current reply after the current token (and any still queued); ``replyFinished``
@@ -304,7 +315,7 @@ class LlmController(QObject):
             event.set()
 
     def unload(self) -> None:
-        safe_emit(self._requestUnload)
+        self._requestUnload.emit()
 
     def shutdown(self, timeout_ms: int = 30_000) -> bool:
         """Stop everything and join the thread; True if it ended in time. Idempotent."""
@@ -313,7 +324,7 @@ class LlmController(QObject):
         self._closed = True
         self.stop()
         self.cancel_load()
-        safe_emit(self._requestShutdown)
+        self._requestShutdown.emit()
         ended = self.thread_.wait(timeout_ms)
         if not ended:
             log.error("the LLM thread did not end within %d ms", timeout_ms)
