@@ -13,14 +13,16 @@ differ from what was recorded (``verify()`` re-hashes it and accepts it again if
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import re
 import struct
+import sys
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -112,6 +114,21 @@ class ModelStore:
         return hf_cache_dir()
 
     # ----- manifest ----------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _updating(self) -> Iterator[None]:
+        """Serialise read-modify-write of the manifest: across threads, and across processes (the app
+        and a `gemmadesk pull` in a terminal) with an OS file lock. Readers need no lock: writes are
+        atomic replaces."""
+        with self._lock:
+            lock_path = self.manifest_path.with_name("models.json.lock")
+            lock_path.parent.mkdir(parents=True, exist_ok=True)
+            with lock_path.open("a+b") as fh:
+                _lock_file(fh.fileno())
+                try:
+                    yield
+                finally:
+                    _unlock_file(fh.fileno())
+
     def _read(self) -> list[dict[str, Any]]:
         try:
             data = json.loads(self.manifest_path.read_text(encoding="utf-8"))
@@ -210,7 +227,7 @@ class ModelStore:
                 mmproj_path=str(mmproj_path), mmproj_size=mst[0], mmproj_mtime_ns=mst[1],
                 mmproj_sha256=mmproj_sha256, mmproj_owned=owned if mmproj_owned is None else mmproj_owned,
             )
-        with self._lock:
+        with self._updating():
             records = [r for r in self._read() if r["id"] != model_id]
             records.append(rec)
             self._write(records)
@@ -229,7 +246,7 @@ class ModelStore:
 
     def remove(self, model_id: str) -> None:
         """Forget a model and delete the files GemmaDesk owns (never a user's imported file)."""
-        with self._lock:
+        with self._updating():
             records = self._read()
             victim = next((r for r in records if model_id in (r["id"], r.get("entry_id"))), None)
             if victim is None:
@@ -302,6 +319,31 @@ class ModelStore:
         while candidate in taken:
             candidate, n = f"{base}-{n}", n + 1
         return candidate
+
+
+if sys.platform == "win32":
+    import msvcrt
+
+    def _lock_file(fd: int) -> None:
+        os.lseek(fd, 0, os.SEEK_SET)
+        while True:
+            try:
+                msvcrt.locking(fd, msvcrt.LK_LOCK, 1)  # itself retries for ~10 s before raising
+                return
+            except OSError:
+                continue
+
+    def _unlock_file(fd: int) -> None:
+        os.lseek(fd, 0, os.SEEK_SET)
+        msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+else:
+    import fcntl
+
+    def _lock_file(fd: int) -> None:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+
+    def _unlock_file(fd: int) -> None:
+        fcntl.flock(fd, fcntl.LOCK_UN)
 
 
 def _delete_owned(path: Path) -> None:

@@ -130,3 +130,25 @@ def test_a_changed_model_is_reverified_or_replaced_by_download(hub: HubServer, p
     assert model.status == "ok"
     assert model.path.read_bytes() == payload.read_bytes()
     assert hub.bytes_sent(payload.name) == 2 * sent
+
+
+def test_two_processes_updating_the_store_lose_nothing(tmp_path: Path, store: ModelStore) -> None:
+    """The app and a terminal `gemmadesk pull` may record models at the same time (file lock)."""
+    import subprocess
+    import sys
+
+    files = tmp_path / "files"
+    files.mkdir()
+    code = (
+        "import sys\nfrom pathlib import Path\nfrom gemmadesk.core.store import ModelStore\n"
+        "s = ModelStore()\n"
+        "for i in range(30):\n"
+        "    p = Path(sys.argv[1]) / f'{sys.argv[2]}-{i}.gguf'\n"
+        "    p.write_bytes(b'x')\n"
+        "    s.record(model_id=p.stem, entry_id=None, path=p, sha256=None, source='import',\n"
+        "             display_name=p.stem, owned=False)\n"
+    )
+    repo = Path(__file__).resolve().parents[2]
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(files), tag], cwd=repo) for tag in "ab"]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+    assert len(store.list()) == 60
