@@ -13,9 +13,11 @@ differ from what was recorded (``verify()`` re-hashes it and accepts it again if
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import re
 import struct
@@ -33,6 +35,8 @@ from gemmadesk.core.catalog import Catalog, CatalogEntry, load_catalog
 from gemmadesk.core.hub import hf_cache_dir
 from gemmadesk.core.paths import AppPaths, app_paths
 from gemmadesk.core.settings import SettingsStore
+
+log = logging.getLogger(__name__)
 
 MANIFEST_VERSION = 1
 HASH_BLOCK = 8 * 1024 * 1024
@@ -98,6 +102,8 @@ class ModelStore:
         self.catalog = catalog or load_catalog()
         self.manifest_path = self.paths.data_dir / "models.json"
         self._lock = threading.RLock()
+        self.problems: list[str] = []  # things the store recovered from, for the UI to show once
+        self._needs_rescan = False
 
     # ----- where files go ------------------------------------------------------------------------
     def target_path(self, repo_id: str, filename: str) -> Path:
@@ -137,7 +143,11 @@ class ModelStore:
         except (OSError, ValueError) as exc:
             aside = self.manifest_path.with_name(f"models.json.corrupt-{os.getpid()}")
             self.manifest_path.replace(aside)
-            raise StoreError(f"the model list was unreadable ({exc}); kept it as {aside.name}") from exc
+            self.problems.append(f"the model list was unreadable ({exc}); kept it as {aside.name} and "
+                                 f"rebuilt the list from the files in {self.models_dir}")
+            log.warning(self.problems[-1])
+            self._needs_rescan = True
+            return []
         models = data.get("models", []) if isinstance(data, dict) else []
         return [m for m in models if isinstance(m, dict) and "id" in m and "path" in m]
 
@@ -186,7 +196,35 @@ class ModelStore:
     # ----- public API --------------------------------------------------------------------------
     def list(self) -> list[InstalledModel]:
         with self._lock:
-            return [self._to_model(r) for r in self._read()]
+            records = self._read()
+            if self._needs_rescan:
+                self._needs_rescan = False
+                self.rescan()
+                records = self._read()
+            return [self._to_model(r) for r in records]
+
+    def rescan(self) -> builtins.list[InstalledModel]:
+        """Adopt GGUF models in the models folder that the list does not know (after a lost manifest, or
+        files copied there by hand). Matched to the catalog by name and size; sha256 unknown until
+        :meth:`verify`. Vision projectors are left for a download to attach."""
+        known = {Path(r["path"]) for r in self._read()} | {Path(r["mmproj_path"]) for r in self._read()
+                                                           if r.get("mmproj_path")}
+        adopted: builtins.list[InstalledModel] = []
+        for path in sorted(self.models_dir.rglob("*.gguf")) if self.models_dir.is_dir() else []:
+            if path in known:
+                continue
+            try:
+                header = read_gguf_header(path)
+            except (StoreError, OSError):
+                continue
+            if header.get("general.architecture") == "clip":
+                continue
+            entry = self._match_catalog(path)
+            model_id = entry.id if entry is not None else self._free_id("custom-" + _slug(path.stem))
+            name = entry.label if entry is not None else str(header.get("general.name") or path.stem)
+            adopted.append(self.record(model_id=model_id, entry_id=entry.id if entry else None, path=path,
+                                       sha256=None, source="download", display_name=name, owned=True))
+        return adopted
 
     def get(self, model_id: str) -> InstalledModel:
         for model in self.list():
@@ -368,7 +406,7 @@ _SCALAR = {
 MAX_KV = 100_000
 
 
-def _read(fh: BinaryIO, fmt: str) -> Any:
+def _unpack(fh: BinaryIO, fmt: str) -> Any:
     size = struct.calcsize(fmt)
     raw = fh.read(size)
     if len(raw) != size:
@@ -377,7 +415,7 @@ def _read(fh: BinaryIO, fmt: str) -> Any:
 
 
 def _read_str(fh: BinaryIO) -> str:
-    n = _read(fh, "<Q")
+    n = _unpack(fh, "<Q")
     if n > 1 << 24:
         raise StoreError("the GGUF header is corrupt (absurd string length)")
     return bytes(fh.read(n)).decode("utf-8", errors="replace")
@@ -387,7 +425,7 @@ def _read_value(fh: BinaryIO, vtype: int) -> Any:
     if vtype == GGUFValueType.STRING:
         return _read_str(fh)
     if vtype == GGUFValueType.ARRAY:
-        item_type, count = _read(fh, "<I"), _read(fh, "<Q")
+        item_type, count = _unpack(fh, "<I"), _unpack(fh, "<Q")
         if item_type in _SCALAR:
             fh.seek(struct.calcsize(_SCALAR[GGUFValueType(item_type)]) * count, os.SEEK_CUR)
         else:
@@ -395,7 +433,7 @@ def _read_value(fh: BinaryIO, vtype: int) -> Any:
                 _read_value(fh, item_type)
         return None
     try:
-        return _read(fh, _SCALAR[GGUFValueType(vtype)])
+        return _unpack(fh, _SCALAR[GGUFValueType(vtype)])
     except (KeyError, ValueError) as exc:
         raise StoreError(f"the GGUF header has an unknown value type {vtype}") from exc
 
@@ -408,14 +446,14 @@ def read_gguf_header(path: Path) -> dict[str, Any]:
             raise StoreError(
                 f"{path.name} is not a GGUF model file (it starts with {head!r}, a GGUF starts with b'GGUF')"
             )
-        version = _read(fh, "<I")
+        version = _unpack(fh, "<I")
         if version not in (2, 3):
             raise StoreError(f"{path.name} is GGUF version {version}; only versions 2 and 3 are supported")
-        _n_tensors, n_kv = _read(fh, "<Q"), _read(fh, "<Q")
+        _n_tensors, n_kv = _unpack(fh, "<Q"), _unpack(fh, "<Q")
         if n_kv > MAX_KV:
             raise StoreError(f"{path.name} has a corrupt GGUF header ({n_kv} metadata keys)")
         meta: dict[str, Any] = {"gguf.version": version}
         for _ in range(n_kv):
             key = _read_str(fh)
-            meta[key] = _read_value(fh, _read(fh, "<I"))
+            meta[key] = _read_value(fh, _unpack(fh, "<I"))
     return meta

@@ -106,13 +106,30 @@ def test_vanished_and_changed_files_are_detected(hub: HubServer, payload: Path, 
                     retry=FAST_RETRY).status == "ok", "a vanished model can simply be downloaded again"
 
 
-def test_corrupt_manifest_is_kept_aside(store: ModelStore) -> None:
-    store.manifest_path.parent.mkdir(parents=True, exist_ok=True)
+def test_corrupt_manifest_is_kept_aside_and_rebuilt(hub: HubServer, gemma3_gguf: Path) -> None:
+    served = hub.add_file("test/tiny-gguf", gemma3_gguf)
+    entry = hub.entry_for(served)
+    real = load_catalog()
+    store = ModelStore(catalog=Catalog(real.version, real.architectures, (entry,)))
+    by_hand = store.models_dir / "by-hand" / "tiny-llama.gguf"  # a model the user copied into the folder
+    by_hand.parent.mkdir(parents=True)
+    writer = gguf.GGUFWriter(str(by_hand), "llama")
+    writer.add_name("tiny by hand")
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.close()
+    path = download(entry, store, retry=FAST_RETRY).path
     store.manifest_path.write_text("{ not json")
-    with pytest.raises(StoreError, match="unreadable"):
-        store.list()
+    models = {m.path: m for m in store.list()}
+    assert "unreadable" in store.problems[0]
     assert list(store.manifest_path.parent.glob("models.json.corrupt-*"))
-    assert store.list() == []
+    assert models[path].entry_id == entry.id, "our download is recognised from its name and size"
+    assert models[path].owned
+    assert models[by_hand].entry_id is None
+    assert models[by_hand].display_name == "tiny by hand"
+    assert models[by_hand].status == "ok"
+    assert len(models) == 2
+    assert len(store.list()) == 2, "the rebuilt list was saved"
 
 
 def test_a_changed_model_is_reverified_or_replaced_by_download(hub: HubServer, payload: Path,
