@@ -14,7 +14,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QObject, Signal
+from PySide6.QtCore import QObject, Signal, Slot
 
 from gemmadesk.core.engine import LoadReport, ReplyStats, SamplingParams
 from gemmadesk.core.fit import FitOptions, Plan, Verdict, plan_entry, plan_for_file
@@ -53,6 +53,8 @@ class ChatController(QObject):
         self.model_id: str | None = None
         self.report: LoadReport | None = None
         self._llm: Any = None  # LlmController, created on the first load (it starts a thread)
+        self._busy = False
+        self._closed = False  # after shutdown() late worker signals are ignored
         self._query = ""
 
     # ------------------------------------------------------------------ models
@@ -62,18 +64,22 @@ class ChatController(QObject):
             from gemmadesk.ui.llm_worker import LlmController
 
             self._llm = LlmController(self)
-            self._llm.loadProgress.connect(self._load_progress)
-            self._llm.loaded.connect(self._loaded)
-            self._llm.loadFailed.connect(self._load_failed)
-            self._llm.replyChunk.connect(self._chunk)
-            self._llm.replyFinished.connect(self._finished)
-            self._llm.replyFailed.connect(self._reply_failed)
-            self._llm.contextTrimmed.connect(lambda text: self.notice.emit("info", text, ""))
+            # To @Slot methods of this GUI-thread object (queued from the LLM thread); slots ignore
+            # anything that arrives after shutdown().
+            llm = self._llm
+            llm.loadProgress.connect(self._load_progress)
+            llm.loaded.connect(self._loaded)
+            llm.loadFailed.connect(self._load_failed)
+            llm.replyChunk.connect(self._chunk)
+            llm.replyFinished.connect(self._finished)
+            llm.replyFailed.connect(self._reply_failed)
+            llm.contextTrimmed.connect(self._trimmed)
         return self._llm
 
     @property
     def busy(self) -> bool:
-        return self._llm is not None and bool(self._llm.busy)
+        """A reply is being generated (set on send, cleared when its last event reached this thread)."""
+        return self._busy
 
     def installed_models(self) -> list[InstalledModel]:
         return [m for m in self.store.list() if m.status == "ok"]
@@ -116,11 +122,20 @@ class ChatController(QObject):
         self.model_loading.emit(model.display_name, 0.0)
         self.llm.load(plan.load_settings(model.path, model.mmproj_path))
 
+    @Slot(str)
+    def _trimmed(self, text: str) -> None:
+        if not self._closed:
+            self.notice.emit("info", text, "")
+
+    @Slot(float)
     def _load_progress(self, fraction: float) -> None:
-        if self.model_id:
+        if self.model_id and not self._closed:
             self.model_loading.emit(self._model_name(), fraction)
 
+    @Slot(object)
     def _loaded(self, report: LoadReport) -> None:
+        if self._closed:
+            return
         self.report = report
         self.model_ready.emit(self._model_name(), self.placement_banner(report))
 
@@ -138,7 +153,10 @@ class ChatController(QObject):
             f"({reason}). A shorter context or a smaller model would fit entirely."
         )
 
+    @Slot(str)
     def _load_failed(self, message: str) -> None:
+        if self._closed:
+            return
         self.model_id = None
         self.model_loading.emit("", -1.0)
         self.notice.emit("error", message, "Try a smaller model or a shorter context; the log has details.")
@@ -259,26 +277,39 @@ class ChatController(QObject):
         messages = self.history.chat_messages(self.conversation_id)
         reply_id = self.history.begin_reply(self.conversation_id, model=self._model_name(), settings=asdict(s))
         self.transcript.append(Message("assistant", "", streaming=True, id=reply_id))
+        self._busy = True
         self.llm.generate(messages, params, history=self.history, message_id=reply_id)
         self.busy_changed.emit(True)
 
+    @Slot(str, str)
     def _chunk(self, kind: str, text: str) -> None:
+        if self._closed:
+            return
         if kind == "thought":
             self.transcript.append_to_last(thought=text)
         else:
             self.transcript.append_to_last(answer=text)
 
+    @Slot(object, str, str)
     def _finished(self, stats: ReplyStats, answer: str, thoughts: str) -> None:
+        if self._closed:
+            return
+        self._busy = False
         self.transcript.update_last(content=answer, thoughts=thoughts, stats=stats.to_dict(), streaming=False)
         self.busy_changed.emit(False)
         self.refresh_conversations()
 
+    @Slot(str)
     def _reply_failed(self, message: str) -> None:
+        if self._closed:
+            return
+        self._busy = False
         self.transcript.update_last(streaming=False, error=message)
         self.busy_changed.emit(False)
         self.notice.emit("error", message, "The conversation is saved; try again or shorten it.")
 
     def shutdown(self) -> None:
+        self._closed = True
         if self._llm is not None:
             self._llm.shutdown()
 

@@ -36,13 +36,17 @@ class DemoDriver:
             return [(table_ready, lambda: None)]
         if self.state == "downloading":
             return [
-                (table_ready, lambda: (w.show_setup(), panel.download_button.click())),
+                (table_ready, self._start_download),
                 (lambda: panel.bar.value() >= 60 and panel.pause_button.isVisible(), lambda: None),
             ]
         return [
             (lambda: w.chat.report is not None, lambda: self._type(self.prompt)),
             (lambda: not w.chat.busy and bool(w.chat.transcript.messages()[-1].stats), lambda: None),
         ]
+
+    def _start_download(self) -> None:
+        self.window.show_setup()
+        self.window.setup_page.panel.download_button.click()
 
     def _type(self, text: str) -> None:
         edit = self.window.chat_view.composer.edit

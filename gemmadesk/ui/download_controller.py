@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from PySide6.QtCore import QObject, Signal
+from PySide6.QtCore import QObject, Signal, Slot
 
 from gemmadesk.core.catalog import CatalogEntry
 from gemmadesk.core.fit import FitOptions
@@ -40,9 +40,14 @@ class DownloadController(QObject):
         self._tasks = tasks
         self._store = store
         self._relay = _Relay(self)
-        self._relay.progress.connect(self.progress)
+        self._relay.progress.connect(self._on_progress)
         self._control: Any = None  # downloads.DownloadControl while a download runs
         self.entry_id: str | None = None
+
+    @Slot(object)
+    def _on_progress(self, progress: Any) -> None:
+        """Queued from the download thread to this GUI-thread slot (a @Slot, see tasks.py on why)."""
+        self.progress.emit(progress)
 
     @property
     def active(self) -> bool:

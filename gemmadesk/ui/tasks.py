@@ -12,7 +12,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal, SignalInstance
+from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal, SignalInstance, Slot
 
 log = logging.getLogger(__name__)
 
@@ -27,10 +27,28 @@ class TaskError(Exception):
 
 
 class _Carrier(QObject):
-    """Lives in the GUI thread; signals emitted from the worker are therefore queued to it."""
+    """Lives in the GUI thread; signals emitted from the worker are therefore queued to it.
+
+    The receivers are ``@Slot`` methods of this QObject, never lambdas: PySide6 (6.8+, PYSIDE-3124)
+    can corrupt memory when a cross-thread signal is delivered to a plain Python callable.
+    """
 
     succeeded = Signal(object)
     failed = Signal(object)
+
+    def __init__(self, on_done: Callable[[Any], None], on_error: Callable[[TaskError], None]) -> None:
+        super().__init__()
+        self._on_done, self._on_error = on_done, on_error
+        self.succeeded.connect(self._deliver_result)
+        self.failed.connect(self._deliver_error)
+
+    @Slot(object)
+    def _deliver_result(self, result: Any) -> None:
+        self._on_done(result)
+
+    @Slot(object)
+    def _deliver_error(self, error: TaskError) -> None:
+        self._on_error(error)
 
 
 class _Job(QRunnable):
@@ -71,8 +89,7 @@ class TaskRunner(QObject):
         on_error: Callable[[TaskError], None] | None = None,
         name: str = "task",
     ) -> None:
-        carrier = _Carrier()
-        self._pending.add(carrier)
+        carrier: _Carrier
 
         def done(result: Any) -> None:
             self._pending.discard(carrier)
@@ -87,8 +104,8 @@ class TaskRunner(QObject):
                 log.debug("%s ended with %s\n%s", name, error, error.trace)
                 on_error(error)
 
-        carrier.succeeded.connect(done)
-        carrier.failed.connect(failed)
+        carrier = _Carrier(done, failed)
+        self._pending.add(carrier)
         self._pool.start(_Job(fn, carrier))
 
     @property
