@@ -90,8 +90,6 @@ class Engine:
         unloaded and the new one loaded. If the GPU runs out of memory, the load is retried with half the
         layers, then on the CPU only; ``LoadReport.notes`` says so. Raises an :class:`EngineError`."""
         info = read_gguf_info(settings.model_path)
-        self._check_memory(info, settings)
-        self.unload()
         lib = llama_module()
         notes: list[str] = []
         n_model_layers = info.arch_int("block_count")
@@ -99,6 +97,8 @@ class Engine:
         if requested_layers != 0 and not lib.llama_supports_gpu_offload():
             notes.append("This llama.cpp build cannot use a GPU; the model runs on the CPU.")
             requested_layers = 0
+        self._check_memory(info, requested_layers)
+        self.unload()
         flash_attn, type_k, type_v, attention_notes = _resolve_attention(info, settings, requested_layers)
         notes += attention_notes
         layer_tries = _layer_tries(requested_layers, n_model_layers)
@@ -143,11 +143,12 @@ class Engine:
         log.info("loaded %s: %s", info.name, self._report)
         return self._report
 
-    def _check_memory(self, info: GGUFInfo, settings: LoadSettingsLike) -> None:
+    def _check_memory(self, info: GGUFInfo, n_gpu_layers: int) -> None:
+        """Refuse a CPU load of a file larger than all RAM before llama.cpp tries (and swaps)."""
         import psutil
 
         ram = psutil.virtual_memory().total
-        if settings.n_gpu_layers == 0 and info.file_bytes > ram:
+        if n_gpu_layers == 0 and info.file_bytes > ram:
             raise ModelTooLargeError(
                 f"“{info.name}” needs at least {info.file_bytes / 2**30:.1f} GiB of memory; this machine has "
                 f"{ram / 2**30:.1f} GiB in all. Choose a smaller model."
