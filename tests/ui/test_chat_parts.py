@@ -197,3 +197,42 @@ def test_window_geometry_is_remembered(qtbot, laptop_8gb: Hardware) -> None:  # 
     qtbot.addWidget(again)
     assert (again.width(), again.height()) == (717, 513)
     assert (app_paths().config_dir / "window.ini").exists()
+
+
+def test_thoughts_are_collapsible_and_stats_unobtrusive(qtbot) -> None:  # type: ignore[no-untyped-def]
+    model = TranscriptModel()
+    view = MessageView(model)
+    qtbot.addWidget(view)
+    view.show()
+    stats = {"generated_tokens_per_s": 31.5, "time_to_first_token_s": 0.42, "completion_tokens": 12}
+    model.append(Message("assistant", "The answer is 4.", thoughts="2 + 2 = 4", stats=stats))
+    bubble = view.bubbles[0]
+    qtbot.waitUntil(bubble.isVisible)  # a widget added to a shown layout appears on the next event pass
+    assert bubble.thoughts_toggle.isVisibleTo(view)
+    assert not bubble.thoughts.isVisibleTo(view)  # collapsed by default
+    bubble.thoughts_toggle.click()
+    assert bubble.thoughts.isVisibleTo(view)
+    assert "2 + 2 = 4" in bubble.thoughts.toPlainText()
+    assert bubble.stats.text() == "31.5 tok/s · first token 0.42 s · 12 tokens"
+    model.append(Message("user", "no thoughts here"))
+    qtbot.waitUntil(view.bubbles[1].isVisible)
+    assert not view.bubbles[1].thoughts_toggle.isVisibleTo(view)
+
+
+def test_logging_goes_to_the_log_file() -> None:
+    import logging
+
+    from gemmadesk.ui.app import setup_logging
+
+    paths = app_paths()
+    setup_logging(paths)
+    try:
+        logging.getLogger("gemmadesk.test").warning("written for the log file test")
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        assert "written for the log file test" in paths.log_file.read_text(encoding="utf-8")
+    finally:
+        root = logging.getLogger()
+        for handler in [h for h in root.handlers if getattr(h, "_gemmadesk", False)]:
+            root.removeHandler(handler)
+            handler.close()

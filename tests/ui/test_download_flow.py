@@ -123,3 +123,22 @@ def test_closing_mid_download_resumes_after_restart(qtbot, hub: HubServer, paylo
     qtbot.waitUntil(lambda: panel.chat_button.isVisible(), timeout=LONG)
     assert hub.bytes_sent(served.filename) < 1.5 * served.size
     again.close()
+
+
+def test_no_network_fails_with_a_clear_message(
+    qtbot, monkeypatch: pytest.MonkeyPatch, payload: Path, laptop_8gb: Hardware
+) -> None:  # type: ignore[no-untyped-def]
+    """HF_ENDPOINT points at a port nobody listens on: the real "no network" path of the downloader."""
+    with HubServer() as hub:
+        served = hub.add_file("test/tiny", payload)
+        entry = hub.entry_for(served)
+        dead = hub.endpoint  # closed when the block ends
+    monkeypatch.setenv("HF_ENDPOINT", dead)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    window = open_window(qtbot, laptop_8gb, entry)
+    panel = window.setup_page.panel
+    panel.download_button.click()
+    qtbot.waitUntil(lambda: panel.download_button.text() == "&Retry", timeout=LONG * 3)
+    assert "failed" in panel.status.text()
+    assert window.store.find_for_entry(entry.id) is None
+    window.close()
