@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -11,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from gemmadesk.cli import chat
+from gemmadesk.cli import main
 from gemmadesk.core.history import HistoryStore
 
 pytestmark = pytest.mark.slow
@@ -19,10 +18,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _run(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser()
-    chat.register(parser.add_subparsers())
-    args = parser.parse_args(["chat", *argv])
-    return int(args.func(args))
+    """``gemmadesk chat ARGV`` through the real command-line entry point, in this process."""
+    return main(["chat", *argv])
 
 
 def test_one_shot_json_prints_reply_and_stats_and_saves_history(gemma3_gguf: Path, capsys) -> None:  # type: ignore[no-untyped-def]
@@ -66,14 +63,8 @@ def test_unknown_model_id(capsys) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_interactive_session_over_stdin(gemma3_gguf: Path) -> None:
-    code = (
-        "import argparse, sys\n"
-        "from gemmadesk.cli import chat\n"
-        "p = argparse.ArgumentParser(); chat.register(p.add_subparsers())\n"
-        "a = p.parse_args(sys.argv[1:]); sys.exit(a.func(a))\n"
-    )
     proc = subprocess.run(
-        [sys.executable, "-c", code, "chat", str(gemma3_gguf), "--ctx", "512", "--max-tokens", "6"],
+        [sys.executable, "-m", "gemmadesk", "chat", str(gemma3_gguf), "--ctx", "512", "--max-tokens", "6"],
         input="Hello there\n/think on\nSecond message\n/quit\n",
         capture_output=True, text=True, cwd=REPO, timeout=300, env={**os.environ},
     )  # fmt: skip
