@@ -350,6 +350,7 @@ class _Sink:
         if self.meter.done + len(chunk) > self.size:
             raise DownloadError(f"the server sent more than the expected {self.size} bytes")
         self.fh.write(chunk)
+        self.fh.flush()  # hand even small pieces to the OS: a killed process keeps all it received
         self.hasher.update(chunk)
         self.meter.advance(len(chunk))
         self.unsynced += len(chunk)
