@@ -8,6 +8,7 @@ display, no GEMMADESK_HOME and HOME/XDG folders in a temporary directory.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -159,3 +160,20 @@ def test_desktop_entry_installs_and_uninstalls(bundle: Path, tmp_path: Path) -> 
     assert proc.returncode == 0, proc.stderr
     assert not entry.exists()
     assert not (icons / "16x16" / "apps" / "gemmadesk.png").exists()
+
+
+def test_frozen_chat_runs_the_app_engine_on_gemma3(bundle: Path, gemma3_gguf: Path, tmp_path: Path) -> None:
+    """The app's own engine (chat template, sampling, SQLite history) inside the bundle, not just llama_cpp."""
+    home = tmp_path / "home"
+    home.mkdir()
+    before = _tree(bundle)
+    cmd = [str(EXE), "chat", str(gemma3_gguf), "-p", "The capital of France is", "--json"]
+    cmd += ["--max-tokens", "8", "--ctx", "512", "--seed", "0", "--temperature", "0"]
+    proc = subprocess.run(cmd, env=_user_env(home), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["stats"]["completion_tokens"] > 0
+    assert result["reply"].strip()
+    assert result["model"]["architecture"] == "gemma3"
+    assert (home / "share" / APP_NAME / "chats.sqlite3").is_file()
+    assert _tree(bundle) == before, "the frozen app wrote inside its bundle"
