@@ -133,7 +133,8 @@ class SetupView(QWidget):
         layout.addLayout(ctx_row)
         layout.addWidget(self.table, 1)
         layout.addWidget(self.reason_label)
-        self._wanted: str | None = None
+        self._wanted: str | None = None  # the row the user picked; kept when the numbers change
+        self._restoring = False
 
     def set_context(self, n_ctx: int) -> None:
         i = self.context_box.findData(n_ctx)
@@ -165,13 +166,15 @@ class SetupView(QWidget):
         """After the numbers change keep the user's choice, else pre-select the recommended row."""
         wanted = self._wanted or self.model.recommended
         if wanted:
+            self._restoring = True  # a pre-selection is not the user's choice
             self.select_entry(wanted)
+            self._restoring = False
         for r in range(self.model.rowCount()):
             if self.model.index(r, 0).data(RECOMMENDED_ROLE):
                 self.table.scrollTo(self.model.index(r, 0))
 
     def _emit_selection(self, index: QModelIndex) -> None:
         entry = self.selected_entry() if index.isValid() else ""
-        if entry:
+        if entry and not self._restoring:
             self._wanted = entry
         self.selection_changed.emit(entry)

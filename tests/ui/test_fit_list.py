@@ -136,3 +136,14 @@ def test_installed_models_are_marked(make_window, laptop_8gb: Hardware, tmp_path
     assert "installed" not in model.index(model.row_of("e4b-google-q4_0"), 0).data()
     window.setup_page.view.select_entry("e2b-unsloth-ud-q2_k_xl")
     assert window.setup_page.panel.chat_button.isVisibleTo(window)
+
+
+def test_selection_follows_the_recommendation_until_the_user_picks(make_window, desktop_24gb_nvidia: Hardware) -> None:  # type: ignore[no-untyped-def]
+    window = make_window(desktop_24gb_nvidia)
+    model, view = window.setup.model, window.setup_page.view
+    view.set_context(131072)
+    assert view.selected_entry() == model.recommended  # pre-selection tracks the new recommendation
+    view.table.setCurrentIndex(model.index(model.row_of("e2b-google-q4_0"), 0))  # the user's choice
+    view.set_context(4096)
+    assert view.selected_entry() == "e2b-google-q4_0"
+    assert "E2B" in window.setup_page.panel.status.text()
