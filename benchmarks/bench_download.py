@@ -231,7 +231,8 @@ def write_section(args: argparse.Namespace, results: list[Comparison], tail_s: f
         return "yes" if good else "**no**"
 
     rows = "\n".join(
-        f"| {r.label} | {r.size / MiB:.0f} MiB | {len(r.ref)} | {r.ref_mibs:.0f} MiB/s | {r.our_mibs:.0f} MiB/s "
+        f"| {r.label} | {r.size / MiB:.0f} MiB | {len(r.ref)} | {r.ref_mibs:.0f} MiB/s "
+        f"| {r.our_mibs:.0f} MiB/s "
         f"| {r.ratio:.2f} ({ok(r.ratio >= 0.9)}) | {r.best_ratio:.2f} |"
         for r in results
     )
@@ -259,11 +260,11 @@ worst case for hashing; "1 Gbit/s line" caps the server at 125 MB/s, a fast real
 | A separate second sha256 pass over the same file (avoided) | {second_pass:.2f} s | | |
 | Resume: re-hash of a {rehash_bytes / MiB:.0f} MiB partial before continuing | {rehash_s:.2f} s | | |
 
-On loopback the transfer is CPU-bound: hashing costs about {second_pass:.1f} s of CPU per {size / MiB:.0f} MiB,
-and with 2 cores shared by the server process, the client and other jobs there is no idle core to hide
-it, so GemmaDesk falls short of the target there. At a real line rate the hash thread keeps up and the
-ratio is what a user sees. Verification adds only the final digest after the last byte because the data
-was hashed (and mostly flushed to disk) while it arrived.
+On loopback the transfer is CPU-bound: hashing costs about {second_pass:.1f} s of CPU per
+{size / MiB:.0f} MiB, and with the cores shared by the server process, the client and other jobs
+there is no idle core to hide it in, so GemmaDesk falls short of the target there. At a real line
+rate the hash thread keeps up and the ratio is what a user sees. Verification adds only the final
+digest after the last byte because the data was hashed (and mostly flushed to disk) while it arrived.
 """
     RESULT.parent.mkdir(parents=True, exist_ok=True)
     RESULT.write_text(text, encoding="utf-8")

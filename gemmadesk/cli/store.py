@@ -71,7 +71,8 @@ def find_entry(model: str, fmt: str | None = None, revision: str | None = None) 
 
 def _model_dict(m: InstalledModel) -> dict[str, object]:
     return {
-        "id": m.id, "entry_id": m.entry_id, "path": str(m.path), "size_bytes": m.size_bytes, "sha256": m.sha256,
+        "id": m.id, "entry_id": m.entry_id, "path": str(m.path), "size_bytes": m.size_bytes,
+        "sha256": m.sha256,
         "mmproj_path": str(m.mmproj_path) if m.mmproj_path else None, "source": m.source, "status": m.status,
         "display_name": m.display_name,
     }
@@ -141,7 +142,8 @@ def run_pull(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"event": "installed", **_model_dict(model)}), flush=True)
     else:
-        print(f"Installed {model.display_name}: {model.path} ({human_bytes(model.size_bytes)}, sha256 verified)")
+        size = human_bytes(model.size_bytes)
+        print(f"Installed {model.display_name}: {model.path} ({size}, sha256 verified)")
     return 0
 
 

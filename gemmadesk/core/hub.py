@@ -65,7 +65,7 @@ def is_transient(exc: BaseException) -> bool:
 
 
 def retry_after_seconds(headers: Any) -> float | None:
-    """``Retry-After`` as seconds (the delay form; the HTTP-date form is ignored like huggingface_hub does)."""
+    """``Retry-After`` as seconds (the delay form; the HTTP-date form is ignored; so does huggingface_hub)."""
     value = str(headers.get("Retry-After", "")).strip()
     return float(value) if value.isdigit() else None
 

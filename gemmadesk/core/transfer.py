@@ -29,13 +29,21 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx2
 import psutil
 from huggingface_hub.utils._headers import build_hf_headers
 from huggingface_hub.utils._http import get_session, hf_raise_for_status
 
-from gemmadesk.core.hub import TRANSIENT_STATUS, HubConfig, RemoteFile, explain, retry_after_seconds, status_of
+from gemmadesk.core.hub import (
+    TRANSIENT_STATUS,
+    HubConfig,
+    RemoteFile,
+    explain,
+    retry_after_seconds,
+    status_of,
+)
 
 CHUNK = 1024 * 1024
 SYNC_EVERY = 128 * 1024 * 1024  # flush the partial to disk in the background every this many bytes
@@ -399,14 +407,15 @@ def _fetch(remote: RemoteFile, cfg: HubConfig, part: Path, meter: Meter, control
     return sink.hasher.hexdigest()
 
 
-def _fill(sink: _Sink, remote: RemoteFile, cfg: HubConfig, control: DownloadControl, retry: RetryPolicy) -> None:
+def _fill(sink: _Sink, remote: RemoteFile, cfg: HubConfig, control: DownloadControl,
+          retry: RetryPolicy) -> None:
     """Request the missing bytes until the file is complete, retrying transient failures with backoff."""
     meter = sink.meter
     failures = 0
     while meter.done < remote.size:
         before = meter.done
         try:
-            _stream_once(remote.location, cfg, sink, control, retry)
+            _stream_once(remote, cfg, sink, control, retry)
             if meter.done < remote.size:
                 raise _Transient(f"the connection closed after {meter.done} of {remote.size} bytes")
         except _Transient as exc:
@@ -421,18 +430,26 @@ def _fill(sink: _Sink, remote: RemoteFile, cfg: HubConfig, control: DownloadCont
             meter.restart_sampling()
 
 
-def _stream_once(url: str, cfg: HubConfig, sink: _Sink, control: DownloadControl, retry: RetryPolicy) -> None:
-    """One GET from ``meter.done`` to the end; raises _Transient for anything worth retrying."""
+def _stream_once(remote: RemoteFile, cfg: HubConfig, sink: _Sink, control: DownloadControl,
+                 retry: RetryPolicy) -> None:
+    """One GET from ``meter.done`` to the end; raises _Transient for anything worth retrying.
+
+    The token goes only to the Hub itself: when the Hub redirected to a CDN (another origin, a signed
+    URL), it is left out, as huggingface_hub does.
+    """
     meter = sink.meter
-    headers = build_hf_headers(token=cfg.token or False, headers={"Accept-Encoding": "identity"})
+    token = cfg.token if _origin(remote.location) == _origin(remote.url) else None
+    headers = build_hf_headers(token=token or False, headers={"Accept-Encoding": "identity"})
     if meter.done:
         headers["Range"] = f"bytes={meter.done}-"
     timeout = httpx2.Timeout(retry.stall_timeout_s, connect=retry.connect_timeout_s)
     try:
-        stream = get_session().stream("GET", url, headers=headers, timeout=timeout, follow_redirects=True)
+        stream = get_session().stream("GET", remote.location, headers=headers, timeout=timeout,
+                                      follow_redirects=True)
         with stream as resp, control.abort_with(lambda: _shutdown_socket(resp)):
             if resp.status_code in TRANSIENT_STATUS:
-                raise _Transient(f"the server answered HTTP {resp.status_code}", retry_after_seconds(resp.headers))
+                wait = retry_after_seconds(resp.headers)
+                raise _Transient(f"the server answered HTTP {resp.status_code}", wait)
             if resp.status_code >= 400:
                 resp.read()
                 hf_raise_for_status(resp)
@@ -448,6 +465,12 @@ def _stream_once(url: str, cfg: HubConfig, sink: _Sink, control: DownloadControl
     except httpx2.TransportError as exc:
         control.raise_if_stopped()
         raise _Transient(f"{type(exc).__name__}: {exc or 'no data'}") from exc
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    default_port = {"http": 80, "https": 443}.get(parts.scheme)
+    return parts.scheme, (parts.hostname or "").lower(), parts.port or default_port
 
 
 def _shutdown_socket(resp: httpx2.Response) -> None:

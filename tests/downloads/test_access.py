@@ -62,7 +62,8 @@ def test_download_refuses_before_a_byte_moves_when_disk_is_short(hub: HubServer,
     assert not list(store.partial_dir().glob("*")) if store.partial_dir().exists() else True
 
 
-def test_offline_mode_refuses_to_download_but_keeps_installed(hub: HubServer, payload: Path, store: ModelStore,
+def test_offline_mode_refuses_to_download_but_keeps_installed(hub: HubServer, payload: Path,
+                                                              store: ModelStore,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     served = hub.add_file("test/tiny-gguf", payload)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -92,7 +93,8 @@ def test_gated_repo_without_token_says_what_to_do(hub: HubServer, payload: Path,
     assert all(g.authorized for g in hub.gets(served.filename))
 
 
-def test_unreachable_endpoint_is_explained(payload: Path, store: ModelStore, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unreachable_endpoint_is_explained(payload: Path, store: ModelStore,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
     with HubServer() as server:
         served = server.add_file("test/tiny-gguf", payload)
         entry = server.entry_for(served)

@@ -86,7 +86,9 @@ def test_model_names_resolve_like_catalog_find() -> None:
     assert find_entry("12b:ud-q4_k_xl").format == "UD-Q4_K_XL"
     custom = find_entry("org/repo/file.gguf", revision="v1")
     assert custom.file is not None
-    assert (custom.file.repo_id, custom.file.filename, custom.file.revision) == ("org/repo", "file.gguf", "v1")
+    assert custom.file.repo_id == "org/repo"
+    assert custom.file.filename == "file.gguf"
+    assert custom.file.revision == "v1"
     with pytest.raises(KeyError):
         find_entry("nonexistent-model")
 
@@ -99,7 +101,8 @@ def test_cli_pull_reports_errors(hub: HubServer, payload: Path, capsys: pytest.C
     assert cli_main(["pull", "nonexistent-model"]) == 1
 
 
-def test_cli_pull_draws_a_progress_bar(hub: HubServer, payload: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_pull_draws_a_progress_bar(hub: HubServer, payload: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
     served = hub.add_file("test/tiny-gguf", payload)
     assert cli_main(["pull", f"{served.repo_id}/{served.filename}"]) == 0
     captured = capsys.readouterr()

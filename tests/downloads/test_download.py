@@ -11,7 +11,7 @@ import pytest
 from gemmadesk.core.downloads import DownloadError, download
 from gemmadesk.core.store import ModelStore
 from tests.downloads.conftest import FAST_RETRY, Events
-from tests.support.hubserver import HubServer
+from tests.support.hubserver import VALID_TOKEN, Fault, HubServer
 
 
 def test_full_download_verifies_and_installs(hub: HubServer, payload: Path, store: ModelStore,
@@ -48,7 +48,8 @@ def test_download_with_mmproj(hub: HubServer, payload: Path, tmp_path: Path, sto
     assert hub.bytes_sent(payload.name) == served.size, "the main file was not fetched again"
 
 
-def test_sha_from_model_info_api_when_no_linked_etag(hub: HubServer, payload: Path, store: ModelStore) -> None:
+def test_sha_from_model_info_api_when_no_linked_etag(hub: HubServer, payload: Path,
+                                                     store: ModelStore) -> None:
     """A mirror without X-Linked-Etag: the sha256 comes from /api/models/...?blobs=true."""
     served = hub.add_file("test/tiny-gguf", payload, lfs_etag=False)
     model = download(hub.entry_for(served), store, retry=FAST_RETRY)
@@ -65,7 +66,8 @@ def test_catalog_sha_is_the_fallback(hub: HubServer, payload: Path, store: Model
     assert model.sha256 == served.sha256
 
 
-def test_hf_cache_location_uses_hub_layout_and_is_reused(hub: HubServer, payload: Path, tmp_path: Path) -> None:
+def test_hf_cache_location_uses_hub_layout_and_is_reused(hub: HubServer, payload: Path,
+                                                        tmp_path: Path) -> None:
     """With use_hf_cache the file lands in HF's blobs/snapshots layout; our own store then reuses it."""
     served = hub.add_file("test/tiny-gguf", payload)
     entry = hub.entry_for(served)
@@ -128,3 +130,22 @@ def test_hf_cache_partial_follows_the_hub_convention(hub: HubServer, payload: Pa
     scan = scan_cache_dir(store.hf_cache())
     assert not scan.warnings
     assert [r.repo_id for r in scan.repos] == ["test/tiny-gguf"]
+
+
+def test_cdn_redirect_like_the_real_hub_keeps_the_token_on_the_hub(payload: Path, store: ModelStore,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """LFS resolves answer 302 to a CDN on another origin; the bytes come from there, without our token."""
+    with HubServer(cdn=True) as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
+        monkeypatch.setenv("HF_TOKEN", VALID_TOKEN)
+        served = hub.add_file("test/tiny-gguf", payload)
+        hub.add_fault(served.filename, Fault("drop", at=1024 * 1024))  # and a resume against the CDN
+        model = download(hub.entry_for(served), store, retry=FAST_RETRY)
+        assert model.path.read_bytes() == payload.read_bytes()
+        resolves = [r for r in hub.state.requests if "/resolve/" in r.path]
+        cdn = [r for r in hub.state.requests if r.path.startswith("/cdn/")]
+        assert [r.status for r in resolves] == [302]
+        assert all(r.authorized for r in resolves)
+        assert [r.method for r in cdn] == ["GET", "GET"]
+        assert cdn[1].range is not None
+        assert not any(r.authorized for r in cdn), "the Hub token never goes to the CDN"

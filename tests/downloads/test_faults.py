@@ -198,7 +198,8 @@ def test_progress_reports_speed_and_eta(hub: HubServer, payload: Path, store: Mo
     assert done == sorted(done)
 
 
-def test_a_second_download_of_the_same_file_is_refused(hub: HubServer, payload: Path, store: ModelStore) -> None:
+def test_a_second_download_of_the_same_file_is_refused(hub: HubServer, payload: Path,
+                                                       store: ModelStore) -> None:
     served = hub.add_file("test/tiny-gguf", payload)
     hub.add_fault(served.filename, Fault("stall", at=MiB, stall_s=60))
     control = DownloadControl()

@@ -86,24 +86,33 @@ class _State:
     lock: threading.Lock = field(default_factory=threading.Lock)
     stopping: threading.Event = field(default_factory=threading.Event)
     rate_bps: float | None = None  # cap each response's body rate, like a real line (benchmarks)
+    cdn_origin: str | None = None  # LFS resolves redirect to {cdn_origin}/cdn/{sha256}/{filename}
 
 
 class HubServer:
     """Threaded local Hub. Use as a context manager; ``endpoint`` is the value for ``HF_ENDPOINT``."""
 
-    def __init__(self, rate_bps: float | None = None) -> None:
+    def __init__(self, rate_bps: float | None = None, *, cdn: bool = False) -> None:
+        """``cdn``: like the real Hub, answer LFS resolves with a 302 to a CDN, here a second port (another
+        origin, so clients must not send the Hub token there)."""
         self.state = _State(rate_bps=rate_bps)
         handler = type("Handler", (_Handler,), {"state": self.state})
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="hubserver", daemon=True)
+        self._servers = [ThreadingHTTPServer(("127.0.0.1", 0), handler) for _ in range(2 if cdn else 1)]
+        if cdn:
+            self.state.cdn_origin = f"http://127.0.0.1:{self._servers[1].server_address[1]}"
+        self._httpd = self._servers[0]
+        self._threads = []
+        for httpd in self._servers:
+            httpd.daemon_threads = True
+            self._threads.append(threading.Thread(target=httpd.serve_forever, name="hubserver", daemon=True))
 
     @property
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self._httpd.server_address[1]}"
 
     def __enter__(self) -> HubServer:
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -111,9 +120,10 @@ class HubServer:
 
     def close(self) -> None:
         self.state.stopping.set()
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join(timeout=10)
+        for httpd, thread in zip(self._servers, self._threads, strict=True):
+            httpd.shutdown()
+            httpd.server_close()
+            thread.join(timeout=10)
 
     # ----- content -----------------------------------------------------------------------------
     def add_file(self, repo_id: str, path: Path, *, filename: str | None = None, commit: str | None = None,
@@ -189,7 +199,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _dispatch(self, head: bool) -> None:
         url = urlsplit(self.path)
         path = unquote(url.path)
-        if path.startswith("/api/models/"):
+        if path.startswith("/cdn/"):
+            self._cdn(path, head)
+        elif path.startswith("/api/models/"):
             self._model_info(path[len("/api/models/"):], parse_qs(url.query), head)
         elif "/resolve/" in path:
             repo_id, _, rest = path.lstrip("/").partition("/resolve/")
@@ -274,6 +286,33 @@ class _Handler(BaseHTTPRequestHandler):
             return self._error(404, "RevisionNotFound", "Invalid rev id", head)
         if served is None:
             return self._error(404, "EntryNotFound", "Entry not found", head)
+        if self.state.cdn_origin and served.lfs_etag:
+            return self._redirect_to_cdn(served, head)
+        fault = self._take_fault(filename, "HEAD" if head else "GET")
+        if fault is not None and fault.kind == "status":
+            extra = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
+            return self._error(fault.status, None, f"injected HTTP {fault.status}", head, extra)
+        self._send_file(served, head, fault)
+        return None
+
+    def _redirect_to_cdn(self, f: ServedFile, head: bool) -> None:
+        """What the Hub does for LFS files: 302 to the CDN, with the file's metadata on the redirect."""
+        self._log(302)
+        self.send_response(302)
+        self.send_header("Location", f"{self.state.cdn_origin}/cdn/{f.sha256}/{f.filename}")
+        self.send_header("ETag", f'"{f.sha256}"')
+        self.send_header("X-Linked-Etag", f'"{f.sha256}"')
+        self.send_header("X-Linked-Size", str(f.size))
+        self.send_header("X-Repo-Commit", f.commit)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def _cdn(self, path: str, head: bool) -> None:
+        sha, _, filename = path[len("/cdn/"):].partition("/")
+        with self.state.lock:
+            served = next((f for f in self.state.files.values() if f.sha256 == sha), None)
+        if served is None:
+            return self._error(404, None, "NoSuchKey", head)
         fault = self._take_fault(filename, "HEAD" if head else "GET")
         if fault is not None and fault.kind == "status":
             extra = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
@@ -313,7 +352,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", "application/octet-stream")
         self.send_header("Accept-Ranges", "bytes")
-        self.send_header("ETag", f'"{f.sha256}"' if f.lfs_etag else f'"{hashlib.sha1(f.sha256.encode()).hexdigest()}"')
+        git_etag = hashlib.sha1(f.sha256.encode()).hexdigest()  # what a non-LFS file would carry
+        self.send_header("ETag", f'"{f.sha256}"' if f.lfs_etag else f'"{git_etag}"')
         if f.lfs_etag:
             self.send_header("X-Linked-Etag", f'"{f.sha256}"')
         self.send_header("X-Linked-Size", str(f.size))
@@ -416,7 +456,8 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         self.proxy.seen.append(self.path)
         conn = http.client.HTTPConnection(target.hostname or "127.0.0.1", target.port or 80, timeout=60)
         headers = {k: v for k, v in self.headers.items() if k.lower() not in ("proxy-connection", "host")}
-        conn.request(self.command, target.path + (f"?{target.query}" if target.query else ""), headers=headers)
+        query = f"?{target.query}" if target.query else ""
+        conn.request(self.command, target.path + query, headers=headers)
         resp = conn.getresponse()
         self.send_response(resp.status)
         for k, v in resp.getheaders():
