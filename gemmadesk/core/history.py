@@ -302,6 +302,10 @@ class HistoryStore:
                 "WHERE id = ?",
                 (content, thoughts, json.dumps(stats or {}), status, time.time(), message_id),
             )
+            db.execute(
+                "UPDATE conversations SET updated_at = ? WHERE id = (SELECT conversation_id FROM messages WHERE id = ?)",
+                (time.time(), message_id),
+            )
 
     def delete_message(self, message_id: int) -> None:
         with self._tx() as db:
