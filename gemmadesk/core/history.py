@@ -303,7 +303,8 @@ class HistoryStore:
                 (content, thoughts, json.dumps(stats or {}), status, time.time(), message_id),
             )
             db.execute(
-                "UPDATE conversations SET updated_at = ? WHERE id = (SELECT conversation_id FROM messages WHERE id = ?)",
+                "UPDATE conversations SET updated_at = ? "
+                "WHERE id = (SELECT conversation_id FROM messages WHERE id = ?)",
                 (time.time(), message_id),
             )
 
