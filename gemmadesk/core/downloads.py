@@ -268,7 +268,8 @@ def _obtain(entry: CatalogEntry, mf: ModelFile, store: ModelStore, cfg: HubConfi
             raise DownloadError(short)
         part = _partial_path(store, remote)
         with exclusive(part, mf.filename):
-            digest = fetch(remote, cfg, part, meter, control, retry)
+            digest = fetch(remote, cfg, part, meter, control, retry,
+                           refresh=lambda: _resolve_with_retry(mf, cfg, control, retry))
             meter.state(DownloadState.VERIFYING)
             if digest != remote.sha256:
                 discard(part)

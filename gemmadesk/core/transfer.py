@@ -252,6 +252,21 @@ class Meter:
 
 
 # ----- the transfer --------------------------------------------------------------------------------
+class _Expired(Exception):
+    """The download link (a signed CDN URL) was refused; ``error`` is the HTTP error to raise if a fresh
+    link does not help."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _same_object(old: RemoteFile, new: RemoteFile) -> RemoteFile:
+    if (new.sha256, new.size) != (old.sha256, old.size):
+        raise DownloadError(f"{old.filename} changed on the Hub during the download; start it again.")
+    return new
+
+
 class _Transient(Exception):
     def __init__(self, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
@@ -388,7 +403,7 @@ def _rehash(part: Path, meter: Meter, control: DownloadControl) -> Any:
 
 
 def _fetch(remote: RemoteFile, cfg: HubConfig, part: Path, meter: Meter, control: DownloadControl,
-           retry: RetryPolicy) -> str:
+           retry: RetryPolicy, refresh: Callable[[], RemoteFile] | None) -> str:
     """Bring ``part`` to the full size, retrying transient failures; returns the sha256 of its bytes."""
     meter.done = 0
     have = _open_partial(part, remote)
@@ -399,7 +414,7 @@ def _fetch(remote: RemoteFile, cfg: HubConfig, part: Path, meter: Meter, control
     with part.open("r+b" if have else "wb") as fh:
         sink = _Sink(fh, _BackgroundHash(hasher), meter, remote.size)
         try:
-            _fill(sink, remote, cfg, control, retry)
+            _fill(sink, remote, cfg, control, retry, refresh)
         finally:
             sink.hasher.close()
         fh.flush()
@@ -408,16 +423,25 @@ def _fetch(remote: RemoteFile, cfg: HubConfig, part: Path, meter: Meter, control
 
 
 def _fill(sink: _Sink, remote: RemoteFile, cfg: HubConfig, control: DownloadControl,
-          retry: RetryPolicy) -> None:
-    """Request the missing bytes until the file is complete, retrying transient failures with backoff."""
+          retry: RetryPolicy, refresh: Callable[[], RemoteFile] | None) -> None:
+    """Request the missing bytes until the file is complete, retrying transient failures with backoff.
+
+    A CDN link that stopped working (signed URLs expire during long downloads) is replaced by asking
+    the Hub again (``refresh``), once per stretch without progress; the object must still be the same.
+    """
     meter = sink.meter
     failures = 0
+    refreshed = False
     while meter.done < remote.size:
         before = meter.done
         try:
             _stream_once(remote, cfg, sink, control, retry)
             if meter.done < remote.size:
                 raise _Transient(f"the connection closed after {meter.done} of {remote.size} bytes")
+        except _Expired as exc:
+            if refresh is None or (refreshed and meter.done == before):
+                raise exc.error from exc
+            remote, refreshed = _same_object(remote, refresh()), True
         except _Transient as exc:
             control.raise_if_stopped()  # a pause/cancel that closed the stream is not a network failure
             failures = 0 if meter.done > before else failures + 1
@@ -452,7 +476,12 @@ def _stream_once(remote: RemoteFile, cfg: HubConfig, sink: _Sink, control: Downl
                 raise _Transient(f"the server answered HTTP {resp.status_code}", wait)
             if resp.status_code >= 400:
                 resp.read()
-                hf_raise_for_status(resp)
+                try:
+                    hf_raise_for_status(resp)
+                except OSError as exc:
+                    if resp.status_code in (401, 403, 404, 410) and remote.location != remote.url:
+                        raise _Expired(exc) from exc
+                    raise
             start = _range_start(resp)
             if start != meter.done:
                 if start != 0:
@@ -501,10 +530,14 @@ def backoff(retry: RetryPolicy, failures: int, retry_after: float | None) -> flo
     return wait
 
 
-def fetch(remote: RemoteFile, cfg: HubConfig, part: Path, meter: Meter,
-                            control: DownloadControl, retry: RetryPolicy) -> str:
+def fetch(remote: RemoteFile, cfg: HubConfig, part: Path, meter: Meter, control: DownloadControl,
+          retry: RetryPolicy, refresh: Callable[[], RemoteFile] | None = None) -> str:
+    """Download ``remote`` into ``part`` (resuming what is there); returns the sha256 of the whole file.
+
+    Raises DownloadError with a message for the user, DownloadPaused or DownloadCancelled.
+    """
     try:
-        return _fetch(remote, cfg, part, meter, control, retry)
+        return _fetch(remote, cfg, part, meter, control, retry, refresh)
     except (DownloadError, DownloadCancelled, DownloadPaused):
         raise
     except OSError as exc:

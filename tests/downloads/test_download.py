@@ -149,3 +149,21 @@ def test_cdn_redirect_like_the_real_hub_keeps_the_token_on_the_hub(payload: Path
         assert [r.method for r in cdn] == ["GET", "GET"]
         assert cdn[1].range is not None
         assert not any(r.authorized for r in cdn), "the Hub token never goes to the CDN"
+
+
+def test_an_expired_cdn_link_is_renewed_from_the_hub(payload: Path, store: ModelStore,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A signed CDN URL that starts answering 403 mid-download: ask the Hub again and carry on."""
+    with HubServer(cdn=True) as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
+        served = hub.add_file("test/tiny-gguf", payload)
+        hub.add_fault(served.filename, Fault("drop", at=1024 * 1024))
+        hub.add_fault(served.filename, Fault("status", status=403))
+        model = download(hub.entry_for(served), store, retry=FAST_RETRY)
+        assert model.path.read_bytes() == payload.read_bytes()
+        heads = [r for r in hub.state.requests if r.method == "HEAD"]
+        assert len(heads) == 2, "the link was asked for again once"
+        assert [r.status for r in hub.gets(served.filename)] == [200, 403, 206]
+        hub.add_fault(served.filename, Fault("status", status=403, times=-1))
+        with pytest.raises(DownloadError, match="HTTP 403"):
+            download(hub.entry_for(served, entry_id="again"), store, retry=FAST_RETRY)
