@@ -82,7 +82,9 @@ class ChatController(QObject):
         return self._busy
 
     def installed_models(self) -> list[InstalledModel]:
-        return [m for m in self.store.list() if m.status == "ok"]
+        """Every recorded model, including ones whose file vanished or changed: the switcher lists
+        them so that picking one explains the problem instead of the model silently disappearing."""
+        return self.store.list()
 
     def refresh_models(self) -> None:
         self.models_changed.emit([(m.id, m.display_name) for m in self.installed_models()])
@@ -105,6 +107,11 @@ class ChatController(QObject):
             return
         try:
             model = self.store.get(model_id)
+            if model.status != "ok":
+                what = "is missing" if model.status == "missing" else "changed since it was installed"
+                self.notice.emit("error", f"The file of {model.display_name} {what}: {model.path}",
+                                 "Download it again (File → Models…), or put the original file back.")  # fmt: skip
+                return
             plan = self.plan_for(model, n_ctx or self.settings.n_ctx)
         except Exception as exc:
             log.warning("cannot plan %s: %s", model_id, exc)

@@ -81,7 +81,7 @@ class MainWindow(QMainWindow):
     def _first_screen(self) -> None:
         """With a model installed start in the chat (loading the last one used), else on the fit list."""
         self.setup.hardware_ready.disconnect(self._first_screen)
-        installed = [m.id for m in self.chat.installed_models()]
+        installed = [m.id for m in self.chat.installed_models() if m.status == "ok"]
         if installed:
             last = self.settings.last_model
             self.open_chat(last if last in installed else installed[0])

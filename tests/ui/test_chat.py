@@ -125,3 +125,23 @@ def test_regenerate_and_edit_and_resend(qtbot, installed: str) -> None:  # type:
     stored = history.messages(ctl.conversation_id or -1)
     assert [m.content for m in stored] == [m.content for m in msgs]
     window.close()
+
+
+def test_a_model_file_that_changed_on_disk_is_explained(qtbot, gemma3_gguf: Path, tmp_path: Path, laptop_8gb) -> None:  # type: ignore[no-untyped-def]
+    """A real GGUF copy is installed, then cut short on disk (a damaged or half-copied file)."""
+    import shutil
+
+    copy = tmp_path / "gemma-copy.gguf"
+    shutil.copyfile(gemma3_gguf, copy)
+    model_id = ModelStore(app_paths()).import_file(copy).id
+    with copy.open("r+b") as fh:
+        fh.truncate(copy.stat().st_size // 2)
+    window = MainWindow(hardware=laptop_8gb)
+    qtbot.addWidget(window)
+    window.show()
+    window.open_chat(model_id)
+    assert window.notice.isVisible()
+    assert "changed since it was installed" in window.notice.text()
+    assert "Download it again" in window.notice.text()
+    assert window.chat.report is None
+    window.close()
