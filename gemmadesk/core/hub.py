@@ -87,7 +87,12 @@ class HubConfig:
         endpoint = (environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
         flags = (environ.get("HF_HUB_OFFLINE", ""), environ.get("TRANSFORMERS_OFFLINE", ""))
         offline = any(flag.strip().lower() in _TRUE for flag in flags)
-        token = environ.get("HF_TOKEN") or environ.get("HUGGING_FACE_HUB_TOKEN") or get_token()
+        token = environ.get("HF_TOKEN") or environ.get("HUGGING_FACE_HUB_TOKEN")
+        if not token and not offline:  # the stored login; get_token() may refresh it over the network
+            try:
+                token = get_token()
+            except Exception:  # a broken token file must not stop a download that needs no token
+                token = None
         return cls(endpoint=endpoint, token=token or None, offline=offline)
 
 
