@@ -49,6 +49,7 @@ def nvml_used() -> int:
 
 def one(cfg: dict) -> dict:
     """Runs in a child process: load once, measure memory (and optionally speed)."""
+    import llama_cpp  # first: numpy (pulled in by the gguf package) loaded earlier crashes libggml-cuda
     from gemmadesk.core.allocations import capture_llama_log, parse_buffers
     from gemmadesk.core.fit import FitOptions, estimate
     from gemmadesk.core.gguf_info import read_layout
@@ -127,12 +128,12 @@ def one(cfg: dict) -> dict:
 
 
 def run_child(cfg: dict, timeout: float) -> dict:
-    proc = subprocess.run([sys.executable, __file__, "--one", json.dumps(cfg)], capture_output=True, text=True,
-                          timeout=timeout, cwd=ROOT)
+    proc = subprocess.run([sys.executable, "-X", "faulthandler", __file__, "--one", json.dumps(cfg)],
+                          capture_output=True, text=True, timeout=timeout, cwd=ROOT)
     for line in proc.stdout.splitlines()[::-1]:
         if line.startswith("RESULT "):
             return json.loads(line[7:])
-    return {**cfg, "error": f"exit {proc.returncode}: " + (proc.stderr.strip().splitlines() or ["?"])[-1][:300]}
+    return {**cfg, "error": f"exit {proc.returncode}: " + " | ".join(proc.stderr.strip().splitlines()[-12:])[:1500]}
 
 
 def pretend_plan(path: str, vram_gib: float, ctx: int) -> dict:
@@ -170,7 +171,7 @@ def main(argv: list[str]) -> int:
     for size in sizes:
         for ctx in ctxs:
             for fa in (True, False):
-                for kv in ("f16", "q8_0"):
+                for kv in ("f16", "q8_0") if fa else ("f16",):
                     if ctx == 4096 and kv == "f16" and fa == (size != "E4B"):
                         continue
                     plan.append({"size": size, "ctx": ctx, "fa": fa, "kv": kv})

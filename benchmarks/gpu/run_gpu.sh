@@ -38,7 +38,30 @@ gen() {
   done
 }
 
+smoke() {  # the plainest possible load, to tell our code's problems from llama.cpp's
+  python3 -X faulthandler -c "
+import sys, time
+from llama_cpp import Llama
+t = time.time()
+m = Llama(sys.argv[1], n_gpu_layers=-1, n_ctx=4096, swa_full=False, flash_attn=True, verbose=True)
+m.eval(m.tokenize(b'hello world'))
+print('SMOKE OK', round(time.time() - t, 2), 's')
+" "$MODELS/E2B.gguf" > "$OUT/smoke.log" 2>&1
+  echo "smoke rc=$?"; grep -E "SMOKE|rror|Fatal|fault" "$OUT/smoke.log" | head -20; tail -25 "$OUT/smoke.log"
+}
+
 case "${1:-all}" in
+  all)  # everything in one call on a fresh machine: build and generate in parallel, then measure
+    T0=$SECONDS
+    (gen E2B E4B 12B 26B-A4B 31B) &
+    build
+    wait
+    smoke
+    python3 -m gemmadesk hw --json > "$OUT/hw.json" 2> "$OUT/hw.err"
+    python3 -m gemmadesk hw > "$OUT/hw.txt" 2>&1
+    python3 benchmarks/gpu/measure.py --models "$MODELS" --out "$OUT" --budget-s $(( ${TOTAL_S:-570} - (SECONDS - T0) )) \
+      --sizes "${SIZES:-E2B,E4B,12B,26B-A4B,31B}"
+    ;;
   build)
     gen E2B E4B 12B &
     build

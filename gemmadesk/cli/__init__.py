@@ -29,14 +29,22 @@ def build_parser() -> argparse.ArgumentParser:
     for name in COMMAND_MODULES:
         try:
             module = importlib.import_module(f"gemmadesk.cli.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"gemmadesk.cli.{name}":
-                raise
+        except ImportError as exc:
+            # A broken optional dependency must not take the other commands down (e.g. `hw` on a
+            # machine whose huggingface_hub is too old for `pull`).
+            logging.getLogger(__name__).debug("command module %s unavailable", name, exc_info=True)
+            broken = sub.add_parser(name, help=f"(unavailable: {exc})")
+            broken.set_defaults(func=lambda _args, _exc=exc: _unavailable(_exc))
             continue
         module.register(sub)
     gui = sub.add_parser("gui", help="open the desktop app")
     gui.set_defaults(func=_run_gui)
     return parser
+
+
+def _unavailable(exc: ImportError) -> int:
+    print(f"error: this command cannot run here: {exc}. Reinstall GemmaDesk's dependencies.", file=sys.stderr)
+    return 1
 
 
 def _run_gui(args: argparse.Namespace) -> int:

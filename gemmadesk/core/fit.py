@@ -34,7 +34,9 @@ MiB = 2**20
 GiB = 2**30
 
 KV_BYTES_PER_ELEMENT = {"f16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32}
-GPU_RESERVE_BYTES = 512 * MiB  # driver/runtime context and fragmentation, per GPU
+# CUDA context, cuBLAS workspaces and pool slack: NVML showed 526-620 MiB above llama.cpp's own buffers
+# on an H100 (docs/benchmarks.md).
+GPU_RESERVE_BYTES = 640 * MiB
 RAM_RESERVE_BYTES = int(1.5 * GiB)  # OS, the app itself (Qt, Python) and the page cache it needs
 TIGHT_FRACTION = 0.90
 # Models that read at most this many weight bytes per token run at a usable speed on a CPU.
@@ -166,8 +168,14 @@ def _pad(x: int, p: int = 256) -> int:
     return (x + p - 1) // p * p
 
 
-def kv_bytes_per_layer(layout: ModelLayout, n_ctx: int, type_k: str, type_v: str, n_ubatch: int) -> list[int]:
-    """KV-cache bytes of each layer (0 for layers that share another layer's cache)."""
+def kv_bytes_per_layer(
+    layout: ModelLayout, n_ctx: int, type_k: str, type_v: str, n_ubatch: int, flash_attn: bool = True
+) -> list[int]:
+    """KV-cache bytes of each layer (0 for layers that share another layer's cache).
+
+    Without flash attention llama.cpp's CUDA buffers for Gemma 4's global layers held one more F16 V
+    per cached token (measured on an H100 for 26B A4B and 31B; the 12B showed three), so that is added.
+    """
     bk, bv = KV_BYTES_PER_ELEMENT[type_k], KV_BYTES_PER_ELEMENT[type_v]
     swa_cells = min(n_ctx, _pad(layout.sliding_window + n_ubatch)) if layout.sliding_window else n_ctx
     out = []
@@ -176,25 +184,32 @@ def kv_bytes_per_layer(layout: ModelLayout, n_ctx: int, type_k: str, type_v: str
             out.append(0)
             continue
         cells = swa_cells if la.is_swa else n_ctx
-        out.append(int(cells * la.n_head_kv * (la.head_dim_k * bk + la.head_dim_v * bv)))
+        extra_v = 0 if flash_attn or la.is_swa or layout.architecture != "gemma4" else la.head_dim_v * 2
+        out.append(int(cells * la.n_head_kv * (la.head_dim_k * bk + la.head_dim_v * bv + extra_v)))
     return out
 
 
-def compute_bytes(layout: ModelLayout, n_ctx: int, n_ubatch: int, flash_attn: bool, with_logits: bool) -> int:
+def compute_bytes(
+    layout: ModelLayout, n_ctx: int, n_ubatch: int, flash_attn: bool, with_logits: bool, on_gpu: bool = True
+) -> int:
     """Worst-case compute buffer of one micro-batch on one device.
 
     ggml's graph allocator reuses memory, so the buffer is the larger of two peaks rather than a sum:
-    the output step (the F32 logits of ``n_ubatch`` tokens over the whole vocabulary, plus the hidden
-    state) and a layer step (activations of the feed-forward block; without flash attention also the
-    attention scores over the whole context). Checked against llama.cpp's "compute buffer size" log
-    line (e.g. Gemma 3 270M on CPU: 514.5 MiB estimated and reported, with and without FA).
+    the output step (the F32 logits of ``n_ubatch`` tokens over the whole vocabulary, plus a few
+    hidden-state tensors and, for E2B/E4B, the per-layer inputs) and the attention step (without flash
+    attention, the F32 scores of every head over the whole context). The attention mask (F16 with flash
+    attention, F32 without) is an input that lives through both on a GPU (on the CPU it is read in place).
+    Calibrated against llama.cpp's
+    "compute buffer size" report: Gemma 3 270M on CPU (514.5 MiB, exact) and synthetic Gemma 4
+    E2B…31B on an H100 (docs/benchmarks.md, GPU section).
     """
-    hidden = n_ubatch * 4 * 2 * layout.n_embd
-    logits_peak = n_ubatch * 4 * layout.n_vocab + hidden if with_logits else 0
-    layer_peak = n_ubatch * 4 * (4 * layout.n_embd + 2 * layout.n_ff)
+    mask = n_ctx * n_ubatch * (2 if flash_attn else 4) if on_gpu else 0
+    ple = 3 * layout.n_layer * _ple_dim(layout) * n_ubatch * 4
+    logits_peak = (n_ubatch * 4 * layout.n_vocab if with_logits else 0) + 5 * n_ubatch * 4 * layout.n_embd + ple
+    layer_peak = n_ubatch * 4 * (4 * layout.n_embd + 3 * layout.n_ff)
     if not flash_attn:
-        layer_peak += 2 * layout.n_head * n_ctx * n_ubatch * 4
-    return max(logits_peak, layer_peak)
+        layer_peak += layout.n_head * n_ctx * n_ubatch * 4
+    return max(logits_peak, layer_peak) + mask
 
 
 def estimate(
@@ -210,9 +225,11 @@ def estimate(
 ) -> MemoryEstimate:
     n = layout.n_layer
     ngl = max(0, min(n_gpu_layers, n + 1))
-    first_gpu = n - min(ngl, n)  # layers [first_gpu, n) run on the GPU
-    output_on_gpu = ngl > n
-    kv = kv_bytes_per_layer(layout, options.n_ctx, type_k, type_v, options.n_ubatch)
+    # llama.cpp offloads from the top: the output layer first, then the last ngl - 1 repeating layers
+    # (llama_model::load_tensors: i_gpu_start = n_layer + 1 - n_gpu_layers).
+    output_on_gpu = ngl >= 1
+    first_gpu = n - max(ngl - 1, 0)  # layers [first_gpu, n) run on the GPU
+    kv = kv_bytes_per_layer(layout, options.n_ctx, type_k, type_v, options.n_ubatch, flash_attn)
     w_gpu = sum(layout.layer_bytes[first_gpu:]) + (layout.output_bytes if output_on_gpu else 0)
     output_in_ram = not output_on_gpu and not layout.output_tied  # tied: same mmapped bytes as the input
     w_cpu = sum(layout.layer_bytes[:first_gpu]) + layout.input_bytes + (layout.output_bytes if output_in_ram else 0)
@@ -220,14 +237,15 @@ def estimate(
     kv_cpu = sum(kv[:first_gpu])
     uses_gpu = ngl > 0
     if uses_gpu:
-        c_gpu = compute_bytes(layout, options.n_ctx, options.n_ubatch, flash_attn, with_logits=output_on_gpu)
-        # Host side: input embeddings (and per-layer inputs) always, plus the CPU layers' graph if any.
-        c_cpu = options.n_ubatch * 4 * (2 * layout.n_embd + _ple_width(layout))
-        if first_gpu > 0 or not output_on_gpu:
-            c_cpu += compute_bytes(layout, options.n_ctx, options.n_ubatch, flash_attn, not output_on_gpu)
+        # The GPU holds the output layer (and llama.cpp runs big CPU-weight matmuls there too), so it
+        # computes the logits; the host keeps the input embeddings and the CPU layers' activations.
+        c_gpu = compute_bytes(layout, options.n_ctx, options.n_ubatch, flash_attn, with_logits=True)
+        c_cpu = options.n_ubatch * 4 * (2 * layout.n_embd + layout.n_layer * _ple_dim(layout))
+        if first_gpu > 0:
+            c_cpu += compute_bytes(layout, options.n_ctx, options.n_ubatch, flash_attn, False, on_gpu=False)
     else:
         c_gpu = 0
-        c_cpu = compute_bytes(layout, options.n_ctx, options.n_ubatch, flash_attn, with_logits=True)
+        c_cpu = compute_bytes(layout, options.n_ctx, options.n_ubatch, flash_attn, True, on_gpu=False)
     c_cpu += layout.n_vocab * 4  # host output buffer: the logits of the last token
     return MemoryEstimate(
         weights_gpu=w_gpu,
@@ -243,9 +261,14 @@ def estimate(
     )
 
 
-def _ple_width(layout: ModelLayout) -> int:
-    # Per-layer-embedding models gather n_layer x ple_dim inputs per token on the host.
-    return layout.input_bytes // max(layout.n_vocab, 1) if layout.n_vocab else 0
+def _ple_dim(layout: ModelLayout) -> int:
+    """Per-layer-embedding width of E2B/E4B-style models (0 for others), from the size of the input tables."""
+    if not layout.n_vocab or not layout.n_layer:
+        return 0
+    extra = layout.input_bytes - layout.output_bytes if layout.output_tied else layout.input_bytes
+    # Q4_0-ish tables: ~0.56 bytes per weight; only count a table that is clearly larger than one embedding.
+    per_layer = extra / (layout.n_vocab * layout.n_layer * 0.5625)
+    return int(per_layer) if per_layer >= 16 else 0
 
 
 # ------------------------------------------------------------------------------------------ planning
@@ -326,7 +349,7 @@ def plan_layout(
                             f"usable VRAM, {_fmt(full.cpu_bytes)} in RAM")
             # Partial offload: the most layers whose GPU share fits.
             best = 0
-            for ngl in range(min(max_ngl, n), 0, -1):
+            for ngl in range(min(max_ngl, n), 1, -1):  # ngl 1 would put only the output layer there
                 if est(ngl).gpu_bytes <= gpu_budget:
                     best = ngl
                     break
@@ -334,8 +357,7 @@ def plan_layout(
                 e = est(best)
                 if e.cpu_bytes <= ram_budget:
                     tight = e.cpu_bytes > TIGHT_FRACTION * ram_budget
-                    where = (f"{best} of {n} layers on the {gpu.name}" if best < n
-                             else f"all {n} layers on the {gpu.name} but the output layer")
+                    where = f"{best - 1} of {n} layers on the {gpu.name}"
                     return make(Verdict.PARTIAL, best, e, tight,
                                 f"{where} ({_fmt(e.gpu_bytes)} VRAM), the rest on the CPU "
                                 f"({_fmt(e.cpu_bytes)} RAM); slower than a full fit")

@@ -102,13 +102,24 @@ class _Cursor:
         return count, items if keep else None
 
 
-def _tensor_nbytes(dims: tuple[int, ...], ggml_type: int, path: Path) -> int:
-    from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
+# ggml type id -> (elements per block, bytes per block), as in ggml's type traits (and gguf.constants).
+# Kept here rather than imported from the ``gguf`` package, because that imports numpy, and numpy
+# loaded before llama.cpp's CUDA library crashed the CUDA backend on our GPU test machine (segfault in
+# libggml-cuda at model load). Reading a header must never change what a later model load does.
+GGML_BLOCK_SIZES: dict[int, tuple[int, int]] = {
+    0: (1, 4), 1: (1, 2), 2: (32, 18), 3: (32, 20), 6: (32, 22), 7: (32, 24), 8: (32, 34), 9: (32, 40),
+    10: (256, 84), 11: (256, 110), 12: (256, 144), 13: (256, 176), 14: (256, 210), 15: (256, 292),
+    16: (256, 66), 17: (256, 74), 18: (256, 98), 19: (256, 50), 20: (32, 18), 21: (256, 110), 22: (256, 82),
+    23: (256, 136), 24: (1, 1), 25: (1, 2), 26: (1, 4), 27: (1, 8), 28: (1, 8), 29: (256, 56), 30: (1, 2),
+    34: (256, 54), 35: (256, 66), 39: (32, 17), 40: (64, 36), 41: (128, 18),
+}  # fmt: skip
 
+
+def _tensor_nbytes(dims: tuple[int, ...], ggml_type: int, path: Path) -> int:
     try:
-        block, type_size = GGML_QUANT_SIZES[GGMLQuantizationType(ggml_type)]
-    except (ValueError, KeyError) as exc:
-        raise GGUFHeaderError(f"{path.name} is damaged: unknown tensor type {ggml_type}", "corrupt") from exc
+        block, type_size = GGML_BLOCK_SIZES[ggml_type]
+    except KeyError as exc:
+        raise GGUFHeaderError(f"{path.name} is damaged or too new: unknown tensor type {ggml_type}", "corrupt") from exc
     count = 1
     for d in dims:
         count *= d

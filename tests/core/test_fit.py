@@ -197,3 +197,21 @@ def test_header_reader_is_fast_and_complete_on_a_gemma4_file(tmp_path: Path) -> 
     cut.write_bytes(path.read_bytes()[: layout.file_size - 1000])
     with pytest.raises(GGUFError, match="truncated"):
         read_layout(cut)
+
+
+def test_block_size_table_matches_the_gguf_package() -> None:
+    from gguf.constants import GGML_QUANT_SIZES
+
+    from gemmadesk.core.gguf_header import GGML_BLOCK_SIZES
+
+    assert {int(k): tuple(v) for k, v in GGML_QUANT_SIZES.items()} == GGML_BLOCK_SIZES
+
+
+def test_reading_a_header_does_not_import_numpy(gemma3_gguf: Path) -> None:
+    """numpy loaded before llama.cpp's CUDA library crashed model loads on the GPU machine."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from gemmadesk.core.gguf_info import read_layout; read_layout(sys.argv[1]); "
+            "sys.exit(1 if 'numpy' in sys.modules else 0)")
+    assert subprocess.run([sys.executable, "-c", code, str(gemma3_gguf)]).returncode == 0
