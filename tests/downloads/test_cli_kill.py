@@ -15,7 +15,7 @@ import pytest
 from gemmadesk.cli import main as cli_main
 from gemmadesk.cli.store import find_entry
 from gemmadesk.core.store import ModelStore
-from tests.support.hubserver import Fault, HubServer
+from tests.support.hubserver import VALID_TOKEN, Fault, HubServer
 
 MiB = 1024 * 1024
 SMALL = 64 * 1024
@@ -131,3 +131,15 @@ def test_cli_pull_warns_before_downloading_a_model_that_will_not_run(
     assert cli_main(["pull", "31b", "--hardware", str(hw_file), "--yes"]) == 1  # goes on to the Hub ...
     assert "was not found" in capsys.readouterr().err  # ... which (the local one) does not have it
     assert hub.state.requests
+
+
+def test_pull_uses_the_token_huggingface_hub_stored(hub: HubServer, payload: Path, tmp_path: Path) -> None:
+    """`hf auth login` stores the token in $HF_HOME/token; a gated pull in a fresh process uses it."""
+    served = hub.add_file("google/gated-gguf", payload)
+    hub.gate(served.repo_id)
+    hf_home = Path(os.environ["HF_HOME"])
+    hf_home.mkdir(parents=True, exist_ok=True)
+    (hf_home / "token").write_text(VALID_TOKEN)
+    out, err = _pull(f"{served.repo_id}/{served.filename}").communicate(timeout=120)
+    assert json.loads(out.splitlines()[-1])["event"] == "installed", err
+    assert all(r.authorized for r in hub.gets(served.filename))
