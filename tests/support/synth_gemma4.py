@@ -75,7 +75,8 @@ SIZES: dict[str, Shape] = {
 
 def find_vocab() -> Path:
     """The Gemma 4 vocabulary GGUF: $GEMMADESK_GEMMA4_VOCAB, the repo's git-ignored .gpu/ folder, the
-    unpacked llama-cpp-python sdist, or the test cache. (Fetch it with ``pip download --no-deps --no-binary :all: llama-cpp-python==0.3.36``.)"""
+    unpacked llama-cpp-python sdist, or the test cache. It is in the sdist:
+    ``pip download --no-deps --no-binary :all: llama-cpp-python==0.3.36``."""
     env = os.environ.get(VOCAB_ENV)
     for candidate in ([Path(env)] if env else []) + list(_VOCAB_CANDIDATES):
         if candidate.is_file():
