@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,7 +59,19 @@ class HubError(Exception):
 TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 
 
+def is_tls_failure(exc: BaseException) -> bool:
+    """The server's certificate did not verify (a retry will not change that)."""
+    chain: BaseException | None = exc
+    while chain is not None:
+        if isinstance(chain, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(chain):
+            return True
+        chain = chain.__cause__ or chain.__context__
+    return False
+
+
 def is_transient(exc: BaseException) -> bool:
+    if is_tls_failure(exc):
+        return False
     if isinstance(exc, httpx2.TransportError):
         return True
     return status_of(exc) in TRANSIENT_STATUS
@@ -215,6 +228,12 @@ def explain(exc: BaseException, cfg: HubConfig, repo_id: str, filename: str) -> 
         if status == 403:
             return f"{cfg.endpoint} refused access to {repo_id}/{filename} (HTTP 403)."
         return f"{cfg.endpoint} answered HTTP {status} for {repo_id}/{filename}."
+    if is_tls_failure(exc):
+        return (
+            f"The secure connection to {cfg.endpoint} could not be verified ({exc}). GemmaDesk keeps TLS "
+            "verification on. If your network uses its own certificate authority (a company proxy), set "
+            "SSL_CERT_FILE to that certificate."
+        )
     if isinstance(exc, httpx2.ProxyError):
         return f"The proxy refused the connection to {cfg.endpoint}: {exc}. Check HTTPS_PROXY/ALL_PROXY."
     if isinstance(exc, httpx2.ConnectError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
 from dataclasses import replace
 from pathlib import Path
 
@@ -138,3 +139,35 @@ def test_offline_mode_uses_a_verified_copy_in_the_hf_cache(hub: HubServer, paylo
     assert model.source == "hf-cache"
     assert model.sha256 == served.sha256
     assert len(hub.state.requests) == requests, "no network in offline mode"
+
+
+@pytest.fixture
+def self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    """A real self-signed certificate for 127.0.0.1 (made with the openssl command-line tool)."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
+                    "-out", str(cert), "-days", "2", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    return cert, key
+
+
+def test_tls_is_verified_and_a_custom_ca_can_be_trusted(payload: Path, store: ModelStore,
+                                                        self_signed: tuple[Path, Path],
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from huggingface_hub import close_session
+
+    with HubServer(tls=self_signed) as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
+        served = hub.add_file("test/tiny-gguf", payload)
+        close_session()  # certificate settings are read when the shared client is created
+        with pytest.raises(DownloadError, match="could not be verified.*SSL_CERT_FILE"):
+            download(hub.entry_for(served), store, retry=FAST_RETRY)
+        assert hub.bytes_sent(served.filename) == 0
+        monkeypatch.setenv("SSL_CERT_FILE", str(self_signed[0]))  # e.g. a company's own CA
+        close_session()
+        try:
+            model = download(hub.entry_for(served), store, retry=FAST_RETRY)
+        finally:
+            monkeypatch.delenv("SSL_CERT_FILE")
+            close_session()
+        assert model.path.read_bytes() == payload.read_bytes()

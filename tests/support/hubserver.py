@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import socket
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field
@@ -92,12 +93,20 @@ class _State:
 class HubServer:
     """Threaded local Hub. Use as a context manager; ``endpoint`` is the value for ``HF_ENDPOINT``."""
 
-    def __init__(self, rate_bps: float | None = None, *, cdn: bool = False) -> None:
+    def __init__(self, rate_bps: float | None = None, *, cdn: bool = False,
+                 tls: tuple[Path, Path] | None = None) -> None:
         """``cdn``: like the real Hub, answer LFS resolves with a 302 to a CDN, here a second port (another
-        origin, so clients must not send the Hub token there)."""
+        origin, so clients must not send the Hub token there). ``tls``: (certificate, key) PEM files to
+        serve HTTPS with."""
         self.state = _State(rate_bps=rate_bps)
         handler = type("Handler", (_Handler,), {"state": self.state})
         self._servers = [ThreadingHTTPServer(("127.0.0.1", 0), handler) for _ in range(2 if cdn else 1)]
+        self._scheme = "https" if tls else "http"
+        if tls:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(str(tls[0]), str(tls[1]))
+            for httpd in self._servers:
+                httpd.socket = ctx.wrap_socket(httpd.socket, server_side=True)
         if cdn:
             self.state.cdn_origin = f"http://127.0.0.1:{self._servers[1].server_address[1]}"
         self._httpd = self._servers[0]
@@ -108,7 +117,7 @@ class HubServer:
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}"
+        return f"{self._scheme}://127.0.0.1:{self._httpd.server_address[1]}"
 
     def __enter__(self) -> HubServer:
         for thread in self._threads:
