@@ -20,18 +20,16 @@ import json
 import logging
 import os
 import re
-import struct
 import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
-
-from gguf import GGUF_MAGIC, GGUFValueType
+from typing import Any
 
 from gemmadesk.core.catalog import Catalog, CatalogEntry, load_catalog
+from gemmadesk.core.gguf_header import GGUFHeaderError, read_header
 from gemmadesk.core.hub import hf_cache_dir
 from gemmadesk.core.paths import AppPaths, app_paths
 from gemmadesk.core.settings import SettingsStore
@@ -214,8 +212,8 @@ class ModelStore:
             if path in known:
                 continue
             try:
-                header = read_gguf_header(path)
-            except (StoreError, OSError):
+                header = _header(path)
+            except StoreError:
                 continue
             if header.get("general.architecture") == "clip":
                 continue
@@ -316,7 +314,7 @@ class ModelStore:
         path = Path(path).expanduser().resolve()
         if not path.is_file():
             raise StoreError(f"{path} does not exist or is not a file")
-        header = read_gguf_header(path)
+        header = _header(path)
         arch = str(header.get("general.architecture", "?"))
         if arch == "clip":
             raise StoreError(f"{path.name} is a vision projector (mmproj), not a model: import the main GGUF")
@@ -384,6 +382,14 @@ else:
         fcntl.flock(fd, fcntl.LOCK_UN)
 
 
+def _header(path: Path) -> dict[str, Any]:
+    """A GGUF's key/value metadata (the shared fast reader: no weights read, truncation detected)."""
+    try:
+        return read_header(path).metadata
+    except GGUFHeaderError as exc:
+        raise StoreError(str(exc)) from exc
+
+
 def _delete_owned(path: Path) -> None:
     """Delete a downloaded file; in the HF cache layout also the blob a snapshot link points to."""
     if path.is_symlink():
@@ -392,68 +398,3 @@ def _delete_owned(path: Path) -> None:
         blob.unlink(missing_ok=True)
     else:
         path.unlink(missing_ok=True)
-
-
-# ----- GGUF header ---------------------------------------------------------------------------------
-# The gguf package's GGUFReader parses every tensor and token (8 s for a 250 MB file); the store only
-# needs the key/value header, so this reads just that with the package's constants, skipping arrays.
-_SCALAR = {
-    GGUFValueType.UINT8: "<B", GGUFValueType.INT8: "<b", GGUFValueType.UINT16: "<H",
-    GGUFValueType.INT16: "<h", GGUFValueType.UINT32: "<I", GGUFValueType.INT32: "<i",
-    GGUFValueType.FLOAT32: "<f", GGUFValueType.BOOL: "<?", GGUFValueType.UINT64: "<Q",
-    GGUFValueType.INT64: "<q", GGUFValueType.FLOAT64: "<d",
-}
-MAX_KV = 100_000
-
-
-def _unpack(fh: BinaryIO, fmt: str) -> Any:
-    size = struct.calcsize(fmt)
-    raw = fh.read(size)
-    if len(raw) != size:
-        raise StoreError("the file ends inside its GGUF header (truncated?)")
-    return struct.unpack(fmt, raw)[0]
-
-
-def _read_str(fh: BinaryIO) -> str:
-    n = _unpack(fh, "<Q")
-    if n > 1 << 24:
-        raise StoreError("the GGUF header is corrupt (absurd string length)")
-    return bytes(fh.read(n)).decode("utf-8", errors="replace")
-
-
-def _read_value(fh: BinaryIO, vtype: int) -> Any:
-    if vtype == GGUFValueType.STRING:
-        return _read_str(fh)
-    if vtype == GGUFValueType.ARRAY:
-        item_type, count = _unpack(fh, "<I"), _unpack(fh, "<Q")
-        if item_type in _SCALAR:
-            fh.seek(struct.calcsize(_SCALAR[GGUFValueType(item_type)]) * count, os.SEEK_CUR)
-        else:
-            for _ in range(count):
-                _read_value(fh, item_type)
-        return None
-    try:
-        return _unpack(fh, _SCALAR[GGUFValueType(vtype)])
-    except (KeyError, ValueError) as exc:
-        raise StoreError(f"the GGUF header has an unknown value type {vtype}") from exc
-
-
-def read_gguf_header(path: Path) -> dict[str, Any]:
-    """The GGUF key/value metadata (arrays skipped). Raises StoreError with a clear reason."""
-    with path.open("rb") as fh:
-        head = fh.read(4)
-        if len(head) < 4 or struct.unpack("<I", head)[0] != GGUF_MAGIC:
-            raise StoreError(
-                f"{path.name} is not a GGUF model file (it starts with {head!r}, a GGUF starts with b'GGUF')"
-            )
-        version = _unpack(fh, "<I")
-        if version not in (2, 3):
-            raise StoreError(f"{path.name} is GGUF version {version}; only versions 2 and 3 are supported")
-        _n_tensors, n_kv = _unpack(fh, "<Q"), _unpack(fh, "<Q")
-        if n_kv > MAX_KV:
-            raise StoreError(f"{path.name} has a corrupt GGUF header ({n_kv} metadata keys)")
-        meta: dict[str, Any] = {"gguf.version": version}
-        for _ in range(n_kv):
-            key = _read_str(fh)
-            meta[key] = _read_value(fh, _unpack(fh, "<I"))
-    return meta
