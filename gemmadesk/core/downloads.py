@@ -62,6 +62,8 @@ UNREACHABLE_TRIES = 3  # metadata attempts when no connection can be made at all
 
 @dataclass(frozen=True)
 class Preflight:
+    """What to tell the user before a download starts (``messages``, in order: disk, fit)."""
+
     ok: bool  # False only when the download cannot succeed (disk space); a fit warning leaves it True
     messages: tuple[str, ...]
     bytes_needed: int

@@ -543,7 +543,8 @@ def fetch(remote: RemoteFile, cfg: HubConfig, part: Path, meter: Meter, control:
     except OSError as exc:
         if status_of(exc) is not None:
             raise DownloadError(explain(exc, cfg, remote.repo_id, remote.filename)) from exc
-        msg = f"Could not write {part}: {exc.strerror or exc}. The partial file is kept."
+        msg = (f"Could not write {part}: {exc.strerror or exc}. The part already downloaded is kept: "
+               "free up space (or fix the folder) and start the download again to resume it.")
         raise DownloadError(msg) from exc
     except Exception as exc:
         raise DownloadError(explain(exc, cfg, remote.repo_id, remote.filename)) from exc

@@ -143,3 +143,29 @@ def test_pull_uses_the_token_huggingface_hub_stored(hub: HubServer, payload: Pat
     out, err = _pull(f"{served.repo_id}/{served.filename}").communicate(timeout=120)
     assert json.loads(out.splitlines()[-1])["event"] == "installed", err
     assert all(r.authorized for r in hub.gets(served.filename))
+
+
+def test_a_write_failure_keeps_the_partial_and_says_so(hub: HubServer, payload: Path) -> None:
+    """A real write failure: the pull runs with a file-size limit (RLIMIT_FSIZE, as a full disk would
+    stop it), then again without one and resumes."""
+    import resource
+
+    def limit_file_size() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # fail the write with EFBIG instead of killing
+        resource.setrlimit(resource.RLIMIT_FSIZE, (MiB + 4096, MiB + 4096))
+
+    served = hub.add_file("test/tiny-gguf", payload)
+    model = f"{served.repo_id}/{served.filename}"
+    proc = subprocess.run([sys.executable, "-m", "gemmadesk", "pull", model], cwd=REPO, capture_output=True,
+                          text=True, env=dict(os.environ), preexec_fn=limit_file_size, timeout=120)
+    assert proc.returncode == 1
+    assert "Could not write" in proc.stderr
+    assert "start the download again to resume" in proc.stderr
+    store = ModelStore()
+    assert store.list() == []
+    part = store.partial_dir() / f"test--tiny-gguf--{served.filename}.part"
+    kept = part.stat().st_size
+    assert 0 < kept <= MiB + 4096
+    out, err = _pull(model).communicate(timeout=120)
+    assert json.loads(out.splitlines()[-1])["event"] == "installed", err
+    assert hub.gets(served.filename)[-1].range == f"bytes={kept}-"
