@@ -199,6 +199,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--line-mib", type=int, default=384, help="file size for the 1 Gbit/s line runs")
     parser.add_argument("--line-runs", type=int, default=3)
+    parser.add_argument("--result", type=Path, default=RESULT, help="where to write the Markdown section")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="gd-bench-") as tmp:
         tmpdir = Path(tmp)
@@ -266,9 +267,9 @@ there is no idle core to hide it in, so GemmaDesk falls short of the target ther
 rate the hash thread keeps up and the ratio is what a user sees. Verification adds only the final
 digest after the last byte because the data was hashed (and mostly flushed to disk) while it arrived.
 """
-    RESULT.parent.mkdir(parents=True, exist_ok=True)
-    RESULT.write_text(text, encoding="utf-8")
-    print(f"wrote {RESULT}")
+    args.result.parent.mkdir(parents=True, exist_ok=True)
+    args.result.write_text(text, encoding="utf-8")
+    print(f"wrote {args.result}")
 
 
 if __name__ == "__main__":
