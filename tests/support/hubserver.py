@@ -8,6 +8,9 @@ It speaks the parts of the Hub protocol huggingface_hub 2.x and GemmaDesk's down
   way the Hub sends them. No Xet headers are ever sent, so clients use the plain HTTP path.
 - ``GET /api/models/{repo}[/revision/{rev}]`` (model info; ``?blobs=true`` adds each file's size and
   ``lfs.sha256``, what ``model_info(files_metadata=True)`` asks for).
+- Optionally (``cdn=True``) LFS resolves answer ``302`` to a "CDN" on a second port, another origin, with
+  the metadata headers on the redirect, as huggingface.co does; optionally HTTPS (``tls=(cert, key)``).
+- :class:`ForwardProxy`: a small HTTP forward proxy, to check that proxy settings are honoured.
 
 Faults can be injected per file on ``GET`` requests (see :class:`Fault`): drop the connection at a byte,
 stall, answer 5xx/429 with ``Retry-After``, send wrong bytes, end the body early, ignore ``Range``.
