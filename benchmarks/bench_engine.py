@@ -11,7 +11,7 @@ On the real Gemma 3 270M GGUF (from PyPI, as in the tests), with one loaded ``Ll
    in SQLite, vs no history; plus the cost of one ``update_partial`` (what saving per token would cost).
 4. If the Gemma 4 vocabulary is available: (1) again on the synthetic Gemma-4-architecture "tiny" GGUF.
 
-Runs alternate and medians are reported.   python3 benchmarks/bench_engine.py [--runs 3] [--tokens 128]
+Runs alternate and medians are reported.   python3 benchmarks/bench_engine.py [--runs 5] [--tokens 64] [--threads 1]
 """
 
 from __future__ import annotations
@@ -137,11 +137,18 @@ def speed_rows(engine: Engine, runs: int, n_tokens: int) -> tuple[float, float, 
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--tokens", type=int, default=128)
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--tokens", type=int, default=64)
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="llama.cpp threads (default 1: on a shared machine, 2 threads spinning on 2 cores make every "
+        "number depend on the other jobs; one thread keeps the ratios readable)",
+    )
     args = ap.parse_args()
     engine = Engine()
-    report = engine.load(DirectLoadSettings(model_path=str(gemma3_path()), n_ctx=4096))
+    report = engine.load(DirectLoadSettings(model_path=str(gemma3_path()), n_ctx=4096, n_threads=args.threads))
     print(f"loaded {report.model_name}: {report.n_threads} threads, n_ctx {report.n_ctx}")
     engine_reply(engine, 16, seed=99)  # warm-up
 
@@ -210,7 +217,7 @@ def gemma4_rows(args: argparse.Namespace) -> tuple[float, float, float, int, int
     with tempfile.TemporaryDirectory() as tmp:
         path = write_gemma4_gguf(Path(tmp) / "g4.gguf", "tiny")
         engine = Engine()
-        engine.load(DirectLoadSettings(model_path=str(path), n_ctx=2048))
+        engine.load(DirectLoadSettings(model_path=str(path), n_ctx=2048, n_threads=args.threads))
         engine_reply(engine, 8, seed=99)
         bare, eng, ratio = speed_rows(engine, args.runs, args.tokens)
         _, prompt_tokens, evaluated = turn2_ttft(engine, reuse=True)
@@ -265,7 +272,8 @@ def write_results(
         [
             "## Engine (`bench_engine.py`)",
             "",
-            f"Command: `python3 benchmarks/bench_engine.py --runs {args.runs} --tokens {args.tokens}` —",
+            f"Command: `python3 benchmarks/bench_engine.py --runs {args.runs} --tokens {args.tokens} "
+            f"--threads {args.threads}` —",
             f"{now:%Y-%m-%d %H:%M} UTC, {platform.platform()}, {os.cpu_count()} CPUs ({threads} threads used).",
             "",
             "Gemma 3 270M Q4_K_M (real, from PyPI), CPU, n_ctx 4096, sampling temperature 1.0 / top_p 0.95 /",
