@@ -283,10 +283,12 @@ def write_results(
             "",
             *rows,
             "",
-            "Turn 2 re-renders the whole conversation with the chat template; `Llama.generate` finds the common",
-            "prefix with the cached tokens and evaluates only the rest (the template drops the previous turn's",
-            "empty thought block, so evaluation restarts at the start of the previous reply). Replies are saved",
-            "once a second as one-row UPDATEs, so the history costs nothing measurable per token.",
+            "Turn 2 re-renders the whole conversation; `Llama.generate` finds the common prefix with the cached",
+            "tokens and evaluates only the rest. With Gemma 3's turn format that is just the new turn; the Gemma 4",
+            "template drops the previous reply's empty thought block, so there the previous reply is evaluated",
+            "again too (still a small part of the prompt). Replies are saved once a second as one-row UPDATEs,",
+            "so the history costs nothing measurable per token. One llama.cpp thread: on this shared 2-core",
+            "machine two threads made every number depend on the other jobs.",
         ]
     )
     out = ROOT / "benchmarks" / "results" / "engine.md"
