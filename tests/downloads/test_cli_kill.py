@@ -169,3 +169,30 @@ def test_a_write_failure_keeps_the_partial_and_says_so(hub: HubServer, payload: 
     out, err = _pull(model).communicate(timeout=120)
     assert json.loads(out.splitlines()[-1])["event"] == "installed", err
     assert hub.gets(served.filename)[-1].range == f"bytes={kept}-"
+
+
+def test_cli_pull_of_a_catalog_model_uses_its_pinned_revision(hub: HubServer, payload: Path, tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """`gemmadesk pull 12b --format UD-Q4_K_XL` against a local Hub serving that repo (stand-in bytes)."""
+    from dataclasses import replace
+
+    from gemmadesk.core.catalog import load_catalog
+    from gemmadesk.core.hardware import probe
+
+    entry = load_catalog().find("12b:ud-q4_k_xl")
+    assert entry.file is not None
+    served = hub.add_file(entry.file.repo_id, payload, filename=entry.file.filename,
+                          commit=entry.file.revision)
+    big = replace(probe(include_backend=False), gpus=(), ram_total_bytes=64 * 1024**3,
+                  ram_available_bytes=60 * 1024**3)
+    hw_file = tmp_path / "hw.json"
+    hw_file.write_text(big.to_json())
+    assert cli_main(["pull", "12b", "--format", "UD-Q4_K_XL", "--hardware", str(hw_file)]) == 0
+    captured = capsys.readouterr()
+    assert "Disk space:" in captured.err
+    assert f"/resolve/{entry.file.revision}/{entry.file.filename}" in hub.gets(served.filename)[0].path
+    assert ModelStore().get(entry.id).sha256 == served.sha256
+    assert cli_main(["list", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["entry_id"] == entry.id
+    assert cli_main(["rm", entry.id, "--yes"]) == 0
+    assert ModelStore().list() == []

@@ -167,3 +167,16 @@ def test_an_expired_cdn_link_is_renewed_from_the_hub(payload: Path, store: Model
         hub.add_fault(served.filename, Fault("status", status=403, times=-1))
         with pytest.raises(DownloadError, match="HTTP 403"):
             download(hub.entry_for(served, entry_id="again"), store, retry=FAST_RETRY)
+
+
+def test_a_custom_models_folder_keeps_partials_beside_it(hub: HubServer, payload: Path,
+                                                         tmp_path: Path) -> None:
+    """Settings.models_dir on another disk: partials go there too, so the final move stays atomic."""
+    store = ModelStore(models_dir=tmp_path / "big-disk" / "models")
+    served = hub.add_file("test/tiny-gguf", payload)
+    hub.add_fault(served.filename, Fault("drop", at=1024 * 1024))
+    model = download(hub.entry_for(served), store, retry=FAST_RETRY)
+    assert model.path.is_relative_to(tmp_path / "big-disk" / "models")
+    assert store.partial_dir() == tmp_path / "big-disk" / "models" / ".downloads"
+    assert not any(store.partial_dir().iterdir())
+    assert not store.paths.downloads_dir.exists()
