@@ -38,7 +38,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from PySide6.QtCore import QObject, QThread, Signal, SignalInstance, Slot
+from PySide6.QtCore import QCoreApplication, QObject, QThread, Signal, SignalInstance, Slot
 
 from gemmadesk.core.engine import (
     ChatMessage,
@@ -264,6 +264,9 @@ class LlmController(QObject):
         self.worker.contextTrimmed.connect(self._relay(self.contextTrimmed))
         self.worker.unloaded.connect(self._relay(self.unloaded))
         self.thread_.start()
+        app = QCoreApplication.instance()
+        if app is not None:  # a window closed without shutdown() must still not leave the thread running
+            app.aboutToQuit.connect(self.shutdown)
 
     def _relay(self, signal: SignalInstance, ends: deque[threading.Event] | None = None) -> Callable[..., None]:
         """Re-emit a worker signal in the GUI thread (unless shut down); ``ends``: the request queue whose

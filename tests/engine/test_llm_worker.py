@@ -181,3 +181,28 @@ def test_stop_and_cancel_reach_requests_still_queued(qtbot, controller, gemma3_g
     with qtbot.waitSignal(controller.replyFinished, timeout=TIMEOUT_MS) as done:
         controller.generate([ChatMessage("user", "Hi")], SamplingParams(max_tokens=3))
     assert done.args[0].stop_reason != "stopped"
+
+
+def test_quitting_the_app_mid_reply_ends_the_thread_cleanly(gemma3_gguf: Path) -> None:
+    """The app quits while a reply streams and nobody called shutdown(): the process still exits 0."""
+    import subprocess
+    import sys
+
+    code = f"""
+import sys
+from PySide6.QtCore import QCoreApplication, QTimer
+from gemmadesk.core.engine import ChatMessage, DirectLoadSettings, SamplingParams
+from gemmadesk.ui.llm_worker import LlmController
+
+app = QCoreApplication([])
+ctl = LlmController()
+ctl.loaded.connect(lambda r: ctl.generate([ChatMessage("user", "Tell a long story")], SamplingParams(max_tokens=5000)))
+ctl.replyChunk.connect(lambda *a: QTimer.singleShot(0, app.quit))
+ctl.load(DirectLoadSettings(model_path={str(gemma3_gguf)!r}, n_ctx=512))
+QTimer.singleShot(120_000, lambda: sys.exit(3))
+app.exec()
+print("thread running after quit:", ctl.thread_.isRunning(), "model loaded:", ctl.engine.is_loaded)
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "thread running after quit: False model loaded: False" in proc.stdout
