@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
@@ -50,6 +49,7 @@ def nvml_used() -> int:
 def one(cfg: dict) -> dict:
     """Runs in a child process: load once, measure memory (and optionally speed)."""
     import llama_cpp  # first: numpy (pulled in by the gguf package) loaded earlier crashes libggml-cuda
+
     from gemmadesk.core.allocations import capture_llama_log, parse_buffers
     from gemmadesk.core.fit import FitOptions, estimate
     from gemmadesk.core.gguf_info import read_layout
@@ -65,7 +65,6 @@ def one(cfg: dict) -> dict:
     from llama_cpp import Llama
 
     from gemmadesk.core.engine.engine import _ggml_type  # the engine's own type mapping
-    import llama_cpp
 
     before = nvml_used()
     t0 = time.perf_counter()
@@ -108,8 +107,9 @@ def one(cfg: dict) -> dict:
                 break
         bare_tps = (count - 1) / (time.perf_counter() - t_first)
         del llm
-        from gemmadesk.core.engine import ChatMessage, DirectLoadSettings, Engine, ReplyDone, SamplingParams
         import threading
+
+        from gemmadesk.core.engine import ChatMessage, DirectLoadSettings, Engine, ReplyDone, SamplingParams
 
         engine = Engine()
         engine.load(DirectLoadSettings(model_path=path, n_ctx=cfg["ctx"], n_gpu_layers=ngl, flash_attn=fa,
@@ -122,8 +122,9 @@ def one(cfg: dict) -> dict:
                 stats = ev.stats
         engine.unload()
         assert stats is not None
-        result.update(bare_tps=round(bare_tps, 1), engine_tps=round(stats.generated_tokens_per_s, 1),
-                      engine_tokens=stats.completion_tokens, speed_ratio=round(stats.generated_tokens_per_s / bare_tps, 3))
+        tps = stats.generated_tokens_per_s
+        result.update(bare_tps=round(bare_tps, 1), engine_tps=round(tps, 1),
+                      engine_tokens=stats.completion_tokens, speed_ratio=round(tps / bare_tps, 3))
     return result
 
 
@@ -144,8 +145,8 @@ def pretend_plan(path: str, vram_gib: float, ctx: int) -> dict:
     gpu = GPU("pretend", "nvidia", "discrete", int(vram_gib * 2**30), int(vram_gib * 2**30), "test", 0, True, "CUDA")
     hw = Hardware("Linux", "x86_64", "cpu", 16, 16, 128 * 2**30, 120 * 2**30, (gpu,))
     plan = plan_layout(read_layout(Path(path)), hw, FitOptions(n_ctx=ctx))
-    return {"verdict": plan.verdict.value, "ngl": plan.n_gpu_layers, "plan_gpu_mib": round(plan.estimate.gpu_bytes / MiB, 1),
-            "flash_attn": plan.flash_attn}
+    return {"verdict": plan.verdict.value, "ngl": plan.n_gpu_layers,
+            "plan_gpu_mib": round(plan.estimate.gpu_bytes / MiB, 1), "flash_attn": plan.flash_attn}
 
 
 def main(argv: list[str]) -> int:

@@ -30,7 +30,8 @@ def main(argv: list[str]) -> int:
                "which the planner covers with its 640 MiB per-GPU reserve, so it is compared with estimate + "
                "reserve). Target: within 10 % or 150 MiB.")
     out.append("")
-    out.append("| model | ctx | FA | KV | GPU layers | estimate MiB | llama.cpp MiB | error | NVML MiB | est.+reserve vs NVML |")
+    out.append("| model | ctx | FA | KV | GPU layers | estimate MiB | llama.cpp MiB | error | NVML MiB "
+               "| est.+reserve vs NVML |")
     out.append("|---|---:|:-:|:-:|---:|---:|---:|---:|---:|---:|")
     worst = 0.0
     misses = 0
@@ -42,7 +43,8 @@ def main(argv: list[str]) -> int:
         worst = max(worst, abs(err) / real)
         est_res = est + 640
         note = f" (pretend {r['pretend_vram_gib']} GiB: {r.get('plan_verdict')})" if "pretend_vram_gib" in r else ""
-        out.append(f"| {r['size']}{note} | {r['ctx']:,} | {'on' if r['fa'] else 'off'} | {r['kv']} | {r.get('ngl', '')} "
+        fa = "on" if r["fa"] else "off"
+        out.append(f"| {r['size']}{note} | {r['ctx']:,} | {fa} | {r['kv']} | {r.get('ngl', '')} "
                    f"| {est:,.0f} | {real:,.0f} | {err:+,.0f} ({100 * err / real:+.1f} %){'' if within else ' ✗'} "
                    f"| {nv:,.0f} | {100 * (est_res - nv) / nv:+.1f} % |")
     out.append("")
@@ -56,6 +58,11 @@ def main(argv: list[str]) -> int:
             out.append(f"| {r['size']} | {r['ctx']:,} | {'on' if r['fa'] else 'off'} | {r['bare_tps']:.1f} "
                        f"| {r['engine_tps']:.1f} | {r['speed_ratio']:.2f} |")
         out += ["", "128 greedy tokens each; the bare loop is `Llama.generate` with top_k=1."]
+    hw = Path(argv[0]).with_name("hw.txt")
+    if hw.exists():
+        lines = [ln for ln in hw.read_text().splitlines() if not ln.startswith(("ggml_cuda_init", "  Device"))]
+        out += ["", "### `gemmadesk hw` on that machine (NVML through nvidia-ml-py, backend from ggml's device list)",
+                "", "```", *lines, "```"]
     print("\n".join(out))
     return 0
 
