@@ -167,16 +167,14 @@ class ModelStore:
     def _to_model(rec: dict[str, Any]) -> InstalledModel:
         path = Path(rec["path"])
         mmproj = Path(rec["mmproj_path"]) if rec.get("mmproj_path") else None
-        status = "ok"
-        for p, size, mtime in ((path, rec.get("size_bytes"), rec.get("mtime_ns")),
-                               (mmproj, rec.get("mmproj_size"), rec.get("mmproj_mtime_ns"))):
-            if p is None:
-                continue
-            st = _stat(p)
-            if st is None:
-                status = "missing"
-                break
-            if st != (size, mtime):
+        main = _stat(path)
+        recorded = (rec.get("size_bytes"), rec.get("mtime_ns"))
+        status = "missing" if main is None else "ok" if main == recorded else "changed"
+        if mmproj is not None:
+            proj = _stat(mmproj)
+            if proj is None:
+                mmproj = None  # the projector vanished: the model still works for text; a pull restores it
+            elif proj != (rec.get("mmproj_size"), rec.get("mmproj_mtime_ns")) and status == "ok":
                 status = "changed"
         return InstalledModel(
             id=str(rec["id"]),

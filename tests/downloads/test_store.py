@@ -166,3 +166,22 @@ def test_two_processes_updating_the_store_lose_nothing(tmp_path: Path, store: Mo
     procs = [subprocess.Popen([sys.executable, "-c", code, str(files), tag], cwd=repo) for tag in "ab"]
     assert [p.wait(timeout=120) for p in procs] == [0, 0]
     assert len(store.list()) == 60
+
+
+def test_a_vanished_projector_leaves_a_text_model_and_is_pulled_again(
+    hub: HubServer, payload: Path, tmp_path: Path, store: ModelStore
+) -> None:
+    proj = tmp_path / "served" / "mmproj-tiny.gguf"
+    proj.write_bytes(b"mmproj" * 50_000)
+    served, served_proj = hub.add_file("test/tiny-gguf", payload), hub.add_file("test/tiny-gguf", proj)
+    entry = hub.entry_for(served, mmproj=served_proj)
+    model = download(entry, store, with_mmproj=True, retry=FAST_RETRY)
+    assert model.mmproj_path is not None
+    model.mmproj_path.unlink()
+    text_only = store.get(entry.id)
+    assert text_only.status == "ok"
+    assert text_only.mmproj_path is None
+    again = download(entry, store, with_mmproj=True, retry=FAST_RETRY)
+    assert again.mmproj_path is not None
+    assert again.mmproj_path.read_bytes() == proj.read_bytes()
+    assert hub.bytes_sent(payload.name) == served.size, "the main file was not fetched again"
