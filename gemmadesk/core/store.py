@@ -7,8 +7,10 @@ Hugging Face cache when ``Settings.use_hf_cache`` is on), imports and files foun
 cache stay where they are and are only referenced (``owned=False``; removing them forgets them but never
 deletes the user's own file).
 
-Each listing re-checks the files: ``missing`` when a file vanished, ``changed`` when its size or mtime
-differ from what was recorded (``verify()`` re-hashes it and accepts it again if the sha256 still matches).
+Each listing re-checks the files: ``missing`` when the model file vanished, ``changed`` when its size or
+mtime differ from what was recorded (``verify()`` re-hashes it and accepts it again if the sha256 still
+matches). A vanished vision projector only drops ``mmproj_path``: the model still works for text.
+A corrupt manifest is kept aside and the list rebuilt from the models folder (:meth:`ModelStore.rescan`).
 """
 
 from __future__ import annotations
