@@ -10,9 +10,13 @@ import argparse
 import logging
 import logging.handlers
 import sys
+from typing import TYPE_CHECKING
 
 from gemmadesk import APP_ID, APP_NAME, ORG_NAME, __version__
 from gemmadesk.core.paths import AppPaths, app_paths, resources_dir
+
+if TYPE_CHECKING:
+    from PySide6.QtGui import QIcon
 
 log = logging.getLogger("gemmadesk")
 
@@ -30,6 +34,16 @@ def setup_logging(paths: AppPaths) -> None:
     handler._gemmadesk = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(logging.INFO)
+
+
+def app_icon() -> QIcon:
+    """Every PNG size from resources/icons (no SVG plugin needed), so each platform picks its size."""
+    from PySide6.QtGui import QIcon
+
+    icon = QIcon()
+    for png in sorted((resources_dir() / "icons").glob("gemmadesk-*.png")):
+        icon.addFile(str(png))
+    return icon
 
 
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -59,7 +73,6 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(paths)
     log.info("GemmaDesk %s starting (Python %s)", __version__, sys.version.split()[0])
 
-    from PySide6.QtGui import QIcon
     from PySide6.QtWidgets import QApplication
 
     from gemmadesk.core.hardware import Hardware
@@ -71,9 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     app.setOrganizationName(ORG_NAME)
     app.setApplicationVersion(__version__)
     app.setDesktopFileName(APP_ID)
-    icon = resources_dir() / "icons" / "gemmadesk.svg"
-    if icon.exists():
-        app.setWindowIcon(QIcon(str(icon)))
+    app.setWindowIcon(app_icon())
     hardware = Hardware.from_json_file(args.hardware) if args.hardware else None
     window = MainWindow(paths, hardware=hardware)
     apply_theme(window.settings.theme)

@@ -236,3 +236,36 @@ def test_logging_goes_to_the_log_file() -> None:
         for handler in [h for h in root.handlers if getattr(h, "_gemmadesk", False)]:
             root.removeHandler(handler)
             handler.close()
+
+
+def test_gemmadesk_without_arguments_opens_the_window(qtbot) -> None:  # type: ignore[no-untyped-def]
+    """`gemmadesk` / `python -m gemmadesk` with no arguments: the real entry point, closed once shown."""
+    from PySide6.QtCore import QTimer
+
+    from gemmadesk.__main__ import main
+    from gemmadesk.ui.app import app_icon
+    from gemmadesk.ui.main_window import MainWindow as Window
+
+    shown: list[Window] = []
+
+    def close_when_shown() -> None:
+        windows = [w for w in QApplication.topLevelWidgets() if isinstance(w, Window) and w.isVisible()]
+        if windows and windows[0].setup.model.rowCount():
+            shown.append(windows[0])
+            windows[0].close()
+            QApplication.exit(0)
+        else:
+            QTimer.singleShot(50, close_when_shown)
+
+    QTimer.singleShot(50, close_when_shown)
+    assert main([]) == 0
+    assert len(shown) == 1
+    assert not QApplication.windowIcon().isNull()
+    assert not app_icon().isNull()
+    assert "GemmaDesk" in app_paths().log_file.read_text(encoding="utf-8")
+    import logging
+
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if getattr(h, "_gemmadesk", False)]:
+        root.removeHandler(handler)
+        handler.close()
