@@ -53,6 +53,37 @@ def setup(extras: str) -> None:
     stamp_file.write_text(stamp)
 
 
+TEST_CACHE = Path.home() / ".cache" / "gemmadesk-tests"
+VOCAB = "ggml-vocab-gemma-4.gguf"
+
+
+def fetch_test_assets() -> None:
+    """The real Gemma 4 tokenizer + chat template (15.8 MB) used by the synthetic Gemma 4 test models.
+
+    It ships inside llama-cpp-python's source distribution (vendor/llama.cpp/models/), which pip has just
+    fetched to build the package, so this normally comes from pip's cache. Tests never touch the network.
+    """
+    target = TEST_CACHE / VOCAB
+    if target.exists():
+        return
+    import tarfile
+    import tempfile
+
+    TEST_CACHE.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        sh(PY, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
+           "llama-cpp-python==0.3.36", "-d", tmp)
+        sdist = next(Path(tmp).glob("llama_cpp_python-*.tar.gz"))
+        with tarfile.open(sdist) as tar:
+            member = next(m for m in tar.getmembers() if m.name.endswith(f"vendor/llama.cpp/models/{VOCAB}"))
+            source = tar.extractfile(member)
+            assert source is not None
+            partial = target.with_suffix(".part")
+            partial.write_bytes(source.read())
+            partial.replace(target)
+    print(f"test asset: {target}")
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in EXTRAS:
         print(__doc__)
@@ -64,11 +95,13 @@ def main(argv: list[str]) -> int:
         if action == "run":
             sh(PY, "-m", "gemmadesk", *rest)
         elif action == "test":
+            fetch_test_assets()
             env.setdefault("QT_QPA_PLATFORM", "offscreen")
             sh(PY, "-m", "ruff", "check", "gemmadesk", "tests", "benchmarks", "scripts", "bootstrap.py")
             sh(PY, "-m", "mypy", "gemmadesk")
             sh(PY, "-m", "pytest", *rest, env=env)
         elif action == "bench":
+            fetch_test_assets()
             env.setdefault("QT_QPA_PLATFORM", "offscreen")
             sh(PY, "benchmarks/run_all.py", *rest, env=env)
         elif action == "bundle":
