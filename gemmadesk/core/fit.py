@@ -431,6 +431,21 @@ def _tier(plan: Plan, entry: CatalogEntry) -> int:
     return 3 if plan.tight else tier
 
 
+def _why_not(plan: Plan, entry: CatalogEntry) -> str:
+    """Why a larger model was not picked, as the end of a sentence."""
+    e = plan.estimate
+    if not plan.fits:
+        return f"does not fit ({plan.reason})"
+    if plan.verdict is Verdict.PARTIAL:
+        layers = f"{plan.n_gpu_layers - 1} of {plan.n_layers} layers on the GPU"
+        return f"would need partial offload ({layers}), which is slower"
+    if plan.verdict is Verdict.CPU and entry.size not in CPU_FRIENDLY_SIZES:
+        return f"would run on the CPU only, a few tokens per second at best ({_fmt(e.cpu_bytes)} of RAM)"
+    where = "VRAM" if plan.verdict is Verdict.GPU else "RAM"
+    amount = e.gpu_bytes if plan.verdict is Verdict.GPU else e.cpu_bytes
+    return f"would only just fit ({_fmt(amount)} of {where})" if plan.tight else f"fits too ({_fmt(amount)} of {where})"
+
+
 def recommend(hw: Hardware, catalog: Catalog, options: FitOptions) -> Recommendation:
     """Pick the best model for this machine: the best-running tier first, then the largest (best quality)
     model within it, then the preferred format. Returns every plan, so the UI can show the whole list."""
@@ -459,7 +474,7 @@ def recommend(hw: Hardware, catalog: Catalog, options: FitOptions) -> Recommenda
               and _preferred_format(by_id[p.entry_id]) == 0]
     if bigger:
         nxt = min(bigger, key=lambda p: QUALITY_RANK[by_id[p.entry_id].size])
-        verdict = nxt.verdict.label.lower()
-        alternatives.append(f"{by_id[nxt.entry_id].size}: {verdict} — {nxt.reason}")
-        text += f" Next size up, {by_id[nxt.entry_id].size}: {verdict} ({nxt.reason})."
+        why = _why_not(nxt, by_id[nxt.entry_id])
+        alternatives.append(f"{by_id[nxt.entry_id].size} {why}")
+        text += f" The next size up, {by_id[nxt.entry_id].size}, {why}."
     return Recommendation(plans, best, text, tuple(alternatives))
