@@ -14,6 +14,7 @@ on a private X display (the real xcb platform, not offscreen):
 - ``chatting.png``: the real Gemma 3 270M GGUF installed and loaded; one earlier exchange with a code
   block is seeded into the history (demo text, marked as such in the conversation title), then a prompt
   is typed and sent and the real model's streamed reply is captured with its statistics.
+- ``chatting-dark.png``: the same with the dark colour scheme.
 """
 
 from __future__ import annotations
@@ -131,6 +132,12 @@ def main() -> int:
             seed_chat(root / "d")
             prompt = ["chatting", "--demo-prompt", "Here is a short poem about the sea:"]
             failures += run_app("chatting", root / "d", display, prompt, {}) != 0
+
+            seed_chat(root / "e")  # the same in the dark scheme (Settings.theme), as a dark desktop shows it
+            settings = app_paths({"GEMMADESK_HOME": str(root / "e")}).settings_file
+            settings.write_text(json.dumps({"schema_version": 2, "theme": "dark"}))
+            prompt = ["chatting-dark", "--demo-prompt", "Here is a short poem about the sea:"]
+            failures += run_app("chatting", root / "e", display, prompt, {}) != 0
     finally:
         xvfb.terminate()
         xvfb.wait(10)

@@ -16,7 +16,7 @@ from gemmadesk import APP_ID, APP_NAME, ORG_NAME, __version__
 from gemmadesk.core.paths import AppPaths, app_paths, resources_dir
 
 if TYPE_CHECKING:
-    from PySide6.QtGui import QIcon
+    from PySide6.QtGui import QIcon, QPalette
 
 log = logging.getLogger("gemmadesk")
 
@@ -57,14 +57,40 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
 
 
 def apply_theme(theme: str) -> None:
-    """Follow the system's light/dark scheme unless the user picked one (Qt tracks system changes itself)."""
+    """Follow the system's light/dark scheme unless the user picked one (Qt tracks system changes itself).
+
+    Where the platform has no theme of its own to switch (bare X11, offscreen), an explicit choice is
+    honoured with Fusion and a palette built here.
+    """
     from PySide6.QtCore import Qt
     from PySide6.QtWidgets import QApplication
 
-    hints = QApplication.styleHints()
     schemes = {"light": Qt.ColorScheme.Light, "dark": Qt.ColorScheme.Dark}
-    if theme in schemes and hasattr(hints, "setColorScheme"):
-        hints.setColorScheme(schemes[theme])
+    if theme not in schemes:
+        return
+    QApplication.styleHints().setColorScheme(schemes[theme])
+    is_dark = QApplication.palette().window().color().lightness() < 128
+    if is_dark != (theme == "dark"):
+        QApplication.setStyle("Fusion")
+        QApplication.setPalette(_dark_palette() if theme == "dark" else QApplication.style().standardPalette())
+
+
+def _dark_palette() -> QPalette:
+    from PySide6.QtGui import QColor, QPalette
+
+    role = QPalette.ColorRole
+    colours = {
+        role.Window: "#2b2b2b", role.WindowText: "#e6e6e6", role.Base: "#1f1f1f", role.AlternateBase: "#292929",
+        role.ToolTipBase: "#3a3a3a", role.ToolTipText: "#e6e6e6", role.Text: "#e6e6e6", role.Button: "#353535",
+        role.ButtonText: "#e6e6e6", role.BrightText: "#ff6b6b", role.Link: "#6cb6ff", role.Highlight: "#2f6fb3",
+        role.HighlightedText: "#ffffff", role.PlaceholderText: "#8c8c8c",
+    }  # fmt: skip
+    palette = QPalette()
+    for r, colour in colours.items():
+        palette.setColor(r, QColor(colour))
+    palette.setColor(QPalette.ColorGroup.Disabled, role.Text, QColor("#7a7a7a"))
+    palette.setColor(QPalette.ColorGroup.Disabled, role.ButtonText, QColor("#7a7a7a"))
+    return palette
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     from PySide6.QtWidgets import QApplication
 
     from gemmadesk.core.hardware import Hardware
+    from gemmadesk.core.settings import SettingsStore
     from gemmadesk.ui.main_window import MainWindow
 
     existing = QApplication.instance()
@@ -86,8 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     app.setDesktopFileName(APP_ID)
     app.setWindowIcon(app_icon())
     hardware = Hardware.from_json_file(args.hardware) if args.hardware else None
+    apply_theme(SettingsStore(paths.settings_file).load().theme)  # before any widget picks its colours
     window = MainWindow(paths, hardware=hardware)
-    apply_theme(window.settings.theme)
     window.show()
     if args.demo_state:
         from pathlib import Path

@@ -43,6 +43,7 @@ class DownloadController(QObject):
         self._relay.progress.connect(self._on_progress)
         self._control: Any = None  # downloads.DownloadControl while a download runs
         self.entry_id: str | None = None
+        self.retry: Any = None  # downloads.RetryPolicy; None: the downloader's default (patient) policy
 
     @Slot(object)
     def _on_progress(self, progress: Any) -> None:
@@ -61,14 +62,16 @@ class DownloadController(QObject):
         control = downloads.DownloadControl()
         self._control = control
         self.entry_id = entry.id
-        store, relay = self._store, self._relay
+        store, relay, retry = self._store, self._relay, self.retry
 
         def job() -> Any:
             if hw is not None:
                 pre = downloads.preflight(entry, hw, options, store)
                 if not pre.ok:
                     raise downloads.DownloadError("; ".join(pre.messages))
-            return downloads.download(entry, store, on_progress=relay.progress.emit, control=control)
+            return downloads.download(
+                entry, store, on_progress=relay.progress.emit, control=control, retry=retry
+            )
 
         self._tasks.run(job, self._done, self._error, name=f"download {entry.id}")
 

@@ -225,6 +225,7 @@ def test_logging_goes_to_the_log_file() -> None:
     from gemmadesk.ui.app import setup_logging
 
     paths = app_paths()
+    level = logging.getLogger().level
     setup_logging(paths)
     try:
         logging.getLogger("gemmadesk.test").warning("written for the log file test")
@@ -236,36 +237,29 @@ def test_logging_goes_to_the_log_file() -> None:
         for handler in [h for h in root.handlers if getattr(h, "_gemmadesk", False)]:
             root.removeHandler(handler)
             handler.close()
+        root.setLevel(level)
 
 
-def test_gemmadesk_without_arguments_opens_the_window(qtbot) -> None:  # type: ignore[no-untyped-def]
-    """`gemmadesk` / `python -m gemmadesk` with no arguments: the real entry point, closed once shown."""
-    from PySide6.QtCore import QTimer
+def test_app_main_starts_paints_and_logs(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The real entry point (``gemmadesk.ui.app.main``, what ``gemmadesk`` with no arguments calls) in a
+    child process: it opens the first-run window, saves a screenshot, quits cleanly and logs to the log
+    file. A child process, because ``QApplication.exec()`` returning ends the test's own application."""
+    import os
+    import subprocess
+    import sys
 
-    from gemmadesk.__main__ import main
+    shot = tmp_path / "shot.png"
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
+    cmd = [sys.executable, "-m", "gemmadesk.ui.app", "--demo-state", "first-run", "--screenshot", str(shot)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert shot.stat().st_size > 10_000
+    log = app_paths().log_file.read_text(encoding="utf-8")
+    assert "GemmaDesk 0" in log and "exiting with 0" in log
+
+
+def test_app_icon_has_every_packaged_size(qapp) -> None:  # type: ignore[no-untyped-def]
     from gemmadesk.ui.app import app_icon
-    from gemmadesk.ui.main_window import MainWindow as Window
 
-    shown: list[Window] = []
-
-    def close_when_shown() -> None:
-        windows = [w for w in QApplication.topLevelWidgets() if isinstance(w, Window) and w.isVisible()]
-        if windows and windows[0].setup.model.rowCount():
-            shown.append(windows[0])
-            windows[0].close()
-            QApplication.exit(0)
-        else:
-            QTimer.singleShot(50, close_when_shown)
-
-    QTimer.singleShot(50, close_when_shown)
-    assert main([]) == 0
-    assert len(shown) == 1
-    assert not QApplication.windowIcon().isNull()
-    assert not app_icon().isNull()
-    assert "GemmaDesk" in app_paths().log_file.read_text(encoding="utf-8")
-    import logging
-
-    root = logging.getLogger()
-    for handler in [h for h in root.handlers if getattr(h, "_gemmadesk", False)]:
-        root.removeHandler(handler)
-        handler.close()
+    sizes = {s.width() for s in app_icon().availableSizes()}
+    assert {16, 32, 48, 256} <= sizes

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from gemmadesk.core.catalog import Catalog, CatalogEntry, load_catalog
+from gemmadesk.core.downloads import RetryPolicy
 from gemmadesk.core.hardware import Hardware
 from gemmadesk.ui.main_window import MainWindow
 from tests.support.hubserver import Fault, HubServer
@@ -128,7 +129,8 @@ def test_closing_mid_download_resumes_after_restart(qtbot, hub: HubServer, paylo
 def test_no_network_fails_with_a_clear_message(
     qtbot, monkeypatch: pytest.MonkeyPatch, payload: Path, laptop_8gb: Hardware
 ) -> None:  # type: ignore[no-untyped-def]
-    """HF_ENDPOINT points at a port nobody listens on: the real "no network" path of the downloader."""
+    """HF_ENDPOINT points at a port nobody listens on: the real "no network" path of the downloader
+    (with short retry waits, so the test does not sit through the patient default policy)."""
     with HubServer() as hub:
         served = hub.add_file("test/tiny", payload)
         entry = hub.entry_for(served)
@@ -136,9 +138,10 @@ def test_no_network_fails_with_a_clear_message(
     monkeypatch.setenv("HF_ENDPOINT", dead)
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
     window = open_window(qtbot, laptop_8gb, entry)
+    window.downloads.retry = RetryPolicy(max_failures=3, base_wait_s=0.05, max_wait_s=0.2, connect_timeout_s=5.0)
     panel = window.setup_page.panel
     panel.download_button.click()
-    qtbot.waitUntil(lambda: panel.download_button.text() == "&Retry", timeout=LONG * 3)
+    qtbot.waitUntil(lambda: panel.download_button.text() == "&Retry", timeout=LONG)
     assert "failed" in panel.status.text()
     assert window.store.find_for_entry(entry.id) is None
     window.close()
