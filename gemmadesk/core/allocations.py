@@ -4,7 +4,7 @@ llama.cpp reports every buffer it allocates ("CUDA0 model buffer size = 1342.00 
 size = ...", "CUDA0 compute buffer size = ..."). :func:`parse_buffers` turns those lines into totals per
 device and kind, so the fit estimate can be checked against reality (tests on the CPU, the GPU
 benchmark on an NVIDIA card). :func:`capture_llama_log` installs a log callback for the duration of a
-``with`` block (llama.cpp has one global log callback; the previous one is restored as the default).
+``with`` block.
 """
 
 from __future__ import annotations
@@ -49,8 +49,8 @@ def parse_buffers(log_text: str) -> Allocations:
 def capture_llama_log() -> Iterator[list[str]]:
     """Collect llama.cpp's log output (all levels) into a list while the block runs.
 
-    Afterwards llama-cpp-python's own callback is put back, which prints only when a model was
-    created with ``verbose=True``."""
+    llama.cpp has one global log callback; the one installed before (the engine's, or
+    llama-cpp-python's own) is put back afterwards."""
     import llama_cpp
 
     lines: list[str] = []
@@ -59,10 +59,11 @@ def capture_llama_log() -> Iterator[list[str]]:
     def _callback(level: int, text: bytes, user_data: Any) -> None:
         lines.append(text.decode(errors="replace"))
 
+    previous = llama_cpp.llama_log_callback()
+    previous_data = ctypes.c_void_p()
+    llama_cpp.llama_log_get(ctypes.byref(previous), ctypes.byref(previous_data))
     llama_cpp.llama_log_set(_callback, ctypes.c_void_p(0))
     try:
         yield lines
     finally:
-        from llama_cpp import _logger  # llama-cpp-python's own callback (quiet unless verbose=True)
-
-        llama_cpp.llama_log_set(_logger.llama_log_callback, ctypes.c_void_p(0))
+        llama_cpp.llama_log_set(previous, previous_data)

@@ -215,3 +215,22 @@ def test_reading_a_header_does_not_import_numpy(gemma3_gguf: Path) -> None:
     code = ("import sys; from gemmadesk.core.gguf_info import read_layout; read_layout(sys.argv[1]); "
             "sys.exit(1 if 'numpy' in sys.modules else 0)")
     assert subprocess.run([sys.executable, "-c", code, str(gemma3_gguf)]).returncode == 0
+
+
+def test_log_capture_puts_the_engines_log_hook_back(gemma3_gguf: Path) -> None:
+    from llama_cpp import Llama
+
+    from gemmadesk.core.allocations import capture_llama_log
+    from gemmadesk.core.engine import DirectLoadSettings, Engine, llama_glue
+
+    engine = Engine()
+    engine.load(DirectLoadSettings(model_path=str(gemma3_gguf), n_ctx=512))
+    with capture_llama_log() as lines:
+        llm = Llama(str(gemma3_gguf), n_ctx=512, swa_full=False, verbose=False)
+    del llm
+    assert any("KV buffer size" in line for line in lines)
+    llama_glue._RECENT.clear()
+    engine.unload()
+    engine.load(DirectLoadSettings(model_path=str(gemma3_gguf), n_ctx=512))
+    assert llama_glue._RECENT, "the engine's log hook no longer receives llama.cpp's messages"
+    engine.unload()

@@ -89,8 +89,8 @@ class Engine:
         The file is checked first (a bad file never unloads the current model); then the current model is
         unloaded and the new one loaded. If the GPU runs out of memory, the load is retried with half the
         layers, then on the CPU only; ``LoadReport.notes`` says so. Raises an :class:`EngineError`."""
+        lib = llama_module()  # before anything that might import numpy (see gguf_header)
         info = read_gguf_info(settings.model_path)
-        lib = llama_module()
         notes: list[str] = []
         n_model_layers = info.arch_int("block_count")
         requested_layers = settings.n_gpu_layers
