@@ -72,12 +72,14 @@ class FitOptions:
 
 @dataclass(frozen=True)
 class LoadSettings:
-    """Everything the engine passes to ``llama_cpp.Llama`` (besides the fixed ``swa_full=False``)."""
+    """Everything the engine passes to ``llama_cpp.Llama`` (besides the fixed ``swa_full=False``).
+
+    Made by :meth:`Plan.load_settings`, or by hand (tests, the CLI for a file without a plan)."""
 
     model_path: str
-    n_ctx: int
-    n_gpu_layers: int
-    flash_attn: bool
+    n_ctx: int = 4096
+    n_gpu_layers: int = 0  # llama.cpp order: the output layer first, then the last layers; -1 = all
+    flash_attn: bool = False
     type_k: str = "f16"
     type_v: str = "f16"
     n_threads: int | None = None

@@ -6,54 +6,19 @@ Nothing here imports llama_cpp, so the GUI can import these types at start-up fo
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
+
+from gemmadesk.core.fit import LoadSettings
 
 Role = Literal["system", "user", "assistant"]
 StopReason = Literal["eos", "length", "stopped", "context_full"]
 KV_TYPES = ("f16", "q8_0", "q4_0")
 
 
-class LoadSettingsLike(Protocol):
-    """What :meth:`Engine.load` reads. ``gemmadesk.core.fit.LoadSettings`` (built from a fit plan) matches
-    this structurally; :class:`DirectLoadSettings` is the same shape for callers without a plan."""
-
-    @property
-    def model_path(self) -> str: ...
-    @property
-    def n_ctx(self) -> int: ...
-    @property
-    def n_gpu_layers(self) -> int: ...
-    @property
-    def flash_attn(self) -> bool: ...
-    @property
-    def type_k(self) -> str: ...
-    @property
-    def type_v(self) -> str: ...
-    @property
-    def n_threads(self) -> int | None: ...
-    @property
-    def n_batch(self) -> int: ...
-    @property
-    def n_ubatch(self) -> int: ...
-    @property
-    def main_gpu(self) -> int: ...
-
-
-@dataclass(frozen=True)
-class DirectLoadSettings:
-    """Load settings written by hand (tests, CLI without a fit plan). Same fields as fit.LoadSettings."""
-
-    model_path: str
-    n_ctx: int = 4096
-    n_gpu_layers: int = 0
-    flash_attn: bool = False
-    type_k: str = "f16"
-    type_v: str = "f16"
-    n_threads: int | None = None
-    n_batch: int = 512
-    n_ubatch: int = 512
-    main_gpu: int = 0
-    mmproj_path: str | None = None
+# One settings type for every load: ``fit.LoadSettings`` (built from a fit plan, or written by hand with
+# its defaults: CPU only, 4096 tokens). The two names below are what the engine's callers import.
+LoadSettingsLike = LoadSettings
+DirectLoadSettings = LoadSettings
 
 
 @dataclass(frozen=True)
