@@ -23,7 +23,6 @@ import logging
 import os
 import re
 import sys
-import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -33,7 +32,7 @@ from typing import Any
 from gemmadesk.core.catalog import Catalog, CatalogEntry, load_catalog
 from gemmadesk.core.gguf_header import GGUFHeaderError, read_header
 from gemmadesk.core.hub import hf_cache_dir
-from gemmadesk.core.paths import AppPaths, app_paths
+from gemmadesk.core.paths import AppPaths, app_paths, atomic_write_text
 from gemmadesk.core.settings import SettingsStore
 
 log = logging.getLogger(__name__)
@@ -152,18 +151,8 @@ class ModelStore:
         return [m for m in models if isinstance(m, dict) and "id" in m and "path" in m]
 
     def _write(self, records: list[dict[str, Any]]) -> None:
-        self.manifest_path.parent.mkdir(parents=True, exist_ok=True)
         payload = json.dumps({"version": MANIFEST_VERSION, "models": records}, indent=2, sort_keys=True)
-        fd, tmp = tempfile.mkstemp(prefix=".models-", dir=self.manifest_path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(payload)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.manifest_path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write_text(self.manifest_path, payload)
 
     @staticmethod
     def _to_model(rec: dict[str, Any]) -> InstalledModel:

@@ -26,7 +26,7 @@ def test_round_trip_and_atomic_save(tmp_path: Path) -> None:
     store.save(s)
     assert store.load() == s
     assert json.loads((tmp_path / "settings.json").read_text())["schema_version"] == SCHEMA_VERSION
-    assert not list(tmp_path.glob(".settings-*")), "no temp files left behind"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["settings.json"], "no temp files left behind"
 
 
 def test_migration_from_v1(tmp_path: Path) -> None:
