@@ -7,6 +7,7 @@ Sections made elsewhere (the GPU runs in benchmarks/gpu/) are kept in results/ t
 
     python3 bootstrap.py bench            # all benchmarks
     python3 bootstrap.py bench download   # only bench_download.py
+    python3 bootstrap.py bench --collect  # run nothing; rebuild docs/benchmarks.md from results/
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ DOC = ROOT / "docs" / "benchmarks.md"
 def main(argv: list[str]) -> int:
     RESULTS.mkdir(exist_ok=True)
     scripts = sorted(HERE.glob("bench_*.py"))
+    if "--collect" in argv:
+        scripts, argv = [], []
     if argv:
         scripts = [s for s in scripts if s.stem.removeprefix("bench_") in argv]
     failed = []

@@ -37,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
             broken.set_defaults(func=lambda _args, _exc=exc: _unavailable(_exc))
             continue
         module.register(sub)
-    gui = sub.add_parser("gui", help="open the desktop app")
+    gui = sub.add_parser("gui", help="open the desktop app (Qt options such as -platform pass through)")
+    gui.add_argument("qt_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     gui.set_defaults(func=_run_gui)
     return parser
 
@@ -50,7 +51,7 @@ def _unavailable(exc: ImportError) -> int:
 def _run_gui(args: argparse.Namespace) -> int:
     from gemmadesk.ui.app import main as gui_main
 
-    return gui_main([])
+    return gui_main(list(args.qt_args))
 
 
 def main(argv: list[str] | None = None) -> int:

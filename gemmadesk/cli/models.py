@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from dataclasses import asdict
 
 from gemmadesk.cli.common import add_hardware_arg, human_bytes, load_hardware, print_json
-from gemmadesk.core.catalog import load_catalog
+from gemmadesk.core.catalog_refresh import current_catalog, refresh
 from gemmadesk.core.fit import FitOptions, recommend
 
 
@@ -17,6 +18,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--flash-attn", choices=("auto", "on", "off"), default="auto")
     p.add_argument("--vision", action="store_true", help="include the vision projector (mmproj)")
     p.add_argument("--all", action="store_true", help="also list formats this app cannot run")
+    p.add_argument("--refresh", action="store_true", help="first update file sizes and sha256 from the Hub")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     add_hardware_arg(p)
     p.set_defaults(func=run)
@@ -26,7 +28,12 @@ def run(args: argparse.Namespace) -> int:
     if args.ctx < 256:
         raise SystemExit("error: --ctx must be at least 256 tokens")
     hw = load_hardware(args)
-    catalog = load_catalog()
+    if args.refresh:
+        result = refresh()
+        print(f"refreshed {result.updated} file(s) from the Hub ({result.repos_ok} repositories)", file=sys.stderr)
+        for line in result.errors:
+            print(f"  {line}", file=sys.stderr)
+    catalog = current_catalog()
     options = FitOptions(n_ctx=args.ctx, kv_type=args.kv, flash_attn=args.flash_attn, with_mmproj=args.vision)
     rec = recommend(hw, catalog, options)
     best_id = rec.best.entry_id if rec.best else None

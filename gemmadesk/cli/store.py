@@ -14,7 +14,8 @@ import time
 from pathlib import Path
 
 from gemmadesk.cli.common import add_hardware_arg, human_bytes, load_hardware, print_json
-from gemmadesk.core.catalog import CatalogEntry, load_catalog
+from gemmadesk.core.catalog import CatalogEntry
+from gemmadesk.core.catalog_refresh import current_catalog
 from gemmadesk.core.downloads import (
     DownloadCancelled,
     DownloadError,
@@ -65,7 +66,7 @@ def find_entry(model: str, fmt: str | None = None, revision: str | None = None) 
     if model.count("/") >= 2 and model.lower().endswith(".gguf"):
         org, repo, filename = model.split("/", 2)
         return hub_file_entry(f"{org}/{repo}", filename, revision or "main")
-    catalog = load_catalog()
+    catalog = current_catalog()
     return catalog.find(f"{model}:{fmt}" if fmt and ":" not in model else model)
 
 

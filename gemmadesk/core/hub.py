@@ -19,7 +19,6 @@ import os
 import re
 import ssl
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx2
@@ -123,17 +122,6 @@ class RemoteFile:
     sha256: str | None
     sha256_source: str  # "hub" | "catalog" | "none"
     etag: str | None
-
-
-def hf_cache_dir(env: dict[str, str] | None = None) -> Path:
-    """The user's Hugging Face hub cache, resolved the way huggingface_hub does, at call time."""
-    environ = os.environ if env is None else env
-    if environ.get("HF_HUB_CACHE"):
-        return Path(environ["HF_HUB_CACHE"]).expanduser()
-    if environ.get("HF_HOME"):
-        return Path(environ["HF_HOME"]).expanduser() / "hub"
-    xdg = environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(xdg).expanduser() / "huggingface" / "hub"
 
 
 def auth_headers(cfg: HubConfig) -> dict[str, str]:

@@ -31,8 +31,7 @@ from typing import Any
 
 from gemmadesk.core.catalog import Catalog, CatalogEntry, load_catalog
 from gemmadesk.core.gguf_header import GGUFHeaderError, read_header
-from gemmadesk.core.hub import hf_cache_dir
-from gemmadesk.core.paths import AppPaths, app_paths, atomic_write_text
+from gemmadesk.core.paths import AppPaths, app_paths, atomic_write_text, hf_cache_dir
 from gemmadesk.core.settings import SettingsStore
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,8 @@ from collections.abc import Callable
 from PySide6.QtCore import QObject, Signal
 
 from gemmadesk.core import hardware as hw_mod
-from gemmadesk.core.catalog import Catalog, CatalogEntry, load_catalog
+from gemmadesk.core.catalog import Catalog, CatalogEntry
+from gemmadesk.core.catalog_refresh import current_catalog
 from gemmadesk.core.fit import FitOptions, Recommendation, recommend
 from gemmadesk.core.hardware import Hardware
 from gemmadesk.core.store import ModelStore
@@ -42,7 +43,7 @@ class SetupController(QObject):
         self._tasks = tasks
         self._prober = prober
         self.store = store
-        self.catalog = catalog or load_catalog()
+        self.catalog = catalog or current_catalog()
         self.model = FitTableModel(self)
         self.hardware: Hardware | None = None
         self.options = FitOptions(n_ctx=n_ctx)
