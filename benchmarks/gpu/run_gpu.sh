@@ -2,6 +2,7 @@
 # GPU validation, run on the NVIDIA machine from the repo root (the device tool's `run`):
 #   bash benchmarks/gpu/run_gpu.sh build     # unpack + build llama-cpp-python with CUDA, make synthetic GGUFs
 #   bash benchmarks/gpu/run_gpu.sh measure   # estimate vs llama.cpp vs NVML, decode speed engine vs bare
+#   bash benchmarks/gpu/run_gpu.sh oom       # the engine's retry after a real GPU out-of-memory
 # Needs in .gpu/ (carried, git-ignored): llama-cpp-python-0.3.36-slim.tar.gz (sdist without .git, models,
 # docs), ggml-vocab-gemma-4.gguf, and the wheels missing there (diskcache, gguf, platformdirs).
 # Everything it builds stays in git-ignored folders of the repo (.gpu-build/, .gpu-models/) so a second
@@ -67,6 +68,12 @@ case "${1:-all}" in
     build
     wait
     gen 26B-A4B 31B
+    ;;
+  oom)  # a real GPU out-of-memory at load: the engine must retry with fewer layers, then the CPU
+    gen 31B &
+    build
+    wait
+    python3 tests/engine/gpu_oom_check.py "$MODELS/31B.gguf" 2>&1 | grep -v "^llama_\|^load\|^print_info\|^~llama" | tee "$OUT/oom.log"
     ;;
   measure)
     build
