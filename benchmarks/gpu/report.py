@@ -58,6 +58,17 @@ def main(argv: list[str]) -> int:
             out.append(f"| {r['size']} | {r['ctx']:,} | {'on' if r['fa'] else 'off'} | {r['bare_tps']:.1f} "
                        f"| {r['engine_tps']:.1f} | {r['speed_ratio']:.2f} |")
         out += ["", "128 greedy tokens each; the bare loop is `Llama.generate` with top_k=1."]
+    oom = Path(argv[0]).with_name("oom.log")
+    if oom.exists():
+        text = oom.read_text()
+        wanted = ("hog loaded", "ggml_backend_cuda_buffer", "graph_reserve", "gpu used MiB", "OOM RETRY")
+        keep = [ln for ln in text.splitlines() if ln.startswith(wanted)]
+        out += ["", "### A real GPU out-of-memory at load (`bash benchmarks/gpu/run_gpu.sh oom`)", "",
+                "A second llama.cpp instance (the synthetic 31B at 256K context, flash attention) holds ~39 GiB; then "
+                "the Engine loads the same 31B with full offload at 256K context without flash attention, which "
+                "cannot fit. `cudaMalloc` fails, the Engine retries with fewer GPU layers, loads, answers, and says "
+                "so in `LoadReport.notes` (`tests/engine/gpu_oom_check.py`):", "", "```",
+                *[ln[:160] + ("…" if len(ln) > 160 else "") for ln in keep], "```"]
     hw = Path(argv[0]).with_name("hw.txt")
     if hw.exists():
         lines = [ln for ln in hw.read_text().splitlines() if not ln.startswith(("ggml_cuda_init", "  Device"))]

@@ -73,7 +73,7 @@ case "${1:-all}" in
     gen 31B &
     build
     wait
-    python3 tests/engine/gpu_oom_check.py "$MODELS/31B.gguf" 2>&1 | grep -v "^llama_\|^load\|^print_info\|^~llama" | tee "$OUT/oom.log"
+    python3 tests/engine/gpu_oom_check.py "$MODELS/31B.gguf" 2>&1 | grep -v "^llama_\|^load_tensors\|^print_info\|^~llama" | tee "$OUT/oom.log"
     ;;
   measure)
     build
