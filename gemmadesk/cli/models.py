@@ -8,7 +8,7 @@ from dataclasses import asdict
 
 from gemmadesk.cli.common import add_hardware_arg, human_bytes, load_hardware, print_json
 from gemmadesk.core.catalog_refresh import current_catalog, refresh
-from gemmadesk.core.fit import FitOptions, recommend
+from gemmadesk.core.fit import FitOptions, Plan, entry_layout, max_contexts, recommend
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -22,6 +22,39 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     add_hardware_arg(p)
     p.set_defaults(func=run)
+
+    r = sub.add_parser("recommend", help="the best Gemma 4 model for this machine, why, and the runner-up")
+    r.add_argument("-c", "--ctx", type=int, default=8192, help="context length in tokens (default 8192)")
+    r.add_argument("--json", action="store_true", help="machine-readable output")
+    add_hardware_arg(r)
+    r.set_defaults(func=run_recommend)
+
+
+def run_recommend(args: argparse.Namespace) -> int:
+    """Exit 0 with a recommendation, 3 when no model fits this machine."""
+    hw = load_hardware(args)
+    catalog = current_catalog()
+    rec = recommend(hw, catalog, FitOptions(n_ctx=args.ctx))
+    best, second = rec.best, rec.runner_up
+    if args.json:
+        def brief(plan: Plan | None) -> dict[str, object] | None:
+            if plan is None:
+                return None
+            entry = catalog.get(plan.entry_id)
+            limits = max_contexts(entry_layout(entry, catalog), hw, plan.options, entry)
+            return {"id": plan.entry_id, "label": entry.label, "verdict": plan.verdict.value, "tight": plan.tight,
+                    "n_gpu_layers": plan.n_gpu_layers, "gpu_bytes": plan.estimate.gpu_bytes,
+                    "ram_bytes": plan.estimate.cpu_bytes, "reason": plan.reason,
+                    "max_ctx": {"gpu": limits.gpu, "partial": limits.partial, "cpu": limits.cpu}}
+
+        print_json({"recommended": brief(best), "runner_up": brief(second), "explanation": rec.explanation})
+    elif best is None:
+        print(rec.explanation)
+    else:
+        print(f"Recommended: {rec.explanation}")
+        if second is not None:
+            print(f"Runner-up:   {catalog.get(second.entry_id).label} — {second.reason}.")
+    return 0 if best is not None else 3
 
 
 def run(args: argparse.Namespace) -> int:
@@ -50,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
                 "kv_bytes": plan.estimate.kv_bytes, "estimate": asdict(plan.estimate),
                 "flash_attn": plan.flash_attn, "type_k": plan.type_k, "type_v": plan.type_v,
                 "reason": plan.reason, "notes": list(plan.notes), "recommended": plan.entry_id == best_id,
+                "max_ctx": asdict(max_contexts(entry_layout(entry, catalog), hw, options, entry)),
             })
         info = [{"id": e.id, "size": e.size, "format": e.format, "repo_id": e.repo_id, "runner": e.runner}
                 for e in catalog.entries if not e.runnable] if args.all else []

@@ -22,7 +22,8 @@ GPUs share system RAM, so offloading to them frees no RAM and everything must fi
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 
@@ -161,6 +162,16 @@ class Recommendation:
     best: Plan | None
     explanation: str
     alternatives: tuple[str, ...] = field(default=())
+    runner_up: Plan | None = None  # the next best choice by the same ranking
+
+
+@dataclass(frozen=True)
+class MaxContexts:
+    """The longest context (tokens, multiples of 1024) that still fits each way; 0 = not even 1024."""
+
+    gpu: int  # everything on the GPU
+    partial: int  # some layers on the GPU, the rest on the CPU (includes gpu)
+    cpu: int  # CPU only
 
 
 # ------------------------------------------------------------------------------------------ estimate
@@ -378,6 +389,27 @@ def plan_layout(
                 f"needs about {_fmt(cpu.cpu_bytes)}; this machine has {_fmt(room)} for models")
 
 
+def max_contexts(
+    layout: ModelLayout, hw: Hardware, options: FitOptions, entry: CatalogEntry | None = None
+) -> MaxContexts:
+    """Binary-search the longest context for each placement (the plan is monotonic in ``n_ctx``)."""
+    limit = layout.n_ctx_train or 131072
+
+    def longest(ok: Callable[[Plan], bool], opts: FitOptions = options) -> int:
+        lo, hi = 0, limit // 1024  # in units of 1024 tokens
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            plan = plan_layout(layout, hw, replace(opts, n_ctx=mid * 1024), entry=entry)
+            lo, hi = (mid, hi) if ok(plan) else (lo, mid - 1)
+        return lo * 1024
+
+    return MaxContexts(
+        gpu=longest(lambda p: p.verdict is Verdict.GPU),
+        partial=longest(lambda p: p.verdict in (Verdict.GPU, Verdict.PARTIAL)),
+        cpu=longest(lambda p: p.fits, replace(options, max_gpu_layers=0)),
+    )
+
+
 def entry_layout(entry: CatalogEntry, catalog: Catalog, gguf_path: Path | None = None) -> ModelLayout:
     if gguf_path is not None:
         return read_layout(gguf_path)
@@ -479,4 +511,5 @@ def recommend(hw: Hardware, catalog: Catalog, options: FitOptions) -> Recommenda
         why = _why_not(nxt, by_id[nxt.entry_id])
         alternatives.append(f"{by_id[nxt.entry_id].size} {why}")
         text += f" The next size up, {by_id[nxt.entry_id].size}, {why}."
-    return Recommendation(plans, best, text, tuple(alternatives))
+    runner_up = next((p for p in ranked[1:] if p.fits and by_id[p.entry_id].size != e.size), None)
+    return Recommendation(plans, best, text, tuple(alternatives), runner_up)

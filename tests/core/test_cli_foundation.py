@@ -48,3 +48,23 @@ def test_bad_hardware_file_is_a_clear_error(tmp_path: Path) -> None:
     proc = cli("models", "--hardware", str(path))
     assert proc.returncode != 0
     assert "cannot read hardware description" in proc.stderr
+
+
+def test_recommend_cli_json_and_exit_codes(tmp_path: Path) -> None:
+    big = tmp_path / "big.json"
+    big.write_text(json.dumps({"os": "Linux", "arch": "x86_64", "ram_total_bytes": 64 * GiB,
+                               "gpus": [{"name": "RTX 4090", "vendor": "nvidia", "memory_kind": "discrete",
+                                         "total_bytes": 24 * GiB, "free_bytes": 23 * GiB, "usable_by_build": True,
+                                         "backend": "CUDA"}],
+                               "backend": {"gpu_offload": True, "backends": ["CUDA", "CPU"]}}))
+    proc = cli("recommend", "--hardware", str(big), "--json")
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["recommended"]["id"].startswith("31b") and data["recommended"]["verdict"] == "gpu"
+    assert data["recommended"]["max_ctx"]["gpu"] >= 8192
+    assert data["runner_up"]["id"] != data["recommended"]["id"]
+    tiny = tmp_path / "tiny.json"
+    tiny.write_text(json.dumps({"os": "Linux", "arch": "x86_64", "ram_total_bytes": 2 * GiB}))
+    none = cli("recommend", "--hardware", str(tiny))
+    assert none.returncode == 3
+    assert "No Gemma 4 model fits" in none.stdout
