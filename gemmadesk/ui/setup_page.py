@@ -81,8 +81,8 @@ class SetupPage(QWidget):
         self.panel.set_progress(
             self._label(p.entry_id), p.bytes_done, p.bytes_total, p.speed_bps, p.eta_s, p.state.value
         )
-        if p.state.value == "failed" and p.error:
-            self.panel.set_failed(self._label(p.entry_id), html.escape(p.error))
+        # A "failed" progress event is not acted on here: Retry is offered by _failed, which runs only once
+        # the download job has really ended (offering it earlier made a quick Retry click do nothing).
 
     def _finished(self, _installed: object) -> None:
         self.setup.recompute()  # marks the row installed (and re-selects it) before the panel says so
