@@ -3,28 +3,16 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from gemmadesk.core.downloads import Progress, RetryPolicy
 from gemmadesk.core.store import ModelStore
-from tests.support.hubserver import HubServer
 
 # Short waits so retry tests finish quickly; the stall timeout stays generous for a loaded machine.
 FAST_RETRY = RetryPolicy(max_failures=5, base_wait_s=0.05, max_wait_s=0.2, stall_timeout_s=5.0,
                          connect_timeout_s=10.0)
-
-
-@pytest.fixture
-def hub(monkeypatch: pytest.MonkeyPatch) -> Iterator[HubServer]:
-    """A started local Hub; HF_ENDPOINT points at it (read at call time by GemmaDesk)."""
-    with HubServer() as server:
-        monkeypatch.setenv("HF_ENDPOINT", server.endpoint)
-        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-        monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-        yield server
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ import pytest
 from PySide6.QtCore import QThread, QThreadPool
 
 from gemmadesk.core.hardware import Hardware
-from tests.support.hubserver import HubServer
 from tests.ui import hardware_fixtures as hwf
 
 
@@ -58,11 +57,3 @@ def mac_64gb() -> Hardware:
     return Hardware.from_dict(hwf.MAC_64GB)
 
 
-@pytest.fixture
-def hub(monkeypatch: pytest.MonkeyPatch) -> Iterator[HubServer]:
-    """The downloads engineer's local Hub on 127.0.0.1; HF_ENDPOINT points the app at it."""
-    with HubServer() as server:
-        monkeypatch.setenv("HF_ENDPOINT", server.endpoint)
-        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-        monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-        yield server
