@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shutil
 from collections.abc import Callable
@@ -36,7 +37,24 @@ from gemmadesk.core.catalog import CatalogEntry, ModelFile
 from gemmadesk.core.fit import FitOptions, Verdict, plan_entry
 from gemmadesk.core.hardware import Hardware
 from gemmadesk.core.hub import SHA256_RE, HubConfig, HubError, RemoteFile, resolve
-from gemmadesk.core.store import InstalledModel, ModelStore, StoreError, sha256_file
+from gemmadesk.core.model_check import ModelFileError, check_model_file
+from gemmadesk.core.safe_paths import (
+    UnsafePathError,
+    check_commit,
+    check_filename,
+    check_repo_id,
+    check_revision,
+    inside,
+)
+from gemmadesk.core.store import (
+    InstalledModel,
+    ModelStore,
+    Receipt,
+    StoreError,
+    WrittenFile,
+    WrittenLink,
+    sha256_file,
+)
 from gemmadesk.core.transfer import (
     DownloadCancelled,
     DownloadControl,
@@ -53,11 +71,14 @@ from gemmadesk.core.transfer import (
 )
 
 __all__ = [
-    "DownloadCancelled", "DownloadControl", "DownloadError", "DownloadPaused", "DownloadState", "Preflight",
-    "Progress", "RetryPolicy", "check_disk", "discard_partial", "download", "hub_file_entry", "preflight",
+    "DownloadCancelled", "DownloadControl", "DownloadError", "DownloadPaused", "DownloadState", "PartialInfo",
+    "Preflight", "Progress", "RetryPolicy", "check_disk", "discard_partial", "download", "hub_file_entry",
+    "partial_info", "preflight",
 ]
+log = logging.getLogger(__name__)
 GiB = 1024**3
 UNREACHABLE_TRIES = 3  # metadata attempts when no connection can be made at all (1 s + 2 s of backoff)
+SIZE_TOLERANCE = 0.10  # the Hub's size may differ this much from the catalog's (re-uploads, rounded sizes)
 
 
 @dataclass(frozen=True)
@@ -134,41 +155,102 @@ def preflight(entry: CatalogEntry, hw: Hardware, options: FitOptions, store: Mod
 # ``<repo folder>/blobs/<sha256>.incomplete``, huggingface_hub's own convention: on the same file system
 # as the final blob (the move is atomic, no second copy), listed and cleaned by ``hf cache`` tools, and
 # interchangeable with a partial that ``hf_hub_download`` left (same content-addressed name).
+# Every path below is built with ``safe_paths.inside``: names from a command line or a mirror's answers
+# never lead outside the folder they belong in.
 def _hf_repo_dir(store: ModelStore, repo_id: str) -> Path:
-    return store.hf_cache() / ("models--" + repo_id.replace("/", "--"))
+    return inside(store.hf_cache(), "models--" + check_repo_id(repo_id).replace("/", "--"))
 
 
 def _partial_path(store: ModelStore, remote: RemoteFile) -> Path:
     if store.use_hf_cache and remote.sha256:
-        return _hf_repo_dir(store, remote.repo_id) / "blobs" / f"{remote.sha256}.incomplete"
+        return inside(_hf_repo_dir(store, remote.repo_id), "blobs", f"{remote.sha256}.incomplete")
     return _own_partial(store, remote.repo_id, remote.filename)
 
 
 def _own_partial(store: ModelStore, repo_id: str, filename: str) -> Path:
-    return store.partial_dir() / f"{repo_id.replace('/', '--')}--{filename}.part"
+    flat = f"{check_repo_id(repo_id).replace('/', '--')}--{check_filename(filename).replace('/', '--')}.part"
+    return inside(store.partial_dir(), flat)
 
 
 def _partials(store: ModelStore, mf: ModelFile) -> list[Path]:
-    """The partial files GemmaDesk kept for this file, in its store and in the HF cache."""
-    found = [p for p in (_own_partial(store, mf.repo_id, mf.filename),) if p.exists()]
-    for sidecar in (_hf_repo_dir(store, mf.repo_id) / "blobs").glob("*.incomplete.json"):
-        with contextlib.suppress(OSError, ValueError, AttributeError):
-            if json.loads(sidecar.read_text(encoding="utf-8")).get("filename") == mf.filename:
-                found.append(sidecar.with_suffix(""))
+    """The partial files GemmaDesk kept for this file (each with GemmaDesk's sidecar), in its store and in
+    the HF cache. Symlinks are never taken for partials."""
+    try:
+        own = _own_partial(store, mf.repo_id, mf.filename)
+        blobs = inside(_hf_repo_dir(store, mf.repo_id), "blobs")
+    except UnsafePathError:
+        return []
+    found = [own] if own.is_file() and not own.is_symlink() else []
+    with contextlib.suppress(OSError):
+        for sidecar in sorted(blobs.glob("*.incomplete.json"))[:100] if blobs.is_dir() else []:
+            with contextlib.suppress(OSError, ValueError, AttributeError, RecursionError):
+                part = sidecar.with_suffix("")
+                if part.is_symlink() or not part.is_file() or sidecar.stat().st_size > 64 * 1024:
+                    continue
+                if json.loads(sidecar.read_text(encoding="utf-8")).get("filename") == mf.filename:
+                    found.append(part)
     return found
 
 
 def _partial_size(store: ModelStore, mf: ModelFile) -> int:
-    sizes = [p.stat().st_size for p in _partials(store, mf) if p.exists()]
+    sizes = [_size(p) for p in _partials(store, mf)]
     return max(sizes, default=0)
 
 
-def discard_partial(entry: CatalogEntry, store: ModelStore) -> None:
-    """Delete the kept partial files of an entry (the UI offers this after a cancel)."""
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _expected_size(part: Path) -> int:
+    """The full size a partial will have, from its sidecar (0 when unknown)."""
+    try:
+        data = json.loads(part.with_name(part.name + ".json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return 0
+    size = data.get("size") if isinstance(data, dict) else None
+    return size if isinstance(size, int) and not isinstance(size, bool) and size > 0 else 0
+
+
+@dataclass(frozen=True)
+class PartialInfo:
+    """What an interrupted download of an entry left on disk (for "Resume" with real progress, "Discard")."""
+
+    bytes_done: int  # bytes on disk (all kept partial files of the entry)
+    bytes_total: int  # the full size, when known (else 0)
+
+
+def partial_info(entry: CatalogEntry, store: ModelStore) -> PartialInfo | None:
+    """The entry's kept partial download, or None when there is none."""
+    done = total = 0
+    found = False
+    for mf in (entry.file, entry.mmproj):
+        if mf is None:
+            continue
+        parts = _partials(store, mf)
+        if parts:
+            found = True
+            best = max(parts, key=_size)
+            done += _size(best)
+            total += _expected_size(best) or mf.size_bytes
+        elif mf is entry.file:
+            total += mf.size_bytes
+    return PartialInfo(done, max(total, done)) if found else None
+
+
+def discard_partial(entry: CatalogEntry, store: ModelStore) -> int:
+    """Delete the kept partial files of an entry (the UI offers this after a cancel); returns the bytes freed.
+    Only partials with GemmaDesk's sidecar are touched, never through a symlink."""
+    freed = 0
     for mf in (entry.file, entry.mmproj):
         if mf is not None:
             for part in _partials(store, mf):
+                size = _size(part)
                 discard(part)
+                freed += size
+    return freed
 
 
 # ----- the public entry point ----------------------------------------------------------------------
@@ -177,8 +259,17 @@ def hub_file_entry(repo_id: str, filename: str, revision: str = "main") -> Catal
 
     Its size and sha256 come from the Hub when downloading; the fit check cannot judge it beforehand.
     """
+    try:
+        check_repo_id(repo_id)
+        check_filename(filename)
+        check_revision(revision)
+    except UnsafePathError as exc:
+        raise DownloadError(str(exc)) from exc
+    if not filename.lower().endswith(".gguf"):
+        raise DownloadError(f"{filename!r} is not a .gguf file; GemmaDesk downloads GGUF models only.")
     mf = ModelFile(repo_id=repo_id, filename=filename, size_bytes=0, revision=revision)
     return CatalogEntry(
+        architecture="",  # any architecture llama.cpp runs
         id="hf-" + f"{repo_id}-{filename}".replace("/", "-").lower().removesuffix(".gguf"),
         size="custom", format="GGUF", publisher=repo_id.split("/")[0], runnable=True,
         runner="GemmaDesk (llama.cpp)", repo_id=repo_id, file=mf, mmproj=None, google_memory_gb=None,
@@ -213,7 +304,16 @@ def download(
     files = [(entry.file, "main")] + ([(entry.mmproj, "mmproj")] if with_mmproj and entry.mmproj else [])
     if with_mmproj and entry.mmproj is None:
         raise DownloadError(f"{entry.label} has no vision projector (mmproj) to download.")
+    try:
+        for mf, _role in files:
+            check_repo_id(mf.repo_id)
+            check_filename(mf.filename)
+            check_revision(revision or mf.revision)
+    except UnsafePathError as exc:
+        raise DownloadError(str(exc)) from exc
     installed = store.find_for_entry(entry.id)
+    if store.refused:
+        raise DownloadError(store.refused)
     if installed is not None and installed.status == "changed":  # touched or damaged? check the bytes
         on_progress(Progress(entry.id, entry.file.filename, DownloadState.VERIFYING, 0, installed.size_bytes,
                              0.0, None))
@@ -230,12 +330,20 @@ def download(
             continue
         if role == "mmproj" and installed is not None and installed.mmproj_path:
             continue
-        got = _obtain(entry, mf, store, cfg, on_progress, control, retry)
-        if role == "main":
-            installed = store.record(model_id=entry.id, entry_id=entry.id, path=got.path, sha256=got.sha256,
-                                     source=got.source, display_name=_display_name(entry), owned=got.owned)
-        else:
-            installed = store.attach_mmproj(entry.id, got.path, got.sha256, owned=got.owned)
+        got = _obtain(entry, mf, store, cfg, on_progress, control, retry, role,
+                      pinned=revision is None or revision == mf.revision)
+        try:
+            if role == "main":
+                installed = store.record(model_id=entry.id, entry_id=entry.id, path=got.path, sha256=got.sha256,
+                                         source=got.source, display_name=_display_name(entry), owned=got.owned)
+            else:
+                installed = store.attach_mmproj(entry.id, got.path, got.sha256, owned=got.owned)
+        except (OSError, StoreError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise DownloadError(
+                f"{mf.filename} was downloaded and verified ({got.path}), but the model list could not be saved "
+                f"({why}): free some disk space and start GemmaDesk again; it will find the file and list it."
+            ) from exc
     assert installed is not None
     return store.get(installed.id)
 
@@ -250,11 +358,11 @@ class _Obtained:
 
 def _obtain(entry: CatalogEntry, mf: ModelFile, store: ModelStore, cfg: HubConfig,
             on_progress: Callable[[Progress], None], control: DownloadControl,
-            retry: RetryPolicy) -> _Obtained:
-    """One file: reuse a verified copy from the HF cache, or fetch, verify and install it."""
+            retry: RetryPolicy, role: str = "main", *, pinned: bool = True) -> _Obtained:
+    """One file: reuse a verified copy from the HF cache, or fetch, verify, check and install it."""
     meter = Meter(entry.id, mf.filename, mf.size_bytes, on_progress)
     try:
-        cached = _from_hf_cache(mf, store, meter, control)
+        cached = _from_hf_cache(mf, store, meter, control, entry, role)
         if cached is not None:
             return cached
         meter.state(DownloadState.QUEUED)
@@ -264,24 +372,33 @@ def _obtain(entry: CatalogEntry, mf: ModelFile, store: ModelStore, cfg: HubConfi
                 f"Neither {cfg.endpoint} nor the catalog gives a sha256 for {mf.filename}, so the download "
                 "could not be verified; GemmaDesk does not install unverified files."
             )
+        if pinned:
+            _check_size(entry, mf, remote, cfg)
         meter.total = remote.size
         _needed, _free, short = check_disk(store, [mf], [remote.size])
         if short:
             raise DownloadError(short)
         part = _partial_path(store, remote)
-        with exclusive(part, mf.filename):
+        with exclusive(part, mf.filename, store.paths.cache_dir / "locks"):
             digest = fetch(remote, cfg, part, meter, control, retry,
                            refresh=lambda: _resolve_with_retry(mf, cfg, control, retry))
             meter.state(DownloadState.VERIFYING)
             if digest != remote.sha256:
                 discard(part)
+                log.warning("sha256 mismatch for %s from %s: got %s, the %s says %s", mf.filename, cfg.endpoint,
+                            digest, remote.sha256_source, remote.sha256)
                 raise DownloadError(
-                    f"{mf.filename} is damaged: its sha256 is {digest} but the {remote.sha256_source} says "
-                    f"{remote.sha256}. The bad file was deleted; download it again."
+                    f"{mf.filename} arrived damaged (its contents do not match what the "
+                    f"{_source_words(remote.sha256_source)} published), so it was deleted: download it again; "
+                    "if this repeats, check the network or the mirror."
                 )
-            target = _install(part, remote, store)
+            _check_contents(part, mf.filename, entry, role, store, cfg)
+            target = _install(part, remote, store, entry, role)
         meter.state(DownloadState.DONE)
         return _Obtained(target, digest, "hf-cache" if store.use_hf_cache else "download", owned=True)
+    except (UnsafePathError, StoreError) as exc:
+        meter.state(DownloadState.FAILED, str(exc))
+        raise DownloadError(str(exc)) from exc
     except DownloadPaused:
         meter.state(DownloadState.PAUSED)
         raise
@@ -291,6 +408,48 @@ def _obtain(entry: CatalogEntry, mf: ModelFile, store: ModelStore, cfg: HubConfi
     except DownloadError as exc:
         meter.state(DownloadState.FAILED, str(exc))
         raise
+
+
+def _source_words(source: str) -> str:
+    return {"hub": "Hub", "catalog": "catalog"}.get(source, "server")
+
+
+def _fmt_size(n: int) -> str:
+    return f"{n / GiB:.2f} GiB ({n:,} bytes)" if n >= GiB / 10 else f"{n / 2**20:.1f} MiB ({n:,} bytes)"
+
+
+def _check_size(entry: CatalogEntry, mf: ModelFile, remote: RemoteFile, cfg: HubConfig) -> None:
+    """A catalog model's file must be about the size the catalog publishes: a mirror that serves something
+    else (a 57 MiB file as E2B) is refused before a byte is downloaded."""
+    if mf.size_bytes <= 0 or abs(remote.size - mf.size_bytes) <= SIZE_TOLERANCE * mf.size_bytes:
+        return
+    raise DownloadError(
+        f"{cfg.endpoint} offers {mf.filename} as {_fmt_size(remote.size)}, but {_display_name(entry)} is "
+        f"published as {_fmt_size(mf.size_bytes)}: the server is not serving that model, so nothing was "
+        "downloaded. Check the mirror in HF_ENDPOINT (or unset it) and try again."
+    )
+
+
+def _check_contents(part: Path, filename: str, entry: CatalogEntry, role: str, store: ModelStore,
+                    cfg: HubConfig) -> None:
+    """A verified download must also be a model llama.cpp can load, of the expected architecture and
+    layer count, before it is installed (the sha256 only proves it is what the server meant to send)."""
+    if role == "mmproj":
+        want, layers = None, None
+    else:
+        want = entry.architecture or None
+        arch = store.catalog.architectures.get(entry.size) if want == "gemma4" else None
+        layers = arch.n_layer if arch is not None else None
+    try:
+        check_model_file(part, architecture=want, n_layer=layers, expected_name=_display_name(entry),
+                         projector=role == "mmproj")
+    except ModelFileError as exc:
+        discard(part)
+        why = str(exc).replace(part.name, filename)
+        raise DownloadError(
+            f"The file {cfg.endpoint} sent is not {_display_name(entry)}: {why} It was deleted; check the mirror "
+            "in HF_ENDPOINT (or unset it) and try again."
+        ) from exc
 
 
 def _resolve_with_retry(
@@ -313,55 +472,114 @@ def _resolve_with_retry(
             control.wait(backoff(retry, failures, exc.retry_after))
 
 
-def _install(part: Path, remote: RemoteFile, store: ModelStore) -> Path:
-    """Move the verified partial into place atomically; the HF cache gets its blobs/snapshots layout."""
+def _install(part: Path, remote: RemoteFile, store: ModelStore, entry: CatalogEntry, role: str) -> Path:
+    """Move the verified partial into place atomically; the HF cache gets its blobs/snapshots layout.
+
+    A receipt of what is written is saved *before* the move (see :mod:`gemmadesk.core.store`): if the
+    model list cannot be written afterwards, the store still finds and adopts the file. A file already at
+    the target that GemmaDesk did not write is never overwritten.
+    """
     sidecar = part.with_name(part.name + ".json")
+    sha = remote.sha256 or ""
+    name = _display_name(entry) if role == "main" else f"{_display_name(entry)} (vision projector)"
     if not store.use_hf_cache:
         target = store.target_path(remote.repo_id, remote.filename)
+        _refuse_foreign(target, store)
         target.parent.mkdir(parents=True, exist_ok=True)
-        _move(part, target)
+        _receipt(store, target, role, entry, sha, "download", name, [(target, os.stat(part))])
+        final = _move(part, target)
+        if final is not None:  # copied across file systems: a new file, so a new receipt
+            _receipt(store, target, role, entry, sha, "download", name, [(target, final)])
         sidecar.unlink(missing_ok=True)
         return target
     repo_dir = _hf_repo_dir(store, remote.repo_id)
-    blob = repo_dir / "blobs" / (remote.sha256 or "")
+    blob = inside(repo_dir, "blobs", sha)
+    commit = check_commit(remote.commit) if remote.commit else check_revision(remote.revision)
+    link = inside(repo_dir, "snapshots", commit, remote.filename)
+    _refuse_foreign(blob, store, link)
+    relative = os.path.relpath(blob, link.parent)
+    reuse_link = link.is_symlink() and os.readlink(link) == relative  # e.g. made by huggingface_hub
+    if os.path.lexists(link) and not reuse_link:
+        _refuse_foreign(link, store)
     blob.parent.mkdir(parents=True, exist_ok=True)
-    _move(part, blob)
+    links = [] if reuse_link else [WrittenLink(str(link), relative)]
+    _receipt(store, link, role, entry, sha, "hf-cache", name, [(blob, os.stat(part))], links)
+    final = _move(part, blob)
+    if final is not None:
+        _receipt(store, link, role, entry, sha, "hf-cache", name, [(blob, final)], links)
     sidecar.unlink(missing_ok=True)
-    commit = remote.commit or remote.revision
-    link = repo_dir / "snapshots" / commit / remote.filename
     link.parent.mkdir(parents=True, exist_ok=True)
-    link.unlink(missing_ok=True)
-    try:
-        link.symlink_to(os.path.relpath(blob, link.parent))
-    except OSError:  # no symlinks (Windows without developer mode): huggingface_hub then moves the blob too
-        os.replace(blob, link)
+    if not reuse_link:
+        if link.is_symlink():
+            link.unlink()  # our own earlier link (checked above)
+        try:
+            link.symlink_to(relative)
+        except OSError:  # no symlinks (Windows without developer mode): huggingface_hub then moves the blob
+            os.replace(blob, link)
+            _receipt(store, link, role, entry, sha, "hf-cache", name, [(link, os.stat(link))])
     if remote.revision != commit:
-        (repo_dir / "refs").mkdir(exist_ok=True)
-        (repo_dir / "refs" / remote.revision).write_text(commit)
+        ref = inside(repo_dir, "refs", remote.revision)
+        ref.parent.mkdir(parents=True, exist_ok=True)
+        ref.write_text(commit)
     return link
 
 
-def _move(src: Path, dst: Path) -> None:
+def _refuse_foreign(target: Path, store: ModelStore, model_path: Path | None = None) -> None:
+    """Stop before replacing a file GemmaDesk did not write (the verified partial is kept for later)."""
+    if not os.path.lexists(target):
+        return
+    receipt = store.receipt_for(model_path or target)
+    ours = receipt is not None and receipt.is_ours() and any(f.path == str(target) for f in receipt.files)
+    if not ours:
+        raise DownloadError(
+            f"{target} already exists and GemmaDesk did not create it, so it was left as it is: move it away "
+            "(or import it) and start the download again; the verified download is kept and will be used then."
+        )
+
+
+def _receipt(store: ModelStore, model_path: Path, role: str, entry: CatalogEntry, sha: str, source: str,
+             name: str, files: list[tuple[Path, os.stat_result]], links: list[WrittenLink] | None = None) -> None:
+    try:
+        store.write_receipt(Receipt(
+            str(model_path), role, entry.id, sha, source, name,
+            tuple(WrittenFile.of(path, st) for path, st in files), tuple(links or ()),
+        ))
+    except OSError as exc:
+        raise DownloadError(
+            f"The download of {name} is complete and verified, but GemmaDesk could not note it in "
+            f"{store.receipts_dir} ({exc.strerror or exc}): free some disk space and start the download again; "
+            "it will finish from the kept file without downloading it again."
+        ) from exc
+
+
+def _move(src: Path, dst: Path) -> os.stat_result | None:
+    """Rename ``src`` to ``dst``; across file systems copy then swap in atomically and return the new
+    file's stat (None when it was a rename: same file, same inode)."""
     try:
         os.replace(src, dst)
+        return None
     except OSError:  # another file system (custom folder): copy, then swap in atomically
         tmp = dst.with_name(dst.name + ".incoming")
         shutil.copyfile(src, tmp)
+        st = os.stat(tmp)
         os.replace(tmp, dst)
         src.unlink()
+        return st
 
 
-def _from_hf_cache(mf: ModelFile, store: ModelStore, meter: Meter,
-                   control: DownloadControl) -> _Obtained | None:
+def _from_hf_cache(mf: ModelFile, store: ModelStore, meter: Meter, control: DownloadControl,
+                   entry: CatalogEntry | None = None, role: str = "main") -> _Obtained | None:
     """Reuse a copy the user already has in the Hugging Face cache (no duplicate), after checking it.
 
     The cache names LFS blobs by their sha256, so the file can be verified even offline.
     """
-    repo_dir = _hf_repo_dir(store, mf.repo_id)
-    snap_root = repo_dir / "snapshots"
-    ref = repo_dir / "refs" / mf.revision
-    commit = ref.read_text().strip() if ref.is_file() else mf.revision
-    candidate = snap_root / commit / mf.filename
+    try:
+        repo_dir = _hf_repo_dir(store, mf.repo_id)
+        ref = inside(repo_dir, "refs", mf.revision)
+        commit = ref.read_text()[:100].strip() if ref.is_file() else mf.revision
+        candidate = inside(repo_dir, "snapshots", check_revision(commit), mf.filename)
+    except (UnsafePathError, OSError):
+        return None
     if not candidate.is_file():
         return None
     blob_name = candidate.resolve().name
@@ -377,5 +595,11 @@ def _from_hf_cache(mf: ModelFile, store: ModelStore, meter: Meter,
     digest = sha256_file(candidate, tick)
     if digest != expected:
         return None  # damaged or foreign: download our own verified copy instead
+    if entry is not None:
+        try:
+            check_model_file(candidate, projector=role == "mmproj",
+                             architecture=None if role == "mmproj" else entry.architecture or None)
+        except ModelFileError:
+            return None
     meter.state(DownloadState.DONE)
-    return _Obtained(candidate, digest, "hf-cache", owned=False)
+    return _Obtained(candidate, digest, "hf-cache", owned=store.owns(candidate))

@@ -173,8 +173,12 @@ class HubServer:
 
 def catalog_entry(served: ServedFile, *, entry_id: str = "test-tiny", size: str = "E2B",
                   sha_in_catalog: bool = False, mmproj: ServedFile | None = None,
-                  revision: str = "main") -> CatalogEntry:
-    """A synthetic runnable catalog entry pointing at a served file (tests don't need real sizes)."""
+                  revision: str = "main", architecture: str = "gemma4") -> CatalogEntry:
+    """A synthetic runnable catalog entry pointing at a served file (tests don't need real sizes).
+
+    The downloader checks what it installs: a ``gemma4`` entry of size ``E2B`` must be a GGUF with that
+    architecture and E2B's 35 layers (``tests.support.tiny_gguf`` writes such files); pass
+    ``architecture="gemma3"`` for the real Gemma 3 test model, ``""`` for any architecture."""
 
     def model_file(f: ServedFile) -> ModelFile:
         return ModelFile(f.repo_id, f.filename, f.size, revision, f.sha256 if sha_in_catalog else None)
@@ -183,6 +187,7 @@ def catalog_entry(served: ServedFile, *, entry_id: str = "test-tiny", size: str 
         id=entry_id, size=size, format="Q4_0", publisher="test", runnable=True,
         runner="GemmaDesk (llama.cpp)", repo_id=served.repo_id, file=model_file(served),
         mmproj=model_file(mmproj) if mmproj else None, google_memory_gb=None, licence="test", gated=False,
+        architecture=architecture,
     )
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -12,6 +11,7 @@ from gemmadesk.core.downloads import RetryPolicy
 from gemmadesk.core.hardware import Hardware
 from gemmadesk.ui.main_window import MainWindow
 from tests.support.hubserver import Fault, HubServer
+from tests.support.tiny_gguf import write_gguf
 
 LONG = 120_000  # ms
 
@@ -23,10 +23,7 @@ def catalog_with(entry: CatalogEntry) -> Catalog:
 
 @pytest.fixture
 def payload(tmp_path: Path) -> Path:
-    path = tmp_path / "served" / "tiny-q4_0.gguf"
-    path.parent.mkdir()
-    path.write_bytes(os.urandom(3 * 1024 * 1024 + 4321))
-    return path
+    return write_gguf(tmp_path / "served" / "tiny-q4_0.gguf", tensor_bytes=3 * 1024 * 1024 + 4321)
 
 
 def open_window(qtbot, hw: Hardware, entry: CatalogEntry) -> MainWindow:  # type: ignore[no-untyped-def]
@@ -42,7 +39,7 @@ def test_download_pause_resume_then_one_click_to_chat(
 ) -> None:  # type: ignore[no-untyped-def]
     served = hub.add_file("test/gemma-3-270m", gemma3_gguf)
     hub.add_fault(served.filename, Fault("stall", at=16 * 1024 * 1024, stall_s=20))
-    entry = hub.entry_for(served, entry_id="test-gemma3")
+    entry = hub.entry_for(served, entry_id="test-gemma3", architecture="gemma3")
     window = open_window(qtbot, desktop_24gb_nvidia, entry)
     panel = window.setup_page.panel
     assert panel.download_button.isEnabled()
