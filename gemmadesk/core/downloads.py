@@ -372,6 +372,8 @@ def _obtain(entry: CatalogEntry, mf: ModelFile, store: ModelStore, cfg: HubConfi
                 f"Neither {cfg.endpoint} nor the catalog gives a sha256 for {mf.filename}, so the download "
                 "could not be verified; GemmaDesk does not install unverified files."
             )
+        if remote.commit is not None:
+            check_commit(remote.commit)  # a mirror's answer becomes a folder name in the HF cache layout
         if pinned:
             _check_size(entry, mf, remote, cfg)
         meter.total = remote.size
@@ -525,16 +527,26 @@ def _install(part: Path, remote: RemoteFile, store: ModelStore, entry: CatalogEn
 
 
 def _refuse_foreign(target: Path, store: ModelStore, model_path: Path | None = None) -> None:
-    """Stop before replacing a file GemmaDesk did not write (the verified partial is kept for later)."""
+    """Make way for the verified download: GemmaDesk's own earlier file there is replaced; one of its
+    files that was changed since (a damaged download, or a new file that got its inode number) is kept
+    aside as ``NAME.changed-N``; anything else stops the install (the verified partial is kept for later)."""
     if not os.path.lexists(target):
         return
     receipt = store.receipt_for(model_path or target)
-    ours = receipt is not None and receipt.is_ours() and any(f.path == str(target) for f in receipt.files)
-    if not ours:
-        raise DownloadError(
-            f"{target} already exists and GemmaDesk did not create it, so it was left as it is: move it away "
-            "(or import it) and start the download again; the verified download is kept and will be used then."
-        )
+    written = next((f for f in receipt.files if f.path == str(target)), None) if receipt is not None else None
+    if written is not None and written.is_still_ours():
+        return
+    if written is not None and written.same_inode():
+        n = 1
+        while os.path.lexists(aside := target.with_name(f"{target.name}.changed-{n}")):
+            n += 1
+        os.replace(target, aside)
+        log.warning("%s was changed since GemmaDesk downloaded it; kept it as %s", target, aside)
+        return
+    raise DownloadError(
+        f"{target} already exists and GemmaDesk did not create it, so it was left as it is: move it away "
+        "(or import it) and start the download again; the verified download is kept and will be used then."
+    )
 
 
 def _receipt(store: ModelStore, model_path: Path, role: str, entry: CatalogEntry, sha: str, source: str,

@@ -127,22 +127,24 @@ class WrittenFile:
         """``st``: the stat of the file now (a rename into ``final_path`` keeps inode, size and mtime)."""
         return cls(str(final_path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
-    def is_still_ours(self) -> bool:
-        """The same file GemmaDesk created at that path (device and inode), a regular file, not a symlink.
-        Its bytes may have changed since (a damaged download is still GemmaDesk's to replace or delete)."""
+    def same_inode(self) -> bool:
+        """A regular file (not a symlink) with the device and inode GemmaDesk's file had. Not proof on its
+        own: a file system reuses the inode number of a deleted file for the next new one."""
         try:
             st = os.lstat(self.path)
         except (OSError, ValueError):
             return False
         return stat.S_ISREG(st.st_mode) and (st.st_dev, st.st_ino) == (self.dev, self.ino)
 
-    def is_unchanged(self) -> bool:
-        """Ours and untouched since it was verified (size and mtime too): safe to list as verified."""
+    def is_still_ours(self) -> bool:
+        """The very file GemmaDesk wrote and verified: same device, inode, size and mtime (to the
+        nanosecond), a regular file, not a symlink. Only such a file is ever deleted."""
         try:
             st = os.lstat(self.path)
         except (OSError, ValueError):
             return False
-        return self.is_still_ours() and (st.st_size, st.st_mtime_ns) == (self.size, self.mtime_ns)
+        return stat.S_ISREG(st.st_mode) and (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) == (
+            self.dev, self.ino, self.size, self.mtime_ns)
 
 
 @dataclass(frozen=True)
@@ -171,13 +173,10 @@ class Receipt:
     links: tuple[WrittenLink, ...] = ()
     written_at: float = field(default_factory=time.time)
 
-    def is_ours(self) -> bool:
-        """Every file and link it lists is still the one GemmaDesk made (what remove() may delete)."""
-        return all(f.is_still_ours() for f in self.files) and all(link.is_still_ours() for link in self.links)
-
     def is_intact(self) -> bool:
-        """Ours and untouched since verified (what a rebuilt list may adopt as a verified download)."""
-        return self.is_ours() and all(f.is_unchanged() for f in self.files)
+        """Every file and link it lists is still exactly what GemmaDesk made: what remove() may delete and
+        what a rebuilt list may adopt as a verified download."""
+        return all(f.is_still_ours() for f in self.files) and all(link.is_still_ours() for link in self.links)
 
     def to_json(self) -> str:
         return json.dumps({
@@ -421,7 +420,7 @@ class ModelStore:
     def owns(self, path: Path) -> bool:
         """GemmaDesk wrote the file (or link) at ``path`` and it is still that file: it may replace or delete it."""
         receipt = self.receipt_for(path)
-        return receipt is not None and receipt.is_ours()
+        return receipt is not None and receipt.is_intact()
 
     def write_receipt(self, receipt: Receipt) -> None:
         """Record what a download wrote; called *before* the file is moved into place (see the module doc)."""
@@ -529,7 +528,7 @@ class ModelStore:
             source=rec["source"],
             status=status,
             display_name=rec.get("display_name") or rec["id"],
-            owned=receipt is not None and receipt.is_ours(),
+            owned=receipt is not None and receipt.is_intact(),
         )
 
     # ----- public API --------------------------------------------------------------------------
@@ -664,7 +663,7 @@ class ModelStore:
                         continue
                     path = Path(victim[key])
                     receipt = receipts.get(victim[key])
-                    if receipt is not None and receipt.is_ours():
+                    if receipt is not None and receipt.is_intact():
                         self._delete_written(receipt)
                         deleted.append(path)
                     elif os.path.lexists(path):
@@ -711,7 +710,7 @@ class ModelStore:
                 st = os.lstat(written.path)
             except OSError:
                 return
-            if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) != (written.dev, written.ino):
+            if not written.same_inode():
                 return  # another file now: not ours
             files.append(WrittenFile.of(Path(written.path), st))
         self.write_receipt(Receipt(receipt.model_path, receipt.role, receipt.entry_id, receipt.sha256,
