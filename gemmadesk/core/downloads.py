@@ -25,7 +25,6 @@ How it works, and why:
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import shutil
@@ -38,6 +37,15 @@ from gemmadesk.core.fit import FitOptions, Verdict, plan_entry
 from gemmadesk.core.hardware import Hardware
 from gemmadesk.core.hub import SHA256_RE, HubConfig, HubError, RemoteFile, resolve
 from gemmadesk.core.model_check import ModelFileError, check_model_file
+from gemmadesk.core.partials import (
+    PartialInfo,
+    discard,
+    discard_partial,
+    hf_repo_dir,
+    own_partial,
+    partial_info,
+    partial_size,
+)
 from gemmadesk.core.safe_paths import (
     UnsafePathError,
     check_commit,
@@ -65,7 +73,6 @@ from gemmadesk.core.transfer import (
     Progress,
     RetryPolicy,
     backoff,
-    discard,
     exclusive,
     fetch,
 )
@@ -114,7 +121,7 @@ def check_disk(
     """(bytes needed incl. margin, bytes free, message if short). Partial bytes already on disk count."""
     sizes = sizes or [f.size_bytes for f in files]
     target = store.hf_cache() if store.use_hf_cache else store.models_dir
-    remaining = sum(max(0, size - _partial_size(store, f)) for f, size in zip(files, sizes, strict=True))
+    remaining = sum(max(0, size - partial_size(store, f)) for f, size in zip(files, sizes, strict=True))
     needed = remaining + disk_margin(sum(sizes))
     free = shutil.disk_usage(_existing_dir(target)).free
     if free >= needed:
@@ -151,106 +158,12 @@ def preflight(entry: CatalogEntry, hw: Hardware, options: FitOptions, store: Mod
 
 
 # ----- partial files -------------------------------------------------------------------------------
-# In GemmaDesk's store a partial is ``<partial dir>/<org>--<repo>--<file>.part``. With the HF cache it is
-# ``<repo folder>/blobs/<sha256>.incomplete``, huggingface_hub's own convention: on the same file system
-# as the final blob (the move is atomic, no second copy), listed and cleaned by ``hf cache`` tools, and
-# interchangeable with a partial that ``hf_hub_download`` left (same content-addressed name).
-# Every path below is built with ``safe_paths.inside``: names from a command line or a mirror's answers
-# never lead outside the folder they belong in.
-def _hf_repo_dir(store: ModelStore, repo_id: str) -> Path:
-    return inside(store.hf_cache(), "models--" + check_repo_id(repo_id).replace("/", "--"))
-
-
+# Where partials live and how they are found, sized and discarded: :mod:`gemmadesk.core.partials` (light, so
+# the window can show a partial's progress without importing huggingface_hub).
 def _partial_path(store: ModelStore, remote: RemoteFile) -> Path:
     if store.use_hf_cache and remote.sha256:
-        return inside(_hf_repo_dir(store, remote.repo_id), "blobs", f"{remote.sha256}.incomplete")
-    return _own_partial(store, remote.repo_id, remote.filename)
-
-
-def _own_partial(store: ModelStore, repo_id: str, filename: str) -> Path:
-    flat = f"{check_repo_id(repo_id).replace('/', '--')}--{check_filename(filename).replace('/', '--')}.part"
-    return inside(store.partial_dir(), flat)
-
-
-def _partials(store: ModelStore, mf: ModelFile) -> list[Path]:
-    """The partial files GemmaDesk kept for this file (each with GemmaDesk's sidecar), in its store and in
-    the HF cache. Symlinks are never taken for partials."""
-    try:
-        own = _own_partial(store, mf.repo_id, mf.filename)
-        blobs = inside(_hf_repo_dir(store, mf.repo_id), "blobs")
-    except UnsafePathError:
-        return []
-    found = [own] if own.is_file() and not own.is_symlink() else []
-    with contextlib.suppress(OSError):
-        for sidecar in sorted(blobs.glob("*.incomplete.json"))[:100] if blobs.is_dir() else []:
-            with contextlib.suppress(OSError, ValueError, AttributeError, RecursionError):
-                part = sidecar.with_suffix("")
-                if part.is_symlink() or not part.is_file() or sidecar.stat().st_size > 64 * 1024:
-                    continue
-                if json.loads(sidecar.read_text(encoding="utf-8")).get("filename") == mf.filename:
-                    found.append(part)
-    return found
-
-
-def _partial_size(store: ModelStore, mf: ModelFile) -> int:
-    sizes = [_size(p) for p in _partials(store, mf)]
-    return max(sizes, default=0)
-
-
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return 0
-
-
-def _expected_size(part: Path) -> int:
-    """The full size a partial will have, from its sidecar (0 when unknown)."""
-    try:
-        data = json.loads(part.with_name(part.name + ".json").read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError):
-        return 0
-    size = data.get("size") if isinstance(data, dict) else None
-    return size if isinstance(size, int) and not isinstance(size, bool) and size > 0 else 0
-
-
-@dataclass(frozen=True)
-class PartialInfo:
-    """What an interrupted download of an entry left on disk (for "Resume" with real progress, "Discard")."""
-
-    bytes_done: int  # bytes on disk (all kept partial files of the entry)
-    bytes_total: int  # the full size, when known (else 0)
-
-
-def partial_info(entry: CatalogEntry, store: ModelStore) -> PartialInfo | None:
-    """The entry's kept partial download, or None when there is none."""
-    done = total = 0
-    found = False
-    for mf in (entry.file, entry.mmproj):
-        if mf is None:
-            continue
-        parts = _partials(store, mf)
-        if parts:
-            found = True
-            best = max(parts, key=_size)
-            done += _size(best)
-            total += _expected_size(best) or mf.size_bytes
-        elif mf is entry.file:
-            total += mf.size_bytes
-    return PartialInfo(done, max(total, done)) if found else None
-
-
-def discard_partial(entry: CatalogEntry, store: ModelStore) -> int:
-    """Delete the kept partial files of an entry (the UI offers this after a cancel); returns the bytes freed.
-    Only partials with GemmaDesk's sidecar are touched, never through a symlink."""
-    freed = 0
-    for mf in (entry.file, entry.mmproj):
-        if mf is not None:
-            for part in _partials(store, mf):
-                size = _size(part)
-                discard(part)
-                freed += size
-    return freed
+        return inside(hf_repo_dir(store, remote.repo_id), "blobs", f"{remote.sha256}.incomplete")
+    return own_partial(store, remote.repo_id, remote.filename)
 
 
 # ----- the public entry point ----------------------------------------------------------------------
@@ -494,7 +407,7 @@ def _install(part: Path, remote: RemoteFile, store: ModelStore, entry: CatalogEn
             _receipt(store, target, role, entry, sha, "download", name, [(target, final)])
         sidecar.unlink(missing_ok=True)
         return target
-    repo_dir = _hf_repo_dir(store, remote.repo_id)
+    repo_dir = hf_repo_dir(store, remote.repo_id)
     blob = inside(repo_dir, "blobs", sha)
     commit = check_commit(remote.commit) if remote.commit else check_revision(remote.revision)
     link = inside(repo_dir, "snapshots", commit, remote.filename)
@@ -586,7 +499,7 @@ def _from_hf_cache(mf: ModelFile, store: ModelStore, meter: Meter, control: Down
     The cache names LFS blobs by their sha256, so the file can be verified even offline.
     """
     try:
-        repo_dir = _hf_repo_dir(store, mf.repo_id)
+        repo_dir = hf_repo_dir(store, mf.repo_id)
         ref = inside(repo_dir, "refs", mf.revision)
         commit = ref.read_text()[:100].strip() if ref.is_file() else mf.revision
         candidate = inside(repo_dir, "snapshots", check_revision(commit), mf.filename)

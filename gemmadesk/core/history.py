@@ -250,7 +250,10 @@ class HistoryStore:
 
     def _open(self) -> sqlite3.Connection:
         try:
-            return self._connect()
+            db = self._connect()
+            if not self._memory:
+                self._probe_writable(db)
+            return db
         except HistoryError:
             raise
         except sqlite3.DatabaseError as exc:
@@ -270,6 +273,19 @@ class HistoryStore:
             ) from exc
         self._set_read_only(first)
         return db
+
+    def _probe_writable(self, db: sqlite3.Connection) -> None:
+        """Say at once (not after the first reply) when the file cannot be written: a write rolled back."""
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            finally:
+                db.execute("ROLLBACK")
+        except sqlite3.DatabaseError as exc:
+            if not _is_unwritable(exc):
+                raise
+            self._set_read_only(exc)
 
     def _set_read_only(self, exc: BaseException) -> None:
         if self.read_only is None:
@@ -425,9 +441,8 @@ class HistoryStore:
         self._pending = _Pending()
         if self._journal_path is not None:
             self._journal_path.unlink(missing_ok=True)  # GemmaDesk's own file, now in the database
-        if self.read_only is not None:
-            self.read_only = None
-            self._notice(f"The chat messages kept while {self.path} could not be written are saved in it now.")
+        self.read_only = None
+        self._notice(f"The chat messages kept while {self.path} could not be written are saved in it now.")
         return True
 
     def _real(self, some_id: int) -> int:

@@ -12,9 +12,6 @@ from __future__ import annotations
 import re
 from pathlib import Path, PurePosixPath
 
-from huggingface_hub.errors import HFValidationError
-from huggingface_hub.utils import validate_repo_id
-
 __all__ = ["UnsafePathError", "check_commit", "check_filename", "check_repo_id", "check_revision", "inside"]
 
 MAX_NAME = 255  # one path component, as most file systems allow
@@ -54,6 +51,9 @@ def _components(text: str, what: str) -> list[str]:
 
 def check_repo_id(repo_id: str) -> str:
     """``ORG/NAME`` as the Hub allows it (huggingface_hub's own validator) and safe as a folder name."""
+    from huggingface_hub.errors import HFValidationError  # imported when needed: not at the app's start-up
+    from huggingface_hub.utils import validate_repo_id
+
     _components(repo_id, "repository id")
     try:
         validate_repo_id(repo_id)

@@ -267,12 +267,6 @@ def _identity(remote: RemoteFile) -> dict[str, Any]:
             "sha256": remote.sha256, "etag": remote.etag}
 
 
-def discard(part: Path) -> None:
-    """Delete a partial file and its identity sidecar."""
-    part.unlink(missing_ok=True)
-    part.with_name(part.name + ".json").unlink(missing_ok=True)
-
-
 def _open_partial(part: Path, remote: RemoteFile) -> int:
     """Keep a partial only if it belongs to this exact remote object; returns its length.
 

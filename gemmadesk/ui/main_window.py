@@ -63,6 +63,7 @@ class MainWindow(QMainWindow):
         )
         for problem in self.settings_store.problems:
             self.notice.show_message(problem, "warning", "Your other settings were kept.")
+        self._show_data_notices()
         self._restore_geometry()
         self.chat.refresh_conversations()
         self.setup.hardware_ready.connect(self._first_screen)
@@ -77,6 +78,15 @@ class MainWindow(QMainWindow):
         except HistoryError as exc:
             self.notice.show_message(str(exc), "error", "Chats will not be saved this time; see the log file.")
             return HistoryStore(":memory:")
+
+    def _show_data_notices(self) -> None:
+        """What the model list and the chat history recovered from at start-up (a damaged file kept aside, a
+        read-only history whose new messages wait in a journal, a list from a newer GemmaDesk)."""
+        self.store.list()
+        notices = [*self.store.problems, *self.chat.history.take_notices()]
+        self.store.problems.clear()
+        if notices:
+            self.notice.show_message(" ".join(notices), "warning", "Nothing was deleted; details are in the log file.")
 
     def _first_screen(self) -> None:
         """With a model installed start in the chat (loading the last one used), else on the fit list."""
