@@ -15,8 +15,17 @@ How it works, and why:
 - The sha256 is computed while the bytes arrive; a resumed partial is re-hashed once first (hashlib
   cannot save its state; a sequential local read is far cheaper than fetching again). After the last
   byte only the digest is left, so verification adds next to nothing.
-- Only a file whose sha256 matched is moved into place (``os.replace``) and recorded in the store; a
-  mismatch deletes the partial and says so. Nothing half-written is ever listed as installed.
+- Names are checked before anything happens (:mod:`gemmadesk.core.safe_paths`): a repo id, file name,
+  revision or commit id from a command line or a mirror can never place a file outside GemmaDesk's folders.
+- A catalog model's size must match the catalog (within :data:`SIZE_TOLERANCE`) before a byte moves, so
+  a mirror serving another file is refused at once.
+- Only a file whose sha256 matched *and* that is a GGUF of the expected architecture and layer count
+  (:func:`gemmadesk.core.model_check.check_model_file`) is moved into place (``os.replace``) and recorded
+  in the store; anything else deletes the partial and says so in words (the hashes go to the log).
+  Nothing half-written or foreign is ever listed as installed.
+- A receipt of the installed file is written before the move (:mod:`gemmadesk.core.store`): GemmaDesk
+  later deletes only files it wrote, and finds its verified download again if the model list could not
+  be saved. A file already at the target that GemmaDesk did not write is never overwritten.
 - No duplicates: an installed model is returned as is, and a verified copy already in the user's
   Hugging Face cache is used in place. With ``Settings.use_hf_cache`` downloads go into that cache, in
   its own ``blobs/``/``snapshots/`` layout, so other Hugging Face tools see them too.

@@ -58,6 +58,7 @@ DEFAULT_TITLE = "New chat"
 RETRY_S = 30.0  # how often a read-only or full database is tried again while turns wait in the journal
 MAX_JOURNAL_BYTES = 256 * 2**20
 SALVAGE_PROBES = 200_000  # row lookups spent stepping over damaged pages when rescuing a damaged database
+SALVAGE_GAP = 5_000  # ... and ids in a row that read nothing before giving up (when the largest id is unknown)
 
 # SQLite's primary result codes (the low byte of sqlite3.Error.sqlite_errorcode).
 _DAMAGED = {11, 26}  # SQLITE_CORRUPT, SQLITE_NOTADB
@@ -960,8 +961,10 @@ def _readable_rows(src: sqlite3.Connection, table: str, columns: list[str]) -> I
             pass
         found = False  # a damaged page: look the following ids up one by one until one reads again
         last = max(last, 0)
-        while probes > 0 and (top is None or last < top):
+        misses = 0  # with the largest id unknown, give up after a long run of ids that read nothing
+        while probes > 0 and (top is None or last < top) and (top is not None or misses < SALVAGE_GAP):
             probes -= 1
+            misses += 1
             last += 1
             try:
                 row = src.execute(f"SELECT {cols} FROM {table} WHERE rowid = ?", (last,)).fetchone()

@@ -17,7 +17,7 @@ __all__ = ["UnsafePathError", "check_commit", "check_filename", "check_repo_id",
 MAX_NAME = 255  # one path component, as most file systems allow
 MAX_PATH = 1024
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_COMMIT = re.compile(r"^[0-9a-f]{40}$")
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 
 
 class UnsafePathError(ValueError):
@@ -77,9 +77,15 @@ def check_revision(revision: str) -> str:
 
 
 def check_commit(commit: str) -> str:
-    """A commit id as the Hub reports it (40 hex digits); a mirror's answer is not trusted as a path."""
-    if not _COMMIT.match(commit):
-        raise UnsafePathError(f"The server answered with an invalid commit id {commit[:80]!r}.")
+    """A commit id as a server reports it (the Hub: 40 hex digits), used as one folder name in the Hugging
+    Face cache: a mirror's answer must be one plain name, never a path."""
+    try:
+        parts = _components(commit, "commit id")
+    except UnsafePathError:
+        parts = []
+    if len(parts) != 1 or not _SAFE_NAME.match(commit):
+        raise UnsafePathError(f"The server answered with an invalid commit id {ascii(commit[:80])}; check the mirror "
+                              "in HF_ENDPOINT (or unset it).")
     return commit
 
 

@@ -36,6 +36,12 @@ DEFAULT_MAX_BYTES = 16 * 2**20
 LOCK_TIMEOUT_S = 30.0
 
 
+# Files this process moved aside, and the sentence that said so: every later reader of the same path in this
+# run (the app reads settings.json in more than one place at start) still gets the notice, not silence.
+_KEPT_ASIDE: dict[Path, tuple[str, Path]] = {}
+_KEPT_ASIDE_LOCK = threading.Lock()
+
+
 class NewerFileError(OSError):
     """The file on disk was written by a newer GemmaDesk; it is left as it is. ``str()`` says what to do."""
 
@@ -83,6 +89,10 @@ class VersionedFile:
                 return self._corrupt(f"it is {size:,} bytes, far larger than such a file can be", None)
             raw = self.path.read_bytes()
         except FileNotFoundError:
+            with _KEPT_ASIDE_LOCK:
+                earlier = _KEPT_ASIDE.get(self.path.absolute())
+            if earlier is not None:
+                return Loaded("missing", None, earlier[0], None, earlier[1])
             return Loaded("missing", None)
         except OSError as exc:
             return Loaded("unreadable", None, f"Could not read {self.what} {self.path} ({exc.strerror or exc}); "
@@ -123,9 +133,10 @@ class VersionedFile:
                 f"({exc.strerror or exc}); using defaults: move or delete it yourself."
             ), version)
         log.warning("%s %s was damaged (%s); kept as %s", self.what, self.path, why, aside)
-        return Loaded("corrupt", None, (
-            f"{self.what.capitalize()} was damaged ({why}); it was kept as {aside} and a fresh one started."
-        ), version, aside)
+        problem = f"{self.what.capitalize()} was damaged ({why}); it was kept as {aside} and a fresh one started."
+        with _KEPT_ASIDE_LOCK:
+            _KEPT_ASIDE[self.path.absolute()] = (problem, aside)
+        return Loaded("corrupt", None, problem, version, aside)
 
     def keep_aside(self, label: str) -> Path:
         """Move the file to ``NAME.LABEL-N`` (the first free N); returns the new path."""
@@ -154,6 +165,8 @@ class VersionedFile:
                 self._migrated_from = None
             payload = {**data, self.version_key: self.current}
             atomic_write_text(self.path, json.dumps(payload, indent=2, sort_keys=True))
+            with _KEPT_ASIDE_LOCK:
+                _KEPT_ASIDE.pop(self.path.absolute(), None)  # a fresh file is there now
 
     def _on_disk_is_newer(self) -> bool:
         """Another process may have written a newer file since we read ours."""

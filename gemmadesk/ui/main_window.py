@@ -61,8 +61,6 @@ class MainWindow(QMainWindow):
         self.setup.hardware_failed.connect(
             lambda msg: self.notice.show_message(msg, "warning", "The list assumes CPU only; see the log for details.")
         )
-        for problem in self.settings_store.problems:
-            self.notice.show_message(problem, "warning", "Your other settings were kept.")
         self._show_data_notices()
         self._restore_geometry()
         self.chat.refresh_conversations()
@@ -80,10 +78,10 @@ class MainWindow(QMainWindow):
             return HistoryStore(":memory:")
 
     def _show_data_notices(self) -> None:
-        """What the model list and the chat history recovered from at start-up (a damaged file kept aside, a
-        read-only history whose new messages wait in a journal, a list from a newer GemmaDesk)."""
+        """What the settings, the model list and the chat history recovered from at start-up, in one notice (a
+        damaged file kept aside, a read-only history whose new messages wait in a journal, a newer file)."""
         self.store.list()
-        notices = [*self.store.problems, *self.chat.history.take_notices()]
+        notices = [*self.settings_store.problems, *self.store.problems, *self.chat.history.take_notices()]
         self.store.problems.clear()
         if notices:
             self.notice.show_message(" ".join(notices), "warning", "Nothing was deleted; details are in the log file.")

@@ -24,3 +24,18 @@ def test_a_damaged_history_and_model_list_are_kept_aside_and_said(qtbot, laptop_
     conv = window.chat.history.create_conversation()
     assert conv.id > 0, "a fresh history works"
     window.close()
+
+
+def test_damaged_settings_are_still_said_when_read_twice_at_start(qtbot, laptop_8gb: Hardware) -> None:  # type: ignore[no-untyped-def]
+    """app.main reads settings.json for the theme before the window reads it: the first read keeps the
+    damaged file aside, and the window must still say so."""
+    from gemmadesk.core.settings import SettingsStore
+
+    paths = app_paths().ensure()
+    paths.settings_file.write_text('{"schema_version": "abc"}')
+    SettingsStore(paths.settings_file).load()  # as app.main does, for the theme
+    window = MainWindow(hardware=laptop_8gb)
+    qtbot.addWidget(window)
+    window.show()
+    assert "settings.json.corrupt-1" in window.notice.text()
+    window.close()
