@@ -56,6 +56,7 @@ RECEIPT_VERSION = 1
 MAX_RECORDS = 10_000
 MAX_RECEIPTS = 10_000
 MAX_RECEIPT_BYTES = 64 * 1024
+RECEIPTS_CACHE_S = 2.0  # also bounds staleness on file systems with coarse folder mtimes
 MAX_SCAN_ENTRIES = 20_000  # a rebuild looks at no more than this many folder entries
 MAX_SCAN_DEPTH = 3  # models/<org--repo>/<file> (and one folder more for files in repo sub-folders)
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -293,6 +294,7 @@ class ModelStore:
         self.refused: str | None = None  # set when models.json is from a newer GemmaDesk: nothing is changed
         self._seen_problems: set[str] = set()
         self._lost = False
+        self._receipts_cache: tuple[tuple[int, int], float, dict[str, Receipt]] | None = None
 
     def _problem(self, message: str) -> None:
         if message not in self._seen_problems:
@@ -389,10 +391,24 @@ class ModelStore:
         return self.receipts_dir / f"{key}.json"
 
     def _receipts(self) -> dict[str, Receipt]:
-        """Every readable receipt, by the model path it is for."""
+        """Every readable receipt, by the model path it is for. Cached briefly while the folder is unchanged
+        (each receipt is written by a rename into the folder, which changes the folder's mtime)."""
+        try:
+            st = self.receipts_dir.stat()
+        except OSError:
+            return {}
+        key = (st.st_ino, st.st_mtime_ns)
+        cached = self._receipts_cache
+        if cached is not None and cached[0] == key and time.monotonic() - cached[1] < RECEIPTS_CACHE_S:
+            return dict(cached[2])
+        out = self._read_receipts()
+        self._receipts_cache = (key, time.monotonic(), out)
+        return dict(out)
+
+    def _read_receipts(self) -> dict[str, Receipt]:
         out: dict[str, Receipt] = {}
         try:
-            entries = sorted(self.receipts_dir.iterdir()) if self.receipts_dir.is_dir() else []
+            entries = sorted(self.receipts_dir.iterdir())
         except OSError:
             return out
         for path in entries[:MAX_RECEIPTS]:
