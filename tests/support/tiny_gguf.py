@@ -29,6 +29,20 @@ def gguf_bytes(*, architecture: str | None = "gemma4", block_count: int | None =
                tensor_bytes: int = 4096, n_tensors: int = 1, seed: int | None = None,
                extra: dict[str, str | int] | None = None) -> bytes:
     """A GGUF v3 file as bytes: the given metadata and ``n_tensors`` random I8 tensors of ``tensor_bytes``."""
+    head = gguf_header(architecture=architecture, block_count=block_count, name=name, tensor_bytes=tensor_bytes,
+                       n_tensors=n_tensors, extra=extra)
+    rng = random.Random(seed) if seed is not None else None
+    body = bytearray()
+    for _ in range(n_tensors):
+        data = rng.randbytes(tensor_bytes) if rng is not None else os.urandom(tensor_bytes)
+        body += data + b"\0" * (_aligned(tensor_bytes) - tensor_bytes)
+    return head + bytes(body)
+
+
+def gguf_header(*, architecture: str | None = "gemma4", block_count: int | None = 35, name: str = "tiny test model",
+                tensor_bytes: int = 4096, n_tensors: int = 1, extra: dict[str, str | int] | None = None) -> bytes:
+    """Only the header (padded to the data alignment) of :func:`gguf_bytes`: append ``n_tensors`` blocks of
+    ``tensor_bytes`` (each padded to 32 bytes) to get a complete file, e.g. streamed for large files."""
     kv: list[tuple[str, str | int]] = []
     if architecture is not None:
         kv.append(("general.architecture", architecture))
@@ -46,13 +60,7 @@ def gguf_bytes(*, architecture: str | None = "gemma4", block_count: int | None =
         name_i = "token_embd.weight" if i == 0 else f"blk.{i - 1}.attn_q.weight"
         head += _string(name_i) + struct.pack("<I", 1) + struct.pack("<Q", tensor_bytes)
         head += struct.pack("<I", GGML_I8) + struct.pack("<Q", i * _aligned(tensor_bytes))
-    head += b"\0" * (_aligned(len(head)) - len(head))
-    rng = random.Random(seed) if seed is not None else None
-    body = bytearray()
-    for _ in range(n_tensors):
-        data = rng.randbytes(tensor_bytes) if rng is not None else os.urandom(tensor_bytes)
-        body += data + b"\0" * (_aligned(tensor_bytes) - tensor_bytes)
-    return head + bytes(body)
+    return head + b"\0" * (_aligned(len(head)) - len(head))
 
 
 def _aligned(n: int) -> int:
