@@ -241,6 +241,11 @@ class HistoryStore:
                 version = int(db.execute("PRAGMA user_version").fetchone()[0])
                 if version > SCHEMA_VERSION:
                     migrate(db)  # raises the "newer GemmaDesk" HistoryError
+                if version < SCHEMA_VERSION:
+                    raise HistoryError(
+                        f"The chat history {self.path} is from an older GemmaDesk and must be upgraded, but it "
+                        "cannot be written: check the file's permissions and the free disk space, then start again."
+                    )
                 db.execute("SELECT count(*) FROM conversations").fetchone()
             else:
                 migrate(db)

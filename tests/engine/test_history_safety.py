@@ -1,22 +1,21 @@
 """The chat history never loses a turn (issue 10.5): damaged databases are moved aside and salvaged,
 read-only ones keep new turns in a journal until they can be written, and the journal itself is input
-that is checked. Real SQLite files, damaged with real random bytes; made read-only for real (chmod, or
-the immutable attribute for root, who ignores permissions)."""
+that is checked. Real SQLite files, damaged with real random bytes; made read-only for real
+(tests/support/readonly.py)."""
 
 from __future__ import annotations
 
 import json
-import os
 import random
 import sqlite3
-import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from gemmadesk.core import history
 from gemmadesk.core.history import HistoryError, HistoryStore
+from tests.support.readonly import ReadOnly, read_only_files
 
 PAGE = 4096
 
@@ -103,34 +102,13 @@ def test_a_reply_whose_row_was_lost_mid_session_is_written_again(tmp_path: Path)
 
 
 @pytest.fixture
-def make_read_only() -> Iterator[Callable[[Path], None]]:
-    """Really read-only for this process: chmod for a normal user; for root (who ignores permissions) the
-    immutable attribute (chattr +i, ext4 and most Linux file systems)."""
-    locked: list[Path] = []
-
-    def lock(path: Path) -> None:
-        if os.geteuid() != 0:
-            path.chmod(0o444)
-        else:
-            done = subprocess.run(["chattr", "+i", str(path)], capture_output=True, text=True)
-            if done.returncode != 0:
-                pytest.skip(f"cannot make a file read-only as root here (chattr: {done.stderr.strip()})")
-        locked.append(path)
-
-    def unlock(path: Path) -> None:
-        if os.geteuid() == 0:
-            subprocess.run(["chattr", "-i", str(path)], check=False)
-        else:
-            path.chmod(0o644)
-
-    lock.unlock = unlock  # type: ignore[attr-defined]
-    yield lock
-    for path in locked:
-        unlock(path)
+def make_read_only() -> Iterator[ReadOnly]:
+    with read_only_files() as files:
+        yield files
 
 
 def test_a_read_only_history_keeps_new_turns_in_a_journal_until_writable(
-    tmp_path: Path, make_read_only: Callable[[Path], None], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, make_read_only: ReadOnly, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / "chats.sqlite3"
     [old] = _fill(path, conversations=1)
@@ -164,7 +142,7 @@ def test_a_read_only_history_keeps_new_turns_in_a_journal_until_writable(
     finally:
         again.close()
 
-    make_read_only.unlock(path)  # type: ignore[attr-defined]
+    make_read_only.unlock(path)
     writable = HistoryStore(path)  # writable again: the journal goes into the database
     try:
         assert not journal.exists()
@@ -178,7 +156,7 @@ def test_a_read_only_history_keeps_new_turns_in_a_journal_until_writable(
         writable.close()
 
 
-def test_the_journal_is_written_back_in_the_same_session(tmp_path: Path, make_read_only: Callable[[Path], None],
+def test_the_journal_is_written_back_in_the_same_session(tmp_path: Path, make_read_only: ReadOnly,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "chats.sqlite3"
     [old] = _fill(path, conversations=1)
@@ -186,7 +164,7 @@ def test_the_journal_is_written_back_in_the_same_session(tmp_path: Path, make_re
     store = HistoryStore(path)
     try:
         conv = store.create_conversation(title="while read-only")
-        make_read_only.unlock(path)  # type: ignore[attr-defined]
+        make_read_only.unlock(path)
         monkeypatch.setattr(history, "RETRY_S", 0.0)
         store._next_retry = 0.0  # the retry interval passed
         msg = store.add_message(conv.id, "user", "after the fix")  # the caller still holds the journal id
@@ -221,3 +199,16 @@ def test_a_hostile_journal_is_kept_aside_not_replayed(tmp_path: Path, content: s
         assert [m.role for m in store.messages(1)] == ["user", "assistant"], "nothing was changed"
     finally:
         store.close()
+
+
+def test_an_old_history_that_cannot_be_upgraded_says_why(tmp_path: Path, make_read_only: ReadOnly
+                                                         ) -> None:
+    path = tmp_path / "old.sqlite3"
+    db = sqlite3.connect(path)
+    history.MIGRATIONS[0](db)
+    db.execute("PRAGMA user_version = 1")
+    db.commit()
+    db.close()
+    make_read_only(path)
+    with pytest.raises(HistoryError, match="older GemmaDesk and must be upgraded, but it cannot be written"):
+        HistoryStore(path)

@@ -13,7 +13,6 @@ import errno
 import json
 import os
 import sqlite3
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from gemmadesk.core.paths import app_paths
 from gemmadesk.core.store import ModelStore
 from tests.hostile.conftest import CliResult, Decoy, _snapshot, run_cli
 from tests.support.hubserver import HubServer
+from tests.support.readonly import ReadOnly, read_only_files
 from tests.support.tiny_gguf import gguf_bytes, write_gguf
 from tests.ui.hardware_fixtures import DESKTOP_24GB_NVIDIA
 
@@ -386,26 +386,9 @@ def _damage(path: Path, first_page: int, last_page: int, seed: int = 7) -> None:
 
 
 @pytest.fixture
-def read_only() -> Iterator[object]:
-    """Make a file really read-only for this process: chmod for a normal user; for root, who ignores
-    permissions, the immutable attribute (chattr +i, ext4 and most Linux file systems)."""
-    locked: list[Path] = []
-
-    def lock(path: Path) -> None:
-        if os.geteuid() != 0:
-            path.chmod(0o444)
-        else:
-            done = subprocess.run(["chattr", "+i", str(path)], capture_output=True, text=True)
-            if done.returncode != 0:
-                pytest.skip(f"cannot make a file read-only as root here (chattr: {done.stderr.strip()})")
-        locked.append(path)
-
-    yield lock
-    for path in locked:
-        if os.geteuid() == 0:
-            subprocess.run(["chattr", "-i", str(path)], check=False)
-        else:
-            path.chmod(0o644)
+def read_only() -> Iterator[ReadOnly]:
+    with read_only_files() as files:
+        yield files
 
 
 @pytest.mark.slow
@@ -430,7 +413,7 @@ def test_chat_turn_survives_a_damaged_history(gemma3_gguf: Path) -> None:
 
 
 @pytest.mark.slow
-def test_chat_turn_waits_in_a_journal_while_the_history_is_read_only(gemma3_gguf: Path, read_only) -> None:  # type: ignore[no-untyped-def]
+def test_chat_turn_waits_in_a_journal_while_the_history_is_read_only(gemma3_gguf: Path, read_only: ReadOnly) -> None:
     db = app_paths().history_db
     _history_with_chats(db, n=2)
     read_only(db)
