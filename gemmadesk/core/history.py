@@ -334,7 +334,13 @@ class HistoryStore:
                 f"The chat history {self.path} is damaged ({exc}) and could not be moved aside "
                 f"({move_error.strerror or move_error}); close GemmaDesk and move the file away yourself."
             ) from move_error
-        db = self._connect()
+        try:
+            db = self._connect()
+        except sqlite3.Error as fresh_error:
+            raise HistoryError(
+                f"The chat history was damaged ({exc}) and moved to {aside}, but a new one could not be started at "
+                f"{self.path} ({fresh_error}): check the folder's permissions and free disk space."
+            ) from fresh_error
         self._recovered = True
         conversations, messages = _salvage(aside, db)
         self._notice(
@@ -426,8 +432,6 @@ class HistoryStore:
         if self.read_only is not None:
             try:
                 db = self._connect()
-            except HistoryError:
-                raise
             except sqlite3.DatabaseError as exc:
                 self._set_read_only(exc)
                 return False
