@@ -46,6 +46,7 @@ from gemmadesk.core.downloads import (  # noqa: E402
 )
 from gemmadesk.core.store import ModelStore, sha256_file  # noqa: E402
 from tests.support.hubserver import ServedFile, catalog_entry  # noqa: E402
+from tests.support.tiny_gguf import gguf_header  # noqa: E402
 
 MiB = 1024 * 1024
 LINE_BPS = 125_000_000  # 1 Gbit/s
@@ -53,8 +54,11 @@ RESULT = ROOT / "benchmarks" / "results" / "download.md"
 
 
 def make_file(path: Path, size_mib: int) -> None:
-    block = os.urandom(16 * MiB)  # random (incompressible) content; one block repeated keeps it fast
+    """A GGUF shaped like Gemma 4 E2B (what ``catalog_entry`` expects: the downloader checks the header)
+    whose one tensor is random, incompressible bytes."""
+    block = os.urandom(16 * MiB)  # one block repeated (with a counter) keeps it fast
     with path.open("wb") as fh:
+        fh.write(gguf_header(tensor_bytes=size_mib * MiB))
         for i in range(size_mib // 16):
             fh.write(block[:8] + i.to_bytes(8, "little") + block[16:])
 

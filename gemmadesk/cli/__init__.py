@@ -72,6 +72,29 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except Exception as exc:
+        message = _user_message(exc)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return 1
+
+
+# Exceptions whose text is already one sentence for a person (module, class): printed as `error: ...`,
+# never as a traceback. Looked up in sys.modules, so the check imports nothing.
+_USER_ERRORS = (
+    ("gemmadesk.core.history", "HistoryError"),
+    ("gemmadesk.core.store", "StoreError"),
+    ("gemmadesk.core.versioned_file", "NewerFileError"),
+)
+
+
+def _user_message(exc: BaseException) -> str | None:
+    for module, name in _USER_ERRORS:
+        cls = getattr(sys.modules.get(module), name, None)
+        if isinstance(cls, type) and isinstance(exc, cls):
+            return str(exc)
+    return None
 
 
 if __name__ == "__main__":

@@ -62,10 +62,14 @@ def _error(message: str) -> int:
 
 
 def find_entry(model: str, fmt: str | None = None, revision: str | None = None) -> CatalogEntry:
-    """MODEL as the catalog knows it, or ORG/REPO/FILE.gguf for any Hub file. Raises KeyError."""
+    """MODEL as the catalog knows it, or ORG/REPO/FILE.gguf for any Hub file. Raises KeyError (with the
+    message as its argument) for an unknown model or a name that is not safe to download."""
     if model.count("/") >= 2 and model.lower().endswith(".gguf"):
         org, repo, filename = model.split("/", 2)
-        return hub_file_entry(f"{org}/{repo}", filename, revision or "main")
+        try:
+            return hub_file_entry(f"{org}/{repo}", filename, revision or "main")
+        except DownloadError as exc:
+            raise KeyError(str(exc)) from exc
     catalog = current_catalog()
     return catalog.find(f"{model}:{fmt}" if fmt and ":" not in model else model)
 
@@ -148,11 +152,21 @@ def run_pull(args: argparse.Namespace) -> int:
     return 0
 
 
+def _warn_problems(store: ModelStore) -> None:
+    for problem in store.problems:
+        print(f"warning: {problem}", file=sys.stderr)
+    store.problems.clear()
+
+
 def run_list(args: argparse.Namespace) -> int:
+    store = ModelStore()
     try:
-        models = ModelStore().list()
-    except StoreError as exc:
+        models = store.list()
+    except (StoreError, OSError) as exc:
         return _error(str(exc))
+    if store.refused:
+        return _error(store.refused)
+    _warn_problems(store)
     if args.json:
         print_json([_model_dict(m) for m in models])
         return 0
@@ -170,12 +184,19 @@ def run_rm(args: argparse.Namespace) -> int:
     try:
         model = store.get(args.model)
     except KeyError as exc:
-        return _error(str(exc.args[0]))
+        return _error(str(exc.args[0]) if not store.refused else store.refused)
+    _warn_problems(store)
     what = "delete" if model.owned else "forget (your file stays where it is)"
     if not args.yes and not _confirm(f"{what.capitalize()} {model.display_name} at {model.path}?"):
         return _error("not removed; pass --yes to remove without asking")
-    store.remove(model.id)
-    print(f"Removed {model.id}" + ("" if model.owned else f" (kept your file {model.path})"))
+    try:
+        removal = store.remove(model.id)
+    except (StoreError, OSError) as exc:
+        return _error(f"could not remove {model.id}: {exc}")
+    print(f"Removed {model.id}" + (f"; deleted {', '.join(map(str, removal.deleted))}" if removal.deleted else ""))
+    for path in removal.kept:
+        print(f"Kept {path}: GemmaDesk did not create this file (or it was replaced), so it was left in place; "
+              "delete it yourself if you no longer need it.")
     return 0
 
 

@@ -73,6 +73,7 @@ class CatalogEntry:
     gated: bool
     notes: str = ""
     flash_attn_default: str = "auto"  # auto | on | off (E4B: off, see the pitfalls)
+    architecture: str = "gemma4"  # the general.architecture its GGUF must have ("": any llama.cpp runs)
 
     @property
     def label(self) -> str:

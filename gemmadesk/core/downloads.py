@@ -15,8 +15,17 @@ How it works, and why:
 - The sha256 is computed while the bytes arrive; a resumed partial is re-hashed once first (hashlib
   cannot save its state; a sequential local read is far cheaper than fetching again). After the last
   byte only the digest is left, so verification adds next to nothing.
-- Only a file whose sha256 matched is moved into place (``os.replace``) and recorded in the store; a
-  mismatch deletes the partial and says so. Nothing half-written is ever listed as installed.
+- Names are checked before anything happens (:mod:`gemmadesk.core.safe_paths`): a repo id, file name,
+  revision or commit id from a command line or a mirror can never place a file outside GemmaDesk's folders.
+- A catalog model's size must match the catalog (within :data:`SIZE_TOLERANCE`) before a byte moves, so
+  a mirror serving another file is refused at once.
+- Only a file whose sha256 matched *and* that is a GGUF of the expected architecture and layer count
+  (:func:`gemmadesk.core.model_check.check_model_file`) is moved into place (``os.replace``) and recorded
+  in the store; anything else deletes the partial and says so in words (the hashes go to the log).
+  Nothing half-written or foreign is ever listed as installed.
+- A receipt of the installed file is written before the move (:mod:`gemmadesk.core.store`): GemmaDesk
+  later deletes only files it wrote, and finds its verified download again if the model list could not
+  be saved. A file already at the target that GemmaDesk did not write is never overwritten.
 - No duplicates: an installed model is returned as is, and a verified copy already in the user's
   Hugging Face cache is used in place. With ``Settings.use_hf_cache`` downloads go into that cache, in
   its own ``blobs/``/``snapshots/`` layout, so other Hugging Face tools see them too.
@@ -25,7 +34,7 @@ How it works, and why:
 from __future__ import annotations
 
 import contextlib
-import json
+import logging
 import os
 import shutil
 from collections.abc import Callable
@@ -36,7 +45,33 @@ from gemmadesk.core.catalog import CatalogEntry, ModelFile
 from gemmadesk.core.fit import FitOptions, Verdict, plan_entry
 from gemmadesk.core.hardware import Hardware
 from gemmadesk.core.hub import SHA256_RE, HubConfig, HubError, RemoteFile, resolve
-from gemmadesk.core.store import InstalledModel, ModelStore, StoreError, sha256_file
+from gemmadesk.core.model_check import ModelFileError, check_model_file
+from gemmadesk.core.partials import (
+    PartialInfo,
+    discard,
+    discard_partial,
+    hf_repo_dir,
+    own_partial,
+    partial_info,
+    partial_size,
+)
+from gemmadesk.core.safe_paths import (
+    UnsafePathError,
+    check_commit,
+    check_filename,
+    check_repo_id,
+    check_revision,
+    inside,
+)
+from gemmadesk.core.store import (
+    InstalledModel,
+    ModelStore,
+    Receipt,
+    StoreError,
+    WrittenFile,
+    WrittenLink,
+    sha256_file,
+)
 from gemmadesk.core.transfer import (
     DownloadCancelled,
     DownloadControl,
@@ -47,17 +82,19 @@ from gemmadesk.core.transfer import (
     Progress,
     RetryPolicy,
     backoff,
-    discard,
     exclusive,
     fetch,
 )
 
 __all__ = [
-    "DownloadCancelled", "DownloadControl", "DownloadError", "DownloadPaused", "DownloadState", "Preflight",
-    "Progress", "RetryPolicy", "check_disk", "discard_partial", "download", "hub_file_entry", "preflight",
+    "DownloadCancelled", "DownloadControl", "DownloadError", "DownloadPaused", "DownloadState", "PartialInfo",
+    "Preflight", "Progress", "RetryPolicy", "check_disk", "discard_partial", "download", "hub_file_entry",
+    "partial_info", "preflight",
 ]
+log = logging.getLogger(__name__)
 GiB = 1024**3
 UNREACHABLE_TRIES = 3  # metadata attempts when no connection can be made at all (1 s + 2 s of backoff)
+SIZE_TOLERANCE = 0.10  # the Hub's size may differ this much from the catalog's (re-uploads, rounded sizes)
 
 
 @dataclass(frozen=True)
@@ -93,7 +130,7 @@ def check_disk(
     """(bytes needed incl. margin, bytes free, message if short). Partial bytes already on disk count."""
     sizes = sizes or [f.size_bytes for f in files]
     target = store.hf_cache() if store.use_hf_cache else store.models_dir
-    remaining = sum(max(0, size - _partial_size(store, f)) for f, size in zip(files, sizes, strict=True))
+    remaining = sum(max(0, size - partial_size(store, f)) for f, size in zip(files, sizes, strict=True))
     needed = remaining + disk_margin(sum(sizes))
     free = shutil.disk_usage(_existing_dir(target)).free
     if free >= needed:
@@ -130,45 +167,12 @@ def preflight(entry: CatalogEntry, hw: Hardware, options: FitOptions, store: Mod
 
 
 # ----- partial files -------------------------------------------------------------------------------
-# In GemmaDesk's store a partial is ``<partial dir>/<org>--<repo>--<file>.part``. With the HF cache it is
-# ``<repo folder>/blobs/<sha256>.incomplete``, huggingface_hub's own convention: on the same file system
-# as the final blob (the move is atomic, no second copy), listed and cleaned by ``hf cache`` tools, and
-# interchangeable with a partial that ``hf_hub_download`` left (same content-addressed name).
-def _hf_repo_dir(store: ModelStore, repo_id: str) -> Path:
-    return store.hf_cache() / ("models--" + repo_id.replace("/", "--"))
-
-
+# Where partials live and how they are found, sized and discarded: :mod:`gemmadesk.core.partials` (light, so
+# the window can show a partial's progress without importing huggingface_hub).
 def _partial_path(store: ModelStore, remote: RemoteFile) -> Path:
     if store.use_hf_cache and remote.sha256:
-        return _hf_repo_dir(store, remote.repo_id) / "blobs" / f"{remote.sha256}.incomplete"
-    return _own_partial(store, remote.repo_id, remote.filename)
-
-
-def _own_partial(store: ModelStore, repo_id: str, filename: str) -> Path:
-    return store.partial_dir() / f"{repo_id.replace('/', '--')}--{filename}.part"
-
-
-def _partials(store: ModelStore, mf: ModelFile) -> list[Path]:
-    """The partial files GemmaDesk kept for this file, in its store and in the HF cache."""
-    found = [p for p in (_own_partial(store, mf.repo_id, mf.filename),) if p.exists()]
-    for sidecar in (_hf_repo_dir(store, mf.repo_id) / "blobs").glob("*.incomplete.json"):
-        with contextlib.suppress(OSError, ValueError, AttributeError):
-            if json.loads(sidecar.read_text(encoding="utf-8")).get("filename") == mf.filename:
-                found.append(sidecar.with_suffix(""))
-    return found
-
-
-def _partial_size(store: ModelStore, mf: ModelFile) -> int:
-    sizes = [p.stat().st_size for p in _partials(store, mf) if p.exists()]
-    return max(sizes, default=0)
-
-
-def discard_partial(entry: CatalogEntry, store: ModelStore) -> None:
-    """Delete the kept partial files of an entry (the UI offers this after a cancel)."""
-    for mf in (entry.file, entry.mmproj):
-        if mf is not None:
-            for part in _partials(store, mf):
-                discard(part)
+        return inside(hf_repo_dir(store, remote.repo_id), "blobs", f"{remote.sha256}.incomplete")
+    return own_partial(store, remote.repo_id, remote.filename)
 
 
 # ----- the public entry point ----------------------------------------------------------------------
@@ -177,8 +181,17 @@ def hub_file_entry(repo_id: str, filename: str, revision: str = "main") -> Catal
 
     Its size and sha256 come from the Hub when downloading; the fit check cannot judge it beforehand.
     """
+    try:
+        check_repo_id(repo_id)
+        check_filename(filename)
+        check_revision(revision)
+    except UnsafePathError as exc:
+        raise DownloadError(str(exc)) from exc
+    if not filename.lower().endswith(".gguf"):
+        raise DownloadError(f"{filename!r} is not a .gguf file; GemmaDesk downloads GGUF models only.")
     mf = ModelFile(repo_id=repo_id, filename=filename, size_bytes=0, revision=revision)
     return CatalogEntry(
+        architecture="",  # any architecture llama.cpp runs
         id="hf-" + f"{repo_id}-{filename}".replace("/", "-").lower().removesuffix(".gguf"),
         size="custom", format="GGUF", publisher=repo_id.split("/")[0], runnable=True,
         runner="GemmaDesk (llama.cpp)", repo_id=repo_id, file=mf, mmproj=None, google_memory_gb=None,
@@ -213,7 +226,16 @@ def download(
     files = [(entry.file, "main")] + ([(entry.mmproj, "mmproj")] if with_mmproj and entry.mmproj else [])
     if with_mmproj and entry.mmproj is None:
         raise DownloadError(f"{entry.label} has no vision projector (mmproj) to download.")
+    try:
+        for mf, _role in files:
+            check_repo_id(mf.repo_id)
+            check_filename(mf.filename)
+            check_revision(revision or mf.revision)
+    except UnsafePathError as exc:
+        raise DownloadError(str(exc)) from exc
     installed = store.find_for_entry(entry.id)
+    if store.refused:
+        raise DownloadError(store.refused)
     if installed is not None and installed.status == "changed":  # touched or damaged? check the bytes
         on_progress(Progress(entry.id, entry.file.filename, DownloadState.VERIFYING, 0, installed.size_bytes,
                              0.0, None))
@@ -230,12 +252,20 @@ def download(
             continue
         if role == "mmproj" and installed is not None and installed.mmproj_path:
             continue
-        got = _obtain(entry, mf, store, cfg, on_progress, control, retry)
-        if role == "main":
-            installed = store.record(model_id=entry.id, entry_id=entry.id, path=got.path, sha256=got.sha256,
-                                     source=got.source, display_name=_display_name(entry), owned=got.owned)
-        else:
-            installed = store.attach_mmproj(entry.id, got.path, got.sha256, owned=got.owned)
+        got = _obtain(entry, mf, store, cfg, on_progress, control, retry, role,
+                      pinned=revision is None or revision == mf.revision)
+        try:
+            if role == "main":
+                installed = store.record(model_id=entry.id, entry_id=entry.id, path=got.path, sha256=got.sha256,
+                                         source=got.source, display_name=_display_name(entry), owned=got.owned)
+            else:
+                installed = store.attach_mmproj(entry.id, got.path, got.sha256, owned=got.owned)
+        except (OSError, StoreError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise DownloadError(
+                f"{mf.filename} was downloaded and verified ({got.path}), but the model list could not be saved "
+                f"({why}): free some disk space and start GemmaDesk again; it will find the file and list it."
+            ) from exc
     assert installed is not None
     return store.get(installed.id)
 
@@ -250,11 +280,11 @@ class _Obtained:
 
 def _obtain(entry: CatalogEntry, mf: ModelFile, store: ModelStore, cfg: HubConfig,
             on_progress: Callable[[Progress], None], control: DownloadControl,
-            retry: RetryPolicy) -> _Obtained:
-    """One file: reuse a verified copy from the HF cache, or fetch, verify and install it."""
+            retry: RetryPolicy, role: str = "main", *, pinned: bool = True) -> _Obtained:
+    """One file: reuse a verified copy from the HF cache, or fetch, verify, check and install it."""
     meter = Meter(entry.id, mf.filename, mf.size_bytes, on_progress)
     try:
-        cached = _from_hf_cache(mf, store, meter, control)
+        cached = _from_hf_cache(mf, store, meter, control, entry, role)
         if cached is not None:
             return cached
         meter.state(DownloadState.QUEUED)
@@ -264,24 +294,35 @@ def _obtain(entry: CatalogEntry, mf: ModelFile, store: ModelStore, cfg: HubConfi
                 f"Neither {cfg.endpoint} nor the catalog gives a sha256 for {mf.filename}, so the download "
                 "could not be verified; GemmaDesk does not install unverified files."
             )
+        if remote.commit is not None:
+            check_commit(remote.commit)  # a mirror's answer becomes a folder name in the HF cache layout
+        if pinned:
+            _check_size(entry, mf, remote, cfg)
         meter.total = remote.size
         _needed, _free, short = check_disk(store, [mf], [remote.size])
         if short:
             raise DownloadError(short)
         part = _partial_path(store, remote)
-        with exclusive(part, mf.filename):
+        with exclusive(part, mf.filename, store.paths.cache_dir / "locks"):
             digest = fetch(remote, cfg, part, meter, control, retry,
                            refresh=lambda: _resolve_with_retry(mf, cfg, control, retry))
             meter.state(DownloadState.VERIFYING)
             if digest != remote.sha256:
                 discard(part)
+                log.warning("sha256 mismatch for %s from %s: got %s, the %s says %s", mf.filename, cfg.endpoint,
+                            digest, remote.sha256_source, remote.sha256)
                 raise DownloadError(
-                    f"{mf.filename} is damaged: its sha256 is {digest} but the {remote.sha256_source} says "
-                    f"{remote.sha256}. The bad file was deleted; download it again."
+                    f"{mf.filename} arrived damaged (its contents do not match what the "
+                    f"{_source_words(remote.sha256_source)} published), so it was deleted: download it again; "
+                    "if this repeats, check the network or the mirror."
                 )
-            target = _install(part, remote, store)
+            _check_contents(part, mf.filename, entry, role, store, cfg)
+            target = _install(part, remote, store, entry, role)
         meter.state(DownloadState.DONE)
         return _Obtained(target, digest, "hf-cache" if store.use_hf_cache else "download", owned=True)
+    except (UnsafePathError, StoreError) as exc:
+        meter.state(DownloadState.FAILED, str(exc))
+        raise DownloadError(str(exc)) from exc
     except DownloadPaused:
         meter.state(DownloadState.PAUSED)
         raise
@@ -291,6 +332,48 @@ def _obtain(entry: CatalogEntry, mf: ModelFile, store: ModelStore, cfg: HubConfi
     except DownloadError as exc:
         meter.state(DownloadState.FAILED, str(exc))
         raise
+
+
+def _source_words(source: str) -> str:
+    return {"hub": "Hub", "catalog": "catalog"}.get(source, "server")
+
+
+def _fmt_size(n: int) -> str:
+    return f"{n / GiB:.2f} GiB ({n:,} bytes)" if n >= GiB / 10 else f"{n / 2**20:.1f} MiB ({n:,} bytes)"
+
+
+def _check_size(entry: CatalogEntry, mf: ModelFile, remote: RemoteFile, cfg: HubConfig) -> None:
+    """A catalog model's file must be about the size the catalog publishes: a mirror that serves something
+    else (a 57 MiB file as E2B) is refused before a byte is downloaded."""
+    if mf.size_bytes <= 0 or abs(remote.size - mf.size_bytes) <= SIZE_TOLERANCE * mf.size_bytes:
+        return
+    raise DownloadError(
+        f"{cfg.endpoint} offers {mf.filename} as {_fmt_size(remote.size)}, but {_display_name(entry)} is "
+        f"published as {_fmt_size(mf.size_bytes)}: the server is not serving that model, so nothing was "
+        "downloaded. Check the mirror in HF_ENDPOINT (or unset it) and try again."
+    )
+
+
+def _check_contents(part: Path, filename: str, entry: CatalogEntry, role: str, store: ModelStore,
+                    cfg: HubConfig) -> None:
+    """A verified download must also be a model llama.cpp can load, of the expected architecture and
+    layer count, before it is installed (the sha256 only proves it is what the server meant to send)."""
+    if role == "mmproj":
+        want, layers = None, None
+    else:
+        want = entry.architecture or None
+        arch = store.catalog.architectures.get(entry.size) if want == "gemma4" else None
+        layers = arch.n_layer if arch is not None else None
+    try:
+        check_model_file(part, architecture=want, n_layer=layers, expected_name=_display_name(entry),
+                         projector=role == "mmproj")
+    except ModelFileError as exc:
+        discard(part)
+        why = str(exc).replace(part.name, filename)
+        raise DownloadError(
+            f"The file {cfg.endpoint} sent is not {_display_name(entry)}: {why} It was deleted; check the mirror "
+            "in HF_ENDPOINT (or unset it) and try again."
+        ) from exc
 
 
 def _resolve_with_retry(
@@ -313,55 +396,124 @@ def _resolve_with_retry(
             control.wait(backoff(retry, failures, exc.retry_after))
 
 
-def _install(part: Path, remote: RemoteFile, store: ModelStore) -> Path:
-    """Move the verified partial into place atomically; the HF cache gets its blobs/snapshots layout."""
+def _install(part: Path, remote: RemoteFile, store: ModelStore, entry: CatalogEntry, role: str) -> Path:
+    """Move the verified partial into place atomically; the HF cache gets its blobs/snapshots layout.
+
+    A receipt of what is written is saved *before* the move (see :mod:`gemmadesk.core.store`): if the
+    model list cannot be written afterwards, the store still finds and adopts the file. A file already at
+    the target that GemmaDesk did not write is never overwritten.
+    """
     sidecar = part.with_name(part.name + ".json")
+    sha = remote.sha256 or ""
+    name = _display_name(entry) if role == "main" else f"{_display_name(entry)} (vision projector)"
     if not store.use_hf_cache:
         target = store.target_path(remote.repo_id, remote.filename)
+        _refuse_foreign(target, store)
         target.parent.mkdir(parents=True, exist_ok=True)
-        _move(part, target)
+        _receipt(store, target, role, entry, sha, "download", name, [(target, os.stat(part))])
+        final = _move(part, target)
+        if final is not None:  # copied across file systems: a new file, so a new receipt
+            _receipt(store, target, role, entry, sha, "download", name, [(target, final)])
         sidecar.unlink(missing_ok=True)
         return target
-    repo_dir = _hf_repo_dir(store, remote.repo_id)
-    blob = repo_dir / "blobs" / (remote.sha256 or "")
+    repo_dir = hf_repo_dir(store, remote.repo_id)
+    blob = inside(repo_dir, "blobs", sha)
+    commit = check_commit(remote.commit) if remote.commit else check_revision(remote.revision)
+    link = inside(repo_dir, "snapshots", commit, remote.filename)
+    _refuse_foreign(blob, store, link)
+    relative = os.path.relpath(blob, link.parent)
+    reuse_link = link.is_symlink() and os.readlink(link) == relative  # e.g. made by huggingface_hub
+    if os.path.lexists(link) and not reuse_link:
+        _refuse_foreign(link, store)
     blob.parent.mkdir(parents=True, exist_ok=True)
-    _move(part, blob)
+    links = [] if reuse_link else [WrittenLink(str(link), relative)]
+    _receipt(store, link, role, entry, sha, "hf-cache", name, [(blob, os.stat(part))], links)
+    final = _move(part, blob)
+    if final is not None:
+        _receipt(store, link, role, entry, sha, "hf-cache", name, [(blob, final)], links)
     sidecar.unlink(missing_ok=True)
-    commit = remote.commit or remote.revision
-    link = repo_dir / "snapshots" / commit / remote.filename
     link.parent.mkdir(parents=True, exist_ok=True)
-    link.unlink(missing_ok=True)
-    try:
-        link.symlink_to(os.path.relpath(blob, link.parent))
-    except OSError:  # no symlinks (Windows without developer mode): huggingface_hub then moves the blob too
-        os.replace(blob, link)
+    if not reuse_link:
+        if link.is_symlink():
+            link.unlink()  # our own earlier link (checked above)
+        try:
+            link.symlink_to(relative)
+        except OSError:  # no symlinks (Windows without developer mode): huggingface_hub then moves the blob
+            os.replace(blob, link)
+            _receipt(store, link, role, entry, sha, "hf-cache", name, [(link, os.stat(link))])
     if remote.revision != commit:
-        (repo_dir / "refs").mkdir(exist_ok=True)
-        (repo_dir / "refs" / remote.revision).write_text(commit)
+        ref = inside(repo_dir, "refs", remote.revision)
+        ref.parent.mkdir(parents=True, exist_ok=True)
+        ref.write_text(commit)
     return link
 
 
-def _move(src: Path, dst: Path) -> None:
+def _refuse_foreign(target: Path, store: ModelStore, model_path: Path | None = None) -> None:
+    """Make way for the verified download: GemmaDesk's own earlier file there is replaced; one of its
+    files that was changed since (a damaged download, or a new file that got its inode number) is kept
+    aside as ``NAME.changed-N``; anything else stops the install (the verified partial is kept for later)."""
+    if not os.path.lexists(target):
+        return
+    receipt = store.receipt_for(model_path or target)
+    written = next((f for f in receipt.files if f.path == str(target)), None) if receipt is not None else None
+    if written is not None and written.is_still_ours():
+        return
+    if written is not None and written.same_inode():
+        n = 1
+        while os.path.lexists(aside := target.with_name(f"{target.name}.changed-{n}")):
+            n += 1
+        os.replace(target, aside)
+        log.warning("%s was changed since GemmaDesk downloaded it; kept it as %s", target, aside)
+        return
+    raise DownloadError(
+        f"{target} already exists and GemmaDesk did not create it, so it was left as it is: move it away "
+        "(or import it) and start the download again; the verified download is kept and will be used then."
+    )
+
+
+def _receipt(store: ModelStore, model_path: Path, role: str, entry: CatalogEntry, sha: str, source: str,
+             name: str, files: list[tuple[Path, os.stat_result]], links: list[WrittenLink] | None = None) -> None:
+    try:
+        store.write_receipt(Receipt(
+            str(model_path), role, entry.id, sha, source, name,
+            tuple(WrittenFile.of(path, st) for path, st in files), tuple(links or ()),
+        ))
+    except OSError as exc:
+        raise DownloadError(
+            f"The download of {name} is complete and verified, but GemmaDesk could not note it in "
+            f"{store.receipts_dir} ({exc.strerror or exc}): free some disk space and start the download again; "
+            "it will finish from the kept file without downloading it again."
+        ) from exc
+
+
+def _move(src: Path, dst: Path) -> os.stat_result | None:
+    """Rename ``src`` to ``dst``; across file systems copy then swap in atomically and return the new
+    file's stat (None when it was a rename: same file, same inode)."""
     try:
         os.replace(src, dst)
+        return None
     except OSError:  # another file system (custom folder): copy, then swap in atomically
         tmp = dst.with_name(dst.name + ".incoming")
         shutil.copyfile(src, tmp)
+        st = os.stat(tmp)
         os.replace(tmp, dst)
         src.unlink()
+        return st
 
 
-def _from_hf_cache(mf: ModelFile, store: ModelStore, meter: Meter,
-                   control: DownloadControl) -> _Obtained | None:
+def _from_hf_cache(mf: ModelFile, store: ModelStore, meter: Meter, control: DownloadControl,
+                   entry: CatalogEntry | None = None, role: str = "main") -> _Obtained | None:
     """Reuse a copy the user already has in the Hugging Face cache (no duplicate), after checking it.
 
     The cache names LFS blobs by their sha256, so the file can be verified even offline.
     """
-    repo_dir = _hf_repo_dir(store, mf.repo_id)
-    snap_root = repo_dir / "snapshots"
-    ref = repo_dir / "refs" / mf.revision
-    commit = ref.read_text().strip() if ref.is_file() else mf.revision
-    candidate = snap_root / commit / mf.filename
+    try:
+        repo_dir = hf_repo_dir(store, mf.repo_id)
+        ref = inside(repo_dir, "refs", mf.revision)
+        commit = ref.read_text()[:100].strip() if ref.is_file() else mf.revision
+        candidate = inside(repo_dir, "snapshots", check_revision(commit), mf.filename)
+    except (UnsafePathError, OSError):
+        return None
     if not candidate.is_file():
         return None
     blob_name = candidate.resolve().name
@@ -377,5 +529,11 @@ def _from_hf_cache(mf: ModelFile, store: ModelStore, meter: Meter,
     digest = sha256_file(candidate, tick)
     if digest != expected:
         return None  # damaged or foreign: download our own verified copy instead
+    if entry is not None:
+        try:
+            check_model_file(candidate, projector=role == "mmproj",
+                             architecture=None if role == "mmproj" else entry.architecture or None)
+        except ModelFileError:
+            return None
     meter.state(DownloadState.DONE)
-    return _Obtained(candidate, digest, "hf-cache", owned=False)
+    return _Obtained(candidate, digest, "hf-cache", owned=store.owns(candidate))

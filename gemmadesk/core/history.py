@@ -12,6 +12,18 @@ Saving a reply while it streams (what survives a stop or a crash)::
     saver.add("answer", text) ...          # UPDATE of that one row at most once per interval
     store.finish_reply(msg_id, answer, thoughts, stats={...}, status="complete" | "partial")
 
+Damage and read-only files (the history never loses a turn, and never deletes a file):
+
+- A damaged database (``file is not a database``, ``database disk image is malformed``, found when opening
+  or on any later call) is moved aside as ``chats.sqlite3.damaged-<time>`` (with its ``-wal``), a fresh one
+  is started, and every row that can still be read is copied into it (same ids, so open chats go on).
+  :attr:`HistoryStore.notices` (and the log) say where the old file is.
+- When the database cannot be written (read-only file or folder, full disk, I/O error), new chats,
+  messages and reply updates are kept in a journal beside it (``chats.sqlite3.pending.json``, rewritten
+  atomically) and shown by every read as if saved. They are written into the database, and the journal
+  removed, as soon as it can be written again (checked at most every :data:`RETRY_S`, and at the next
+  start). New rows kept only in the journal have negative ids until then.
+
 Editing rules (decided here, the UI follows them):
 - :meth:`HistoryStore.edit_user_message` changes a user message and deletes every later message of the
   conversation (the later replies answered the old text); the caller then generates a new reply.
@@ -22,22 +34,38 @@ Editing rules (decided here, the UI follows them):
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+import os
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
 from gemmadesk.core.engine.types import ChatMessage, Role
-from gemmadesk.core.paths import app_paths
+from gemmadesk.core.paths import app_paths, atomic_write_text
+
+log = logging.getLogger(__name__)
 
 Status = Literal["complete", "partial"]
 DEFAULT_TITLE = "New chat"
+RETRY_S = 30.0  # how often a read-only or full database is tried again while turns wait in the journal
+MAX_JOURNAL_BYTES = 256 * 2**20
+SALVAGE_PROBES = 200_000  # row lookups spent stepping over damaged pages when rescuing a damaged database
+SALVAGE_GAP = 5_000  # ... and ids in a row that read nothing before giving up (when the largest id is unknown)
+
+# SQLite's primary result codes (the low byte of sqlite3.Error.sqlite_errorcode).
+_DAMAGED = {11, 26}  # SQLITE_CORRUPT, SQLITE_NOTADB
+_UNWRITABLE = {3, 5, 6, 8, 10, 13, 14}  # PERM, BUSY, LOCKED, READONLY, IOERR, FULL, CANTOPEN
+_CONVERSATION_COLUMNS = ("title", "created_at", "updated_at", "system_prompt", "model")
+_MESSAGE_COLUMNS = ("conversation_id", "role", "content", "thoughts", "model", "settings_json", "stats_json",
+                    "status", "created_at", "updated_at")
 
 
 def _v1(db: sqlite3.Connection) -> None:
@@ -127,13 +155,35 @@ def _conversation(row: sqlite3.Row) -> Conversation:
     )
 
 
-def _message(row: sqlite3.Row) -> Message:
+def _message(row: sqlite3.Row | dict[str, Any]) -> Message:
     return Message(
         id=row["id"], conversation_id=row["conversation_id"], role=row["role"], content=row["content"],
-        thoughts=row["thoughts"], model=row["model"], settings=json.loads(row["settings_json"] or "{}"),
-        stats=json.loads(row["stats_json"] or "{}"), status=row["status"], created_at=row["created_at"],
+        thoughts=row["thoughts"], model=row["model"], settings=_json_object(row["settings_json"]),
+        stats=_json_object(row["stats_json"]), status=row["status"], created_at=row["created_at"],
         updated_at=row["updated_at"] or row["created_at"],
     )  # fmt: skip
+
+
+def _json_object(text: Any) -> dict[str, Any]:
+    try:
+        value = json.loads(text or "{}")
+    except (TypeError, ValueError, RecursionError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _code(exc: sqlite3.Error) -> int:
+    return int(getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF
+
+
+def _is_damage(exc: sqlite3.Error) -> bool:
+    text = str(exc).lower()
+    return _code(exc) in _DAMAGED or "malformed" in text or "not a database" in text
+
+
+def _is_unwritable(exc: sqlite3.Error) -> bool:
+    text = str(exc).lower()
+    return _code(exc) in _UNWRITABLE or "readonly" in text or "read-only" in text or "disk is full" in text
 
 
 def migrate(db: sqlite3.Connection) -> int:
@@ -156,22 +206,148 @@ class HistoryStore:
 
     def __init__(self, path: str | Path | None = None) -> None:
         self.path = Path(path) if path is not None else app_paths().history_db
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._memory = str(path) == ":memory:"
         self._lock = threading.RLock()
-        try:
-            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            self._db.row_factory = sqlite3.Row
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA foreign_keys=ON")
-            self._db.execute("PRAGMA busy_timeout=5000")
-            migrate(self._db)
-        except sqlite3.DatabaseError as exc:
-            raise HistoryError(f"The chat history at {self.path} cannot be opened: {exc}.") from exc
+        self.notices: list[str] = []  # one sentence each: what happened to the history and where things are
+        self.read_only: str | None = None  # why new turns wait in the journal (None: saved normally)
+        self._journal_path = None if self._memory else self.path.with_name(self.path.name + ".pending.json")
+        self._pending = _Pending()
+        self._ids: dict[int, int] = {}  # journal id -> database id, once written
+        self._next_retry = 0.0
+        self._reply_conversation: dict[int, int] = {}  # replies begun in this session -> their conversation
+        self._recovered = False  # a damaged database was replaced: rows the caller knows may be gone
+        if not self._memory:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = self._open()
+        self._load_journal()
+        if not self._pending.empty():
+            self._flush_pending(force=True)
 
-    def close(self) -> None:
+    # ------------------------------------------------------------ opening, damage, read-only
+    def _connect(self, read_only: bool = False) -> sqlite3.Connection:
+        if read_only:
+            db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False,
+                                 isolation_level=None)
+        else:
+            db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        db.row_factory = sqlite3.Row
+        try:
+            if not read_only:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA foreign_keys=ON")
+            db.execute("PRAGMA busy_timeout=5000")
+            if read_only:
+                version = int(db.execute("PRAGMA user_version").fetchone()[0])
+                if version > SCHEMA_VERSION:
+                    migrate(db)  # raises the "newer GemmaDesk" HistoryError
+                if version < SCHEMA_VERSION:
+                    raise HistoryError(
+                        f"The chat history {self.path} is from an older GemmaDesk and must be upgraded, but it "
+                        "cannot be written: check the file's permissions and the free disk space, then start again."
+                    )
+                db.execute("SELECT count(*) FROM conversations").fetchone()
+            else:
+                migrate(db)
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _open(self) -> sqlite3.Connection:
+        try:
+            db = self._connect()
+            if not self._memory:
+                self._probe_writable(db)
+            return db
+        except HistoryError:
+            raise
+        except sqlite3.DatabaseError as exc:
+            if _is_damage(exc) and not self._memory:
+                return self._recover(exc, opening=True)
+            if not _is_unwritable(exc) or self._memory:
+                raise HistoryError(f"The chat history at {self.path} cannot be opened: {exc}.") from exc
+            first = exc
+        try:
+            db = self._connect(read_only=True)
+        except sqlite3.DatabaseError as exc:
+            if _is_damage(exc):
+                return self._recover(exc, opening=True)
+            raise HistoryError(
+                f"The chat history at {self.path} cannot be opened ({first}); check that the file and its folder "
+                "can be read and written."
+            ) from exc
+        self._set_read_only(first)
+        return db
+
+    def _probe_writable(self, db: sqlite3.Connection) -> None:
+        """Say at once (not after the first reply) when the file cannot be written: a write rolled back."""
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            finally:
+                db.execute("ROLLBACK")
+        except sqlite3.DatabaseError as exc:
+            if not _is_unwritable(exc):
+                raise
+            self._set_read_only(exc)
+
+    def _set_read_only(self, exc: BaseException) -> None:
+        if self.read_only is None:
+            self.read_only = str(exc)
+            self._notice(
+                f"The chat history {self.path} cannot be written ({exc}); new messages are kept in "
+                f"{self._journal_path} and saved as soon as it can be written again: check the disk space and "
+                "the file's permissions."
+            )
+        self._next_retry = time.monotonic() + RETRY_S
+
+    def _notice(self, text: str) -> None:
+        self.notices.append(text)
+        log.warning(text)
+
+    def take_notices(self) -> list[str]:
+        """The notices not yet shown, oldest first (and forget them)."""
         with self._lock:
-            self._db.close()
+            out, self.notices = self.notices, []
+            return out
+
+    def _recover(self, exc: BaseException, opening: bool = False) -> sqlite3.Connection:
+        """Move the damaged database aside (never deleted), start a fresh one, copy in what can be read."""
+        if not opening:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.close()
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        aside = self.path.with_name(f"{self.path.name}.damaged-{stamp}")
+        n = 2
+        while aside.exists():
+            aside, n = self.path.with_name(f"{self.path.name}.damaged-{stamp}-{n}"), n + 1
+        try:
+            os.replace(self.path, aside)
+            for suffix in ("-wal", "-shm"):
+                side = self.path.with_name(self.path.name + suffix)
+                if side.exists():
+                    os.replace(side, aside.with_name(aside.name + suffix))
+        except OSError as move_error:
+            raise HistoryError(
+                f"The chat history {self.path} is damaged ({exc}) and could not be moved aside "
+                f"({move_error.strerror or move_error}); close GemmaDesk and move the file away yourself."
+            ) from move_error
+        try:
+            db = self._connect()
+        except sqlite3.Error as fresh_error:
+            raise HistoryError(
+                f"The chat history was damaged ({exc}) and moved to {aside}, but a new one could not be started at "
+                f"{self.path} ({fresh_error}): check the folder's permissions and free disk space."
+            ) from fresh_error
+        self._recovered = True
+        conversations, messages = _salvage(aside, db)
+        self._notice(
+            f"The chat history was damaged ({exc}); it was moved to {aside} and a new one started with the "
+            f"{conversations} conversations and {messages} messages that could still be read."
+        )
+        return db
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -182,36 +358,153 @@ class HistoryStore:
                 self._db.execute("COMMIT")
             except BaseException:
                 if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
+                    with contextlib.suppress(sqlite3.Error):
+                        self._db.execute("ROLLBACK")
                 raise
 
     def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
         with self._lock:
-            return list(self._db.execute(sql, args).fetchall())
+            try:
+                return list(self._db.execute(sql, args).fetchall())
+            except sqlite3.DatabaseError as exc:
+                if not _is_damage(exc) or self._memory:
+                    raise HistoryError(f"The chat history could not be read: {exc}.") from exc
+                self._db = self._recover(exc)
+                return list(self._db.execute(sql, args).fetchall())
+
+    def _write(self, do: Callable[[sqlite3.Connection], Any], journal: Callable[[], Any]) -> Any:
+        """Run ``do`` in a transaction; on damage recover and retry once; when the database cannot be written,
+        keep the change in the journal instead (``journal()`` returns what ``do`` would have)."""
+        with self._lock:
+            if not self._pending.empty() and not self._flush_pending():
+                return journal()
+            for attempt in (1, 2):
+                try:
+                    with self._tx() as db:
+                        return do(db)
+                except sqlite3.DatabaseError as exc:
+                    if _is_damage(exc) and attempt == 1 and not self._memory:
+                        self._db = self._recover(exc)
+                        continue
+                    if _is_unwritable(exc) and not self._memory:
+                        self._set_read_only(exc)
+                        return journal()
+                    raise HistoryError(f"The chat history could not be saved: {exc}.") from exc
+            raise AssertionError("unreachable")
+
+    # ------------------------------------------------------------ the journal of unsaved changes
+    def _load_journal(self) -> None:
+        path = self._journal_path
+        if path is None or not path.exists():
+            return
+        try:
+            if path.stat().st_size > MAX_JOURNAL_BYTES:
+                raise ValueError("too large")
+            self._pending = _Pending.parse(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError, TypeError, KeyError, RecursionError) as exc:
+            aside = path.with_name(f"{path.name}.unreadable-{int(time.time())}")
+            with contextlib.suppress(OSError):
+                os.replace(path, aside)
+            self._notice(f"The unsaved chat messages in {path} could not be read ({exc}); the file was kept as "
+                         f"{aside}.")
+            self._pending = _Pending()
+            return
+        if not self._pending.empty():
+            self._notice(f"Chat messages that could not be saved earlier were found in {path}.")
+
+    def _save_journal(self) -> None:
+        if self._journal_path is None:
+            return
+        try:
+            atomic_write_text(self._journal_path, json.dumps(self._pending.to_dict()))
+        except OSError as exc:
+            raise HistoryError(
+                f"This chat could not be saved: the history {self.path} cannot be written ({self.read_only}) and "
+                f"neither can {self._journal_path} ({exc.strerror or exc}); copy what you need from the window now."
+            ) from exc
+
+    def _flush_pending(self, force: bool = False) -> bool:
+        """Write the journal into the database if it can be written now; True when nothing waits any more."""
+        if self._pending.empty():
+            return True
+        if not force and time.monotonic() < self._next_retry:
+            return False
+        if self.read_only is not None:
+            try:
+                db = self._connect()
+            except sqlite3.DatabaseError as exc:
+                self._set_read_only(exc)
+                return False
+            with contextlib.suppress(sqlite3.Error):
+                self._db.close()
+            self._db = db
+        try:
+            with self._tx() as db:
+                ids = self._pending.replay(db, dict(self._ids))
+        except sqlite3.DatabaseError as exc:
+            if _is_damage(exc):
+                self._db = self._recover(exc)
+                return self._flush_pending(force=True)
+            self._set_read_only(exc)
+            return False
+        self._ids = ids
+        self._pending = _Pending()
+        if self._journal_path is not None:
+            self._journal_path.unlink(missing_ok=True)  # GemmaDesk's own file, now in the database
+        self.read_only = None
+        self._notice(f"The chat messages kept while {self.path} could not be written are saved in it now.")
+        return True
+
+    def _real(self, some_id: int) -> int:
+        """A journal id (negative) as its database id once written (the caller may still hold the old one)."""
+        return self._ids.get(some_id, some_id)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
 
     # ------------------------------------------------------------ conversations
     def create_conversation(
         self, title: str = DEFAULT_TITLE, system_prompt: str = "", model: str | None = None
     ) -> Conversation:
         now = time.time()
-        with self._tx() as db:
+
+        def do(db: sqlite3.Connection) -> int:
             cur = db.execute(
                 "INSERT INTO conversations (title, created_at, updated_at, system_prompt, model) "
                 "VALUES (?, ?, ?, ?, ?)",
                 (title, now, now, system_prompt, model),
             )
-        return self.get_conversation(int(cur.lastrowid or 0))
+            return int(cur.lastrowid or 0)
+
+        def journal() -> int:
+            cid = self._pending.new_id()
+            self._pending.conversations[cid] = {"title": title, "created_at": now, "updated_at": now,
+                                                "system_prompt": system_prompt, "model": model}
+            self._save_journal()
+            return cid
+
+        with self._lock:
+            return self.get_conversation(self._write(do, journal))
 
     def get_conversation(self, conversation_id: int) -> Conversation:
-        rows = self._query("SELECT * FROM conversations WHERE id = ?", (conversation_id,))
-        if not rows:
-            raise HistoryError(f"Conversation {conversation_id} does not exist (it may have been deleted).")
-        return _conversation(rows[0])
+        with self._lock:
+            cid = self._real(conversation_id)
+            if cid in self._pending.conversations:
+                return _conversation_of(cid, self._pending.conversations[cid])
+            rows = self._query("SELECT * FROM conversations WHERE id = ?", (cid,))
+            if not rows:
+                raise HistoryError(f"Conversation {conversation_id} does not exist (it may have been deleted).")
+            return _conversation_of(cid, {**dict(rows[0]), **self._pending.conversation_updates.get(cid, {})})
 
     def list_conversations(self) -> list[Conversation]:
         """Most recently active first."""
-        rows = self._query("SELECT * FROM conversations ORDER BY updated_at DESC, id DESC")
-        return [_conversation(r) for r in rows]
+        with self._lock:
+            rows = self._query("SELECT * FROM conversations ORDER BY updated_at DESC, id DESC")
+            out = [_conversation_of(r["id"], {**dict(r), **self._pending.conversation_updates.get(r["id"], {})})
+                   for r in rows]
+            out += [_conversation_of(cid, row) for cid, row in self._pending.conversations.items()]
+        return sorted(out, key=lambda c: (c.updated_at, c.id), reverse=True)
 
     def rename(self, conversation_id: int, title: str) -> None:
         self._update_conversation(conversation_id, "title", title.strip() or DEFAULT_TITLE)
@@ -223,25 +516,70 @@ class HistoryStore:
         self._update_conversation(conversation_id, "model", model)
 
     def _update_conversation(self, conversation_id: int, column: str, value: Any) -> None:
-        with self._tx() as db:
-            cur = db.execute(f"UPDATE conversations SET {column} = ? WHERE id = ?", (value, conversation_id))
-        if cur.rowcount == 0:
-            raise HistoryError(f"Conversation {conversation_id} does not exist (it may have been deleted).")
+        assert column in _PENDING_CONVERSATION_UPDATES
+
+        def do(db: sqlite3.Connection) -> None:
+            cid = self._real(conversation_id)
+            cur = db.execute(f"UPDATE conversations SET {column} = ? WHERE id = ?", (value, cid))
+            if cur.rowcount == 0:
+                raise HistoryError(f"Conversation {conversation_id} does not exist (it may have been deleted).")
+
+        def journal() -> None:
+            cid = self._real(conversation_id)
+            self.get_conversation(cid)  # raises if there is no such conversation
+            if cid in self._pending.conversations:
+                self._pending.conversations[cid][column] = value
+            else:
+                self._pending.conversation_updates.setdefault(cid, {})[column] = value
+            self._save_journal()
+
+        with self._lock:
+            if self._real(conversation_id) in self._pending.conversations:
+                journal()
+            else:
+                self._write(do, journal)
 
     def delete_conversation(self, conversation_id: int) -> None:
-        with self._tx() as db:
-            db.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,))
+        def do(db: sqlite3.Connection) -> None:
+            db.execute("DELETE FROM conversations WHERE id = ?", (self._real(conversation_id),))
+
+        with self._lock:
+            cid = self._real(conversation_id)
+            if cid in self._pending.conversations:
+                self._pending.drop_conversation(cid)
+                self._save_journal()
+                return
+            self._write(do, self._refuse_while_unwritable("deleted"))
+
+    def _refuse_while_unwritable(self, what: str) -> Callable[[], None]:
+        def refuse() -> None:
+            raise HistoryError(
+                f"The chat history {self.path} cannot be written just now ({self.read_only}), so nothing was "
+                f"{what}: check the disk space and the file's permissions, then try again."
+            )
+
+        return refuse
 
     # ----------------------------------------------------------------- messages
     def messages(self, conversation_id: int) -> list[Message]:
-        rows = self._query("SELECT * FROM messages WHERE conversation_id = ? ORDER BY id", (conversation_id,))
-        return [_message(r) for r in rows]
+        with self._lock:
+            cid = self._real(conversation_id)
+            rows = [] if cid < 0 else self._query(
+                "SELECT * FROM messages WHERE conversation_id = ? ORDER BY id", (cid,))
+            out = [_message({**dict(r), **self._pending.message_updates.get(r["id"], {})}) for r in rows]
+            out += [_message({"id": mid, **row}) for mid, row in sorted(self._pending.messages.items(), reverse=True)
+                    if self._real(row["conversation_id"]) == cid]
+            return out
 
     def get_message(self, message_id: int) -> Message:
-        rows = self._query("SELECT * FROM messages WHERE id = ?", (message_id,))
-        if not rows:
-            raise HistoryError(f"Message {message_id} does not exist (it may have been deleted).")
-        return _message(rows[0])
+        with self._lock:
+            mid = self._real(message_id)
+            if mid in self._pending.messages:
+                return _message({"id": mid, **self._pending.messages[mid]})
+            rows = self._query("SELECT * FROM messages WHERE id = ?", (mid,))
+            if not rows:
+                raise HistoryError(f"Message {message_id} does not exist (it may have been deleted).")
+            return _message({**dict(rows[0]), **self._pending.message_updates.get(mid, {})})
 
     def add_message(
         self,
@@ -257,35 +595,60 @@ class HistoryStore:
     ) -> Message:
         """Append and commit one message. The first user message also titles a "New chat"."""
         now = time.time()
-        with self._tx() as db:
+        row = {"role": role, "content": content, "thoughts": thoughts, "model": model,
+               "settings_json": json.dumps(settings or {}), "stats_json": json.dumps(stats or {}),
+               "status": status, "created_at": now, "updated_at": now}
+
+        def do(db: sqlite3.Connection) -> int:
+            cid = self._real(conversation_id)
+            if self._recovered:
+                _ensure_conversation(db, cid, now)
             cur = db.execute(
                 "INSERT INTO messages (conversation_id, role, content, thoughts, model, settings_json, "
                 "stats_json, status, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (conversation_id, role, content, thoughts, model, json.dumps(settings or {}),
-                 json.dumps(stats or {}), status, now, now),
+                (cid, *row.values()),
             )  # fmt: skip
-            db.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", (now, conversation_id))
+            db.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", (now, cid))
             if role == "user":
                 db.execute(
                     "UPDATE conversations SET title = ? WHERE id = ? AND title = ?",
-                    (_title_from(content), conversation_id, DEFAULT_TITLE),
+                    (_title_from(content), cid, DEFAULT_TITLE),
                 )
-        return self.get_message(int(cur.lastrowid or 0))
+            return int(cur.lastrowid or 0)
+
+        def journal() -> int:
+            cid = self._real(conversation_id)
+            conv = self.get_conversation(cid)  # raises if there is no such conversation
+            mid = self._pending.new_id()
+            self._pending.messages[mid] = {"conversation_id": cid, **row}
+            changes: dict[str, Any] = {"updated_at": now}
+            if role == "user" and conv.title == DEFAULT_TITLE:
+                changes["title"] = _title_from(content)
+            if cid in self._pending.conversations:
+                self._pending.conversations[cid].update(changes)
+            else:
+                self._pending.conversation_updates.setdefault(cid, {}).update(changes)
+            self._save_journal()
+            return mid
+
+        with self._lock:
+            if self._real(conversation_id) < 0 and not self._flush_pending():
+                mid = journal()
+            else:
+                mid = self._write(do, journal)
+            return self.get_message(mid)
 
     def begin_reply(
         self, conversation_id: int, model: str | None = None, settings: dict[str, Any] | None = None
     ) -> int:
         """Create the assistant row a streaming reply is saved into (status "partial" until finished)."""
         msg = self.add_message(conversation_id, "assistant", "", model=model, settings=settings, status="partial")
+        self._reply_conversation[msg.id] = msg.conversation_id
         return msg.id
 
     def update_partial(self, message_id: int, content: str, thoughts: str) -> None:
         """Save the reply so far: one UPDATE of one row (cheap enough to run every second)."""
-        with self._tx() as db:
-            db.execute(
-                "UPDATE messages SET content = ?, thoughts = ?, updated_at = ? WHERE id = ?",
-                (content, thoughts, time.time(), message_id),
-            )
+        self._update_message(message_id, {"content": content, "thoughts": thoughts, "updated_at": time.time()})
 
     def finish_reply(
         self,
@@ -296,21 +659,53 @@ class HistoryStore:
         status: Status = "complete",
     ) -> None:
         """Store the final reply. Use status "partial" for a reply the user stopped."""
-        with self._tx() as db:
-            db.execute(
-                "UPDATE messages SET content = ?, thoughts = ?, stats_json = ?, status = ?, updated_at = ? "
-                "WHERE id = ?",
-                (content, thoughts, json.dumps(stats or {}), status, time.time(), message_id),
-            )
-            db.execute(
-                "UPDATE conversations SET updated_at = ? "
-                "WHERE id = (SELECT conversation_id FROM messages WHERE id = ?)",
-                (time.time(), message_id),
-            )
+        self._update_message(message_id, {"content": content, "thoughts": thoughts,
+                                          "stats_json": json.dumps(stats or {}), "status": status,
+                                          "updated_at": time.time()}, touch_conversation=True)
+
+    def _update_message(self, message_id: int, changes: dict[str, Any], touch_conversation: bool = False) -> None:
+        def do(db: sqlite3.Connection) -> None:
+            mid = self._real(message_id)
+            sets = ", ".join(f"{column} = ?" for column in changes)
+            cur = db.execute(f"UPDATE messages SET {sets} WHERE id = ?", (*changes.values(), mid))
+            cid = self._reply_conversation.get(message_id)
+            if cur.rowcount == 0 and self._recovered and cid is not None:
+                # the row was lost with the damaged database: write the reply again, it is still known here
+                cid = self._real(cid)
+                _ensure_conversation(db, cid, changes["updated_at"])
+                row = {"role": "assistant", "content": "", "thoughts": "", "model": None, "settings_json": "{}",
+                       "stats_json": "{}", "status": "partial", "created_at": changes["updated_at"], **changes}
+                db.execute(f"INSERT INTO messages (id, conversation_id, {', '.join(row)}) "
+                           f"VALUES (?, ?, {', '.join('?' for _ in row)})", (mid, cid, *row.values()))
+            if touch_conversation:
+                db.execute("UPDATE conversations SET updated_at = ? WHERE id = "
+                           "(SELECT conversation_id FROM messages WHERE id = ?)", (changes["updated_at"], mid))
+
+        def journal() -> None:
+            mid = self._real(message_id)
+            if mid in self._pending.messages:
+                self._pending.messages[mid].update(changes)
+            else:
+                self._pending.message_updates.setdefault(mid, {}).update(changes)
+            self._save_journal()
+
+        with self._lock:
+            if self._real(message_id) in self._pending.messages and not self._flush_pending():
+                journal()
+            else:
+                self._write(do, journal)
 
     def delete_message(self, message_id: int) -> None:
-        with self._tx() as db:
-            db.execute("DELETE FROM messages WHERE id = ?", (message_id,))
+        def do(db: sqlite3.Connection) -> None:
+            db.execute("DELETE FROM messages WHERE id = ?", (self._real(message_id),))
+
+        with self._lock:
+            mid = self._real(message_id)
+            if mid in self._pending.messages:
+                del self._pending.messages[mid]
+                self._save_journal()
+                return
+            self._write(do, self._refuse_while_unwritable("deleted"))
 
     def edit_user_message(self, message_id: int, content: str) -> list[Message]:
         """Replace a user message's text and delete every later message of its conversation; returns
@@ -318,12 +713,17 @@ class HistoryStore:
         msg = self.get_message(message_id)
         if msg.role != "user":
             raise HistoryError("Only your own messages can be edited; regenerate a reply instead.")
-        with self._tx() as db:
+
+        def do(db: sqlite3.Connection) -> None:
             db.execute(
                 "UPDATE messages SET content = ?, updated_at = ? WHERE id = ?",
-                (content, time.time(), message_id),
+                (content, time.time(), msg.id),
             )
-            db.execute("DELETE FROM messages WHERE conversation_id = ? AND id > ?", (msg.conversation_id, message_id))
+            db.execute("DELETE FROM messages WHERE conversation_id = ? AND id > ?", (msg.conversation_id, msg.id))
+
+        if msg.id < 0 or msg.conversation_id < 0:
+            self._refuse_while_unwritable("edited")()
+        self._write(do, self._refuse_while_unwritable("edited"))
         return self.messages(msg.conversation_id)
 
     def remove_last_reply(self, conversation_id: int) -> list[Message]:
@@ -395,6 +795,196 @@ class HistoryStore:
                 ]
             lines += [m.content.strip(), ""]
         return "\n".join(lines)
+
+
+_PENDING_CONVERSATION_UPDATES = {"title": str, "system_prompt": str, "model": (str, type(None)),
+                                 "updated_at": (float, int)}
+_PENDING_MESSAGE_UPDATES = {"content": str, "thoughts": str, "stats_json": str, "status": str,
+                            "updated_at": (float, int)}
+_PENDING_CONVERSATION = {"title": str, "created_at": (float, int), "updated_at": (float, int),
+                         "system_prompt": str, "model": (str, type(None))}
+_PENDING_MESSAGE = {"conversation_id": int, "role": str, "content": str, "thoughts": str,
+                    "model": (str, type(None)), "settings_json": str, "stats_json": str, "status": str,
+                    "created_at": (float, int), "updated_at": (float, int)}
+
+
+def _conversation_of(cid: int, row: dict[str, Any]) -> Conversation:
+    return Conversation(cid, row["title"], row["created_at"], row["updated_at"], row["system_prompt"], row["model"])
+
+
+def _ensure_conversation(db: sqlite3.Connection, cid: int, when: float) -> None:
+    """After a damaged database was replaced: give a message whose conversation was lost a home again."""
+    db.execute("INSERT OR IGNORE INTO conversations (id, title, created_at, updated_at) VALUES (?, ?, ?, ?)",
+               (cid, "Recovered chat", when, when))
+
+
+def _checked(row: Any, schema: dict[str, Any], *, partial: bool) -> dict[str, Any]:
+    """A journal row with exactly the known columns and types (the journal is a file: never trusted)."""
+    if not isinstance(row, dict) or not set(row) <= set(schema) or (not partial and set(row) != set(schema)):
+        raise ValueError("unexpected fields")
+    for key, value in row.items():
+        kinds = schema[key]
+        if isinstance(value, bool) or not isinstance(value, kinds):
+            raise ValueError(f"{key} has the wrong type")
+    if row.get("role", "user") not in ("system", "user", "assistant") or \
+            row.get("status", "complete") not in ("complete", "partial"):
+        raise ValueError("unknown role or status")
+    return dict(row)
+
+
+@dataclass
+class _Pending:
+    """Changes that wait for the database to be writable: new rows (negative ids) and updates of rows."""
+
+    conversations: dict[int, dict[str, Any]] = field(default_factory=dict)
+    messages: dict[int, dict[str, Any]] = field(default_factory=dict)
+    conversation_updates: dict[int, dict[str, Any]] = field(default_factory=dict)
+    message_updates: dict[int, dict[str, Any]] = field(default_factory=dict)
+    next_id: int = -1
+
+    def empty(self) -> bool:
+        return not (self.conversations or self.messages or self.conversation_updates or self.message_updates)
+
+    def new_id(self) -> int:
+        new, self.next_id = self.next_id, self.next_id - 1
+        return new
+
+    def drop_conversation(self, cid: int) -> None:
+        self.conversations.pop(cid, None)
+        self.messages = {k: v for k, v in self.messages.items() if v["conversation_id"] != cid}
+
+    def to_dict(self) -> dict[str, Any]:
+        def rows(table: dict[int, dict[str, Any]]) -> list[dict[str, Any]]:
+            return [{"id": k, **v} for k, v in sorted(table.items())]
+
+        return {"format": "gemmadesk-pending-chats", "version": 1, "next_id": self.next_id,
+                "conversations": rows(self.conversations), "messages": rows(self.messages),
+                "conversation_updates": rows(self.conversation_updates), "message_updates": rows(self.message_updates)}
+
+    @classmethod
+    def parse(cls, data: Any) -> _Pending:
+        if not isinstance(data, dict) or data.get("format") != "gemmadesk-pending-chats" or data.get("version") != 1:
+            raise ValueError("not a journal of this GemmaDesk")
+
+        def table(key: str, schema: dict[str, Any], partial: bool, negative: bool) -> dict[int, dict[str, Any]]:
+            out: dict[int, dict[str, Any]] = {}
+            for raw in data.get(key, []):
+                if not isinstance(raw, dict):
+                    raise ValueError(f"{key}: not an object")
+                row = dict(raw)
+                some_id = row.pop("id", None)
+                if isinstance(some_id, bool) or not isinstance(some_id, int) or (some_id < 0) != negative:
+                    raise ValueError(f"{key}: bad id")
+                out[some_id] = _checked(row, schema, partial=partial)
+            return out
+
+        pending = cls(
+            conversations=table("conversations", _PENDING_CONVERSATION, False, True),
+            messages=table("messages", _PENDING_MESSAGE, False, True),
+            conversation_updates=table("conversation_updates", _PENDING_CONVERSATION_UPDATES, True, False),
+            message_updates=table("message_updates", _PENDING_MESSAGE_UPDATES, True, False),
+        )
+        lowest = min([-1, *pending.conversations, *pending.messages])
+        pending.next_id = min(lowest - 1, int(data.get("next_id", -1)) if isinstance(data.get("next_id"), int) else -1)
+        return pending
+
+    def replay(self, db: sqlite3.Connection, ids: dict[int, int]) -> dict[int, int]:
+        """Write everything into ``db`` (inside the caller's transaction); returns journal id -> database id."""
+        for cid in sorted(self.conversations, reverse=True):  # -1, -2, ...: the order they were made
+            row = self.conversations[cid]
+            cur = db.execute(f"INSERT INTO conversations ({', '.join(row)}) VALUES ({', '.join('?' for _ in row)})",
+                             tuple(row.values()))
+            ids[cid] = int(cur.lastrowid or 0)
+        for mid in sorted(self.messages, reverse=True):
+            row = dict(self.messages[mid])
+            row["conversation_id"] = ids.get(row["conversation_id"], row["conversation_id"])
+            _ensure_conversation(db, row["conversation_id"], row["created_at"])
+            cur = db.execute(f"INSERT INTO messages ({', '.join(row)}) VALUES ({', '.join('?' for _ in row)})",
+                             tuple(row.values()))
+            ids[mid] = int(cur.lastrowid or 0)
+        for cid, changes in self.conversation_updates.items():
+            sets = ", ".join(f"{column} = ?" for column in changes)  # columns checked by _checked
+            db.execute(f"UPDATE conversations SET {sets} WHERE id = ?", (*changes.values(), ids.get(cid, cid)))
+        for mid, changes in self.message_updates.items():
+            sets = ", ".join(f"{column} = ?" for column in changes)
+            db.execute(f"UPDATE messages SET {sets} WHERE id = ?", (*changes.values(), ids.get(mid, mid)))
+        return ids
+
+
+def _salvage(old: Path, db: sqlite3.Connection) -> tuple[int, int]:
+    """Copy every conversation and message that can still be read from the damaged ``old`` into ``db``
+    (same ids); returns (conversations, messages) copied. Damaged pages are stepped over row by row."""
+    try:
+        src = sqlite3.connect(f"{old.resolve().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return 0, 0
+    counts: list[int] = []
+    with contextlib.closing(src):
+        for table, columns in (("conversations", ("id", *_CONVERSATION_COLUMNS)),
+                               ("messages", ("id", *_MESSAGE_COLUMNS))):
+            try:
+                have = {r[1] for r in src.execute(f"PRAGMA table_info({table})")}
+            except sqlite3.Error:
+                counts.append(0)
+                continue
+            use = [c for c in columns if c in have]
+            if "id" not in use or (table == "messages" and "conversation_id" not in use):
+                counts.append(0)
+                continue
+            copied = 0
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                for row in _readable_rows(src, table, use):
+                    values = dict(zip(use, row, strict=True))
+                    if table == "messages":
+                        _ensure_conversation(db, values["conversation_id"], values.get("created_at") or time.time())
+                    try:
+                        cur = db.execute(f"INSERT OR IGNORE INTO {table} ({', '.join(use)}) "
+                                         f"VALUES ({', '.join('?' for _ in use)})", row)
+                    except sqlite3.Error:
+                        continue  # a row whose values no longer fit (NOT NULL ...): left in the old file
+                    copied += max(cur.rowcount, 0)
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            counts.append(copied)
+    return counts[0], counts[1]
+
+
+def _readable_rows(src: sqlite3.Connection, table: str, columns: list[str]) -> Iterator[tuple[Any, ...]]:
+    cols = ", ".join(columns)
+    last = -(2**63)
+    try:
+        top = src.execute(f"SELECT max(rowid) FROM {table}").fetchone()[0]
+    except sqlite3.Error:
+        top = None
+    probes = SALVAGE_PROBES
+    while True:
+        try:
+            for row in src.execute(f"SELECT {cols} FROM {table} WHERE rowid > ? ORDER BY rowid", (last,)):
+                last = row[0]
+                yield tuple(row)
+            return
+        except sqlite3.Error:
+            pass
+        found = False  # a damaged page: look the following ids up one by one until one reads again
+        last = max(last, 0)
+        misses = 0  # with the largest id unknown, give up after a long run of ids that read nothing
+        while probes > 0 and (top is None or last < top) and (top is not None or misses < SALVAGE_GAP):
+            probes -= 1
+            misses += 1
+            last += 1
+            try:
+                row = src.execute(f"SELECT {cols} FROM {table} WHERE rowid = ?", (last,)).fetchone()
+            except sqlite3.Error:
+                continue
+            if row is not None:
+                found = True
+                yield tuple(row)
+                break
+        if not found:
+            return
 
 
 class PartialSaver:

@@ -1,22 +1,24 @@
 """Typed user settings, saved as JSON with a schema version and step-by-step migrations.
 
 Unknown keys are dropped, wrong types fall back to the default for that field (and the problem is
-reported), and a corrupt file is moved aside (``settings.json.corrupt-<n>``) rather than lost.
-Writes are atomic (write a temp file, then ``os.replace``).
+reported). Versioning is :mod:`gemmadesk.core.versioned_file`'s: a corrupt file (not JSON, or a
+``schema_version`` such as ``"abc"`` or ``0``) is moved aside (``settings.json.corrupt-<n>``) rather than
+lost, a file from a newer GemmaDesk is left untouched, an older one is migrated. Writes are atomic.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from gemmadesk.core.paths import atomic_write_text
+from gemmadesk.core.versioned_file import NewerFileError, VersionedFile
 
 log = logging.getLogger(__name__)
+
+__all__ = ["SCHEMA_VERSION", "NewerFileError", "Settings", "SettingsStore", "from_dict"]
 
 SCHEMA_VERSION = 2
 
@@ -49,76 +51,65 @@ def _migrate_1_to_2(data: dict[str, Any]) -> dict[str, Any]:
 
 
 MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _migrate_1_to_2}
-
-
-def migrate(data: dict[str, Any]) -> dict[str, Any]:
-    version = int(data.get("schema_version", 1))
-    if version > SCHEMA_VERSION:
-        log.warning("settings written by a newer GemmaDesk (schema %s); reading what we know", version)
-        return data
-    while version < SCHEMA_VERSION:
-        data = MIGRATIONS[version](dict(data))
-        version += 1
-        data["schema_version"] = version
-    return data
+MAX_SETTINGS_BYTES = 1024 * 1024  # a settings file is a few hundred bytes; anything huge is not ours
 
 
 def from_dict(data: dict[str, Any]) -> tuple[Settings, list[str]]:
-    """Build Settings from loaded JSON; returns (settings, problems)."""
+    """Build Settings from loaded JSON that is already at :data:`SCHEMA_VERSION`; returns (settings,
+    problems). Unknown keys are dropped; a value of the wrong type (or a text with control characters
+    such as NUL, which no path or prompt field can use) falls back to that field's default."""
     problems: list[str] = []
-    data = migrate(dict(data))
     defaults = Settings()
     values: dict[str, Any] = {}
     for f in fields(Settings):
-        if f.name not in data:
+        if f.name not in data or f.name == "schema_version":
             continue
         value = data[f.name]
         default = getattr(defaults, f.name)
         ok = isinstance(value, type(default)) and not (isinstance(value, bool) and not isinstance(default, bool))
         if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
             value, ok = float(value), True
+        if ok and isinstance(value, float) and value != value:  # NaN
+            ok = False
+        if ok and isinstance(value, str) and "\x00" in value:
+            ok = False
+        if ok and isinstance(value, list) and not all(isinstance(v, str) and "\x00" not in v for v in value):
+            ok = False
         if ok:
             values[f.name] = value
         else:
-            problems.append(f"setting {f.name!r} has the wrong type ({type(value).__name__}); using default")
+            problems.append(f"Setting {f.name!r} had a value GemmaDesk cannot use ({_kind(value)}); "
+                            "it is back to its default.")
     values["schema_version"] = SCHEMA_VERSION
     return Settings(**values), problems
 
 
+def _kind(value: object) -> str:
+    return type(value).__name__ if not isinstance(value, str) else "text with control characters"
+
+
 class SettingsStore:
+    """``settings.json`` through :class:`~gemmadesk.core.versioned_file.VersionedFile`: a corrupt file is
+    kept aside, a newer one is never overwritten (``save`` raises :class:`NewerFileError`, an OSError),
+    an older one is migrated. ``problems`` holds one sentence per thing the user should know."""
+
     def __init__(self, path: Path) -> None:
         self.path = path
         self.problems: list[str] = []
+        self._file = VersionedFile(path, what="the settings file", version_key="schema_version",
+                                   current=SCHEMA_VERSION, migrations=MIGRATIONS, max_bytes=MAX_SETTINGS_BYTES)
 
     def load(self) -> Settings:
         self.problems = []
-        try:
-            raw = self.path.read_text(encoding="utf-8")
-        except FileNotFoundError:
+        loaded = self._file.load()
+        if loaded.problem:
+            self.problems.append(loaded.problem)
+            log.warning(loaded.problem)
+        if loaded.data is None:
             return Settings()
-        except OSError as exc:
-            self.problems.append(f"could not read settings ({exc}); using defaults")
-            return Settings()
-        try:
-            data = json.loads(raw)
-            if not isinstance(data, dict):
-                raise ValueError("top level is not an object")
-        except ValueError as exc:
-            aside = self._move_aside()
-            self.problems.append(f"settings file was corrupt ({exc}); kept it as {aside.name}, using defaults")
-            return Settings()
-        settings, problems = from_dict(data)
+        settings, problems = from_dict(loaded.data)
         self.problems.extend(problems)
         return settings
 
     def save(self, settings: Settings) -> None:
-        atomic_write_text(self.path, json.dumps(asdict(settings), indent=2, sort_keys=True))
-
-    def _move_aside(self) -> Path:
-        n = 1
-        while True:
-            aside = self.path.with_name(f"{self.path.name}.corrupt-{n}")
-            if not aside.exists():
-                self.path.replace(aside)
-                return aside
-            n += 1
+        self._file.save(asdict(settings))

@@ -10,8 +10,9 @@ and are re-exported by :mod:`gemmadesk.core.downloads`, the module callers use.
   a resumed partial is re-hashed once (a sequential local read) before the transfer continues.
 - Transient failures (connection reset, timeouts and stalls, 408/429/5xx with ``Retry-After``) are
   retried with exponential backoff; the failure count resets whenever bytes arrive.
-- One writer per partial file, within the process and across processes (a pid lock file; a lock left
-  by a killed process is taken over).
+- One writer per partial file, within the process and across processes (``filelock``, an OS file lock
+  that a killed process releases by itself; the lock files live in GemmaDesk's cache folder, not beside
+  the partial, so nothing is left in a Hugging Face cache).
 """
 
 from __future__ import annotations
@@ -32,9 +33,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx2
-import psutil
-from huggingface_hub.utils._headers import build_hf_headers
-from huggingface_hub.utils._http import get_session, hf_raise_for_status
+from filelock import FileLock, Timeout
+from huggingface_hub import get_session, hf_raise_for_status
+from huggingface_hub.utils import build_hf_headers
 
 from gemmadesk.core.hub import (
     TRANSIENT_STATUS,
@@ -167,49 +168,37 @@ _ACTIVE_LOCK = threading.Lock()
 
 
 @contextlib.contextmanager
-def exclusive(part: Path, name: str) -> Iterator[None]:
-    """One writer per partial file: in this process (set) and across processes (pid lock file)."""
+def exclusive(part: Path, name: str, lock_dir: Path | None = None) -> Iterator[None]:
+    """One writer per partial file: in this process (a set) and across processes (``filelock``).
+
+    ``lock_dir``: where the lock file goes (default: beside the partial). The lock is the OS's, so a
+    process that was killed holds nothing; a lock file left behind is harmless and reused.
+    """
     with _ACTIVE_LOCK:
         if part in _ACTIVE:
             raise DownloadError(f"{name} is already being downloaded")
         _ACTIVE.add(part)
-    lock = part.with_name(part.name + ".lock")
     try:
-        _take_pid_lock(lock, name)
+        if lock_dir is None:
+            lock_path = part.with_name(part.name + ".lock")
+        else:
+            key = hashlib.sha256(str(part).encode("utf-8", "surrogateescape")).hexdigest()[:40]
+            lock_path = lock_dir / f"{key}.lock"
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(lock_path), timeout=0)
+        try:
+            lock.acquire()
+        except Timeout:
+            raise DownloadError(
+                f"{name} is already being downloaded by another GemmaDesk: wait for it to finish, or close it first."
+            ) from None
         try:
             yield
         finally:
-            lock.unlink(missing_ok=True)
+            lock.release()
     finally:
         with _ACTIVE_LOCK:
             _ACTIVE.discard(part)
-
-
-def _take_pid_lock(lock: Path, name: str) -> None:
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    for _ in range(2):
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            try:
-                pid = int(lock.read_text().strip() or 0)
-            except (OSError, ValueError):
-                pid = 0
-            if pid and pid != os.getpid() and _pid_alive(pid):
-                raise DownloadError(
-                    f"{name} is already being downloaded by another GemmaDesk (pid {pid})"
-                ) from None
-            lock.unlink(missing_ok=True)  # stale: that process was closed or killed
-            continue
-        with os.fdopen(fd, "w") as fh:
-            fh.write(str(os.getpid()))
-        return
-    raise DownloadError(f"could not lock {lock}")
-
-
-def _pid_alive(pid: int) -> bool:
-    # psutil, not os.kill(pid, 0): on Windows os.kill terminates the process whatever the signal number.
-    return bool(psutil.pid_exists(pid))
 
 
 # ----- progress ------------------------------------------------------------------------------------
@@ -278,12 +267,6 @@ def _identity(remote: RemoteFile) -> dict[str, Any]:
             "sha256": remote.sha256, "etag": remote.etag}
 
 
-def discard(part: Path) -> None:
-    """Delete a partial file and its identity sidecar."""
-    part.unlink(missing_ok=True)
-    part.with_name(part.name + ".json").unlink(missing_ok=True)
-
-
 def _open_partial(part: Path, remote: RemoteFile) -> int:
     """Keep a partial only if it belongs to this exact remote object; returns its length.
 
@@ -291,6 +274,7 @@ def _open_partial(part: Path, remote: RemoteFile) -> int:
     without a sidecar is huggingface_hub's own (``blobs/<sha256>.incomplete``): same bytes, adopted.
     """
     sidecar = part.with_name(part.name + ".json")
+    part.parent.mkdir(parents=True, exist_ok=True)
     try:
         same = json.loads(sidecar.read_text(encoding="utf-8")) == _identity(remote)
     except (OSError, ValueError):

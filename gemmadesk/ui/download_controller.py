@@ -2,8 +2,9 @@
 
 ``gemmadesk.core.downloads`` (and with it huggingface_hub) is imported on the first download, not at
 start-up. Pause and cancel go through the core's thread-safe ``DownloadControl``; the partial file is
-kept, so a paused download (or one interrupted by closing the app) resumes where it stopped
-when started again.
+kept, so a paused or cancelled download (or one interrupted by closing the app) resumes where it stopped
+when started again, or is discarded on request (:meth:`DownloadController.discard`, which frees the
+space). How much of a partial is on disk is looked up on the thread pool too (:meth:`check_partial`).
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ class DownloadController(QObject):
     failed = Signal(str)  # why, in words the user can act on
     stopped = Signal(str)  # "paused" | "cancelled"
     warnings = Signal(list)  # preflight messages that do not stop the download
+    partial_found = Signal(str, object)  # entry id, partials.PartialInfo | None
+    discarded = Signal(str, object)  # entry id, bytes freed (int: may exceed 2**31)
 
     def __init__(self, tasks: TaskRunner, store: ModelStore, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -82,6 +85,29 @@ class DownloadController(QObject):
     def cancel(self) -> None:
         if self._control is not None:
             self._control.cancel()
+
+    def check_partial(self, entry: CatalogEntry) -> None:
+        """Look up (on the thread pool) what an earlier download of ``entry`` left; ``partial_found`` says."""
+        from gemmadesk.core.partials import partial_info
+
+        store = self._store
+        self._tasks.run(lambda: partial_info(entry, store), lambda info: self.partial_found.emit(entry.id, info),
+                        lambda error: log.warning("could not look at %s's partial download: %s", entry.id, error),
+                        name=f"partial {entry.id}")
+
+    def discard(self, entry: CatalogEntry) -> None:
+        """Delete the kept partial download of ``entry`` (not while it downloads); ``discarded`` says how much
+        space that freed."""
+        if self._control is not None:
+            return
+        from gemmadesk.core.partials import discard_partial
+
+        store = self._store
+        self._tasks.run(
+            lambda: discard_partial(entry, store), lambda freed: self.discarded.emit(entry.id, freed),
+            lambda error: self.failed.emit(f"The partial download could not be deleted: {error}"),
+            name=f"discard {entry.id}",
+        )
 
     def shutdown(self) -> None:
         """Closing the app: pause (keeps the partial file for resuming) and wait for the worker."""

@@ -61,8 +61,7 @@ class MainWindow(QMainWindow):
         self.setup.hardware_failed.connect(
             lambda msg: self.notice.show_message(msg, "warning", "The list assumes CPU only; see the log for details.")
         )
-        for problem in self.settings_store.problems:
-            self.notice.show_message(problem, "warning", "Your other settings were kept.")
+        self._show_data_notices()
         self._restore_geometry()
         self.chat.refresh_conversations()
         self.setup.hardware_ready.connect(self._first_screen)
@@ -77,6 +76,15 @@ class MainWindow(QMainWindow):
         except HistoryError as exc:
             self.notice.show_message(str(exc), "error", "Chats will not be saved this time; see the log file.")
             return HistoryStore(":memory:")
+
+    def _show_data_notices(self) -> None:
+        """What the settings, the model list and the chat history recovered from at start-up, in one notice (a
+        damaged file kept aside, a read-only history whose new messages wait in a journal, a newer file)."""
+        self.store.list()
+        notices = [*self.settings_store.problems, *self.store.problems, *self.chat.history.take_notices()]
+        self.store.problems.clear()
+        if notices:
+            self.notice.show_message(" ".join(notices), "warning", "Nothing was deleted; details are in the log file.")
 
     def _first_screen(self) -> None:
         """With a model installed start in the chat (loading the last one used), else on the fit list."""

@@ -84,12 +84,11 @@ class SetupController(QObject):
             return set()
 
     def has_partial_download(self, entry_id: str) -> bool:
-        """A partial file from an earlier, interrupted download of this entry exists (resume offered)."""
-        entry = self.catalog.get(entry_id)
-        if entry.file is None:
-            return False
-        partial_dir = self.store.partial_dir()
-        return partial_dir.is_dir() and any(partial_dir.glob(f"*--{entry.file.filename}.part"))
+        """A partial file from an earlier, interrupted download of this entry exists (for tests and scripts:
+        the page itself looks this up on the thread pool, through ``DownloadController.check_partial``)."""
+        from gemmadesk.core.partials import partial_info
+
+        return partial_info(self.catalog.get(entry_id), self.store) is not None
 
     def entry(self, entry_id: str) -> CatalogEntry:
         return self.catalog.get(entry_id)

@@ -24,6 +24,7 @@ class SetupPage(QWidget):
         self.downloads = downloads
         self.view = SetupView(setup.model)
         self.panel = DownloadPanel()
+        self._failed_id: str | None = None  # the entry whose download failed last (its panel shows Retry)
         layout = QVBoxLayout(self)
         layout.addWidget(self.view, 1)
         layout.addWidget(self.panel)
@@ -40,25 +41,50 @@ class SetupPage(QWidget):
         self.panel.resume_clicked.connect(self.start_download)
         self.panel.pause_clicked.connect(downloads.pause)
         self.panel.cancel_clicked.connect(downloads.cancel)
+        self.panel.discard_clicked.connect(self._discard)
         self.panel.chat_clicked.connect(self._open_chat)
         downloads.progress.connect(self._progress)
         downloads.finished.connect(self._finished)
         downloads.failed.connect(self._failed)
         downloads.stopped.connect(self._stopped)
+        downloads.partial_found.connect(self._partial_found)
+        downloads.discarded.connect(self._discarded)
 
     # ------------------------------------------------------------------ helpers
     def _label(self, entry_id: str | None) -> str:
         return self.setup.entry(entry_id).label if entry_id else "the model"
 
     def _selection_changed(self, entry_id: str) -> None:
+        self._failed_id = None
         if self.downloads.active:
             return  # the panel shows the running download, whatever is selected
         if not entry_id:
             self.panel.set_idle("This format is shown for information; GemmaDesk runs the GGUF rows.", False)
             return
         installed = self.setup.store.find_for_entry(entry_id)
-        partial = self.setup.has_partial_download(entry_id)
-        self.panel.set_idle(self._label(entry_id), True, installed is not None, partial)
+        self.panel.set_idle(self._label(entry_id), True, installed is not None)
+        if installed is None:
+            self.downloads.check_partial(self.setup.entry(entry_id))  # a kept partial: shown when found
+
+    def _partial_found(self, entry_id: str, info: Any) -> None:
+        """``info`` is a ``partials.PartialInfo`` or None (looked up on the thread pool)."""
+        if info is None or self.downloads.active or entry_id != self._current_entry():
+            return
+        if entry_id == self._failed_id:  # a failed download kept its partial: Retry, or Discard it
+            self.panel.offer_discard(info.bytes_done)
+            return
+        self.panel.set_idle(self._label(entry_id), True, False, (info.bytes_done, info.bytes_total))
+
+    def _current_entry(self) -> str:
+        return self.view.selected_entry() or self.downloads.entry_id or ""
+
+    def _discard(self) -> None:
+        entry_id = self._current_entry()
+        if entry_id and not self.downloads.active:
+            self.downloads.discard(self.setup.entry(entry_id))
+
+    def _discarded(self, entry_id: str, freed: int) -> None:
+        self.panel.set_discarded(self._label(entry_id), int(freed))
 
     # ------------------------------------------------------------------ actions
     def start_download(self) -> None:
@@ -66,6 +92,7 @@ class SetupPage(QWidget):
         if not entry_id:
             return
         entry = self.setup.entry(entry_id)
+        self._failed_id = None
         self.panel.set_progress(entry.label, 0, entry.file.size_bytes if entry.file else 0, 0.0, None, "queued")
         self.downloads.start(entry, self.setup.hardware, self.setup.options)
 
@@ -90,6 +117,9 @@ class SetupPage(QWidget):
 
     def _failed(self, message: str) -> None:
         self.panel.set_failed(self._label(self.downloads.entry_id), html.escape(message))
+        self._failed_id = self.downloads.entry_id
+        if self.downloads.entry_id:
+            self.downloads.check_partial(self.setup.entry(self.downloads.entry_id))  # offer Discard if one is kept
 
     def _stopped(self, how: str) -> None:
         if how == "paused":

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
 from gemmadesk.core.downloads import Progress, RetryPolicy
 from gemmadesk.core.store import ModelStore
+from tests.support.tiny_gguf import write_gguf
 
 # Short waits so retry tests finish quickly; the stall timeout stays generous for a loaded machine.
 FAST_RETRY = RetryPolicy(max_failures=5, base_wait_s=0.05, max_wait_s=0.2, stall_timeout_s=5.0,
@@ -17,11 +17,9 @@ FAST_RETRY = RetryPolicy(max_failures=5, base_wait_s=0.05, max_wait_s=0.2, stall
 
 @pytest.fixture
 def payload(tmp_path: Path) -> Path:
-    """A 3 MiB file of random bytes (several 1 MiB chunks, so faults can hit the middle)."""
-    path = tmp_path / "served" / "tiny-q4_0.gguf"
-    path.parent.mkdir()
-    path.write_bytes(os.urandom(3 * 1024 * 1024 + 12345))
-    return path
+    """A 3 MiB GGUF shaped like Gemma 4 E2B (architecture and layer count; one tensor of random bytes, so
+    several 1 MiB chunks that faults can hit the middle of). What ``hub.entry_for`` entries expect."""
+    return write_gguf(tmp_path / "served" / "tiny-q4_0.gguf", tensor_bytes=3 * 1024 * 1024 + 12345)
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ from gemmadesk.cli import main as cli_main
 from gemmadesk.cli.store import find_entry
 from gemmadesk.core.store import ModelStore
 from tests.support.hubserver import VALID_TOKEN, Fault, HubServer
+from tests.support.tiny_gguf import write_gguf
 
 MiB = 1024 * 1024
 SMALL = 64 * 1024
@@ -44,8 +45,8 @@ def test_killed_pull_resumes_where_it_stopped(hub: HubServer, payload: Path) -> 
     kept = part.stat().st_size
     assert kept == 2 * MiB
     assert store.list() == [], "nothing half-written is shown as installed"
-    lock = part.with_name(part.name + ".lock")
-    assert lock.exists(), "the killed process left its lock behind (it is stale and must be taken over)"
+    locks = list((store.paths.cache_dir / "locks").glob("*.lock"))
+    assert locks, "the killed process left its lock file behind (the OS released the lock itself)"
 
     hub.state.faults.clear()
     out, err = _pull(model).communicate(timeout=120)
@@ -58,7 +59,7 @@ def test_killed_pull_resumes_where_it_stopped(hub: HubServer, payload: Path) -> 
     states = [e["state"] for e in lines if e["event"] == "progress"]
     assert states[0] == "queued"
     assert states[-1] == "done"
-    assert not lock.exists()
+    assert not part.with_name(part.name + ".lock").exists(), "no lock file beside the partial any more"
 
 
 def test_cli_list_rm_import(capsys: pytest.CaptureFixture[str], gemma3_gguf: Path, tmp_path: Path) -> None:
@@ -173,16 +174,23 @@ def test_a_write_failure_keeps_the_partial_and_says_so(hub: HubServer, payload: 
 
 def test_cli_pull_of_a_catalog_model_uses_its_pinned_revision(hub: HubServer, payload: Path, tmp_path: Path,
                                                                capsys: pytest.CaptureFixture[str]) -> None:
-    """`gemmadesk pull 12b --format UD-Q4_K_XL` against a local Hub serving that repo (stand-in bytes)."""
+    """`gemmadesk pull 12b --format UD-Q4_K_XL` against a local Hub serving that repo (a stand-in GGUF with
+    12B's architecture and layer count; its size is what a catalog refresh from this Hub reported)."""
     from dataclasses import replace
 
     from gemmadesk.core.catalog import load_catalog
+    from gemmadesk.core.catalog_refresh import CACHE_NAME
     from gemmadesk.core.hardware import probe
+    from gemmadesk.core.paths import app_paths
 
     entry = load_catalog().find("12b:ud-q4_k_xl")
     assert entry.file is not None
+    write_gguf(payload, block_count=48, tensor_bytes=2 * MiB)
     served = hub.add_file(entry.file.repo_id, payload, filename=entry.file.filename,
                           commit=entry.file.revision)
+    refreshed = {f"{entry.file.repo_id}@{entry.file.revision}/{entry.file.filename}": {"size": served.size}}
+    (app_paths().cache_dir / CACHE_NAME).parent.mkdir(parents=True, exist_ok=True)
+    (app_paths().cache_dir / CACHE_NAME).write_text(json.dumps({"version": 1, "files": refreshed}))
     big = replace(probe(include_backend=False), gpus=(), ram_total_bytes=64 * 1024**3,
                   ram_available_bytes=60 * 1024**3)
     hw_file = tmp_path / "hw.json"

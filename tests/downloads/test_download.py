@@ -12,6 +12,7 @@ from gemmadesk.core.downloads import DownloadError, download
 from gemmadesk.core.store import ModelStore
 from tests.downloads.conftest import FAST_RETRY, Events
 from tests.support.hubserver import VALID_TOKEN, Fault, HubServer
+from tests.support.tiny_gguf import projector_gguf
 
 
 def test_full_download_verifies_and_installs(hub: HubServer, payload: Path, store: ModelStore,
@@ -36,7 +37,7 @@ def test_full_download_verifies_and_installs(hub: HubServer, payload: Path, stor
 
 def test_download_with_mmproj(hub: HubServer, payload: Path, tmp_path: Path, store: ModelStore) -> None:
     proj = tmp_path / "served" / "mmproj-tiny.gguf"
-    proj.write_bytes(b"mmproj" * 50_000)
+    projector_gguf(proj)
     served, served_proj = hub.add_file("test/tiny-gguf", payload), hub.add_file("test/tiny-gguf", proj)
     entry = hub.entry_for(served, mmproj=served_proj)
     model = download(entry, store, with_mmproj=False, retry=FAST_RETRY)

@@ -15,6 +15,7 @@ from gemmadesk.core.downloads import download
 from gemmadesk.core.store import ModelStore, StoreError
 from tests.downloads.conftest import FAST_RETRY
 from tests.support.hubserver import HubServer
+from tests.support.tiny_gguf import projector_gguf, write_gguf
 
 
 def _installed(hub: HubServer, payload: Path, store: ModelStore) -> Path:
@@ -105,26 +106,23 @@ def test_vanished_and_changed_files_are_detected(hub: HubServer, payload: Path, 
 
 def test_corrupt_manifest_is_kept_aside_and_rebuilt(hub: HubServer, gemma3_gguf: Path) -> None:
     served = hub.add_file("test/tiny-gguf", gemma3_gguf)
-    entry = hub.entry_for(served)
+    entry = hub.entry_for(served, architecture="gemma3")
     real = load_catalog()
     store = ModelStore(catalog=Catalog(real.version, real.architectures, (entry,)))
     by_hand = store.models_dir / "by-hand" / "tiny-llama.gguf"  # a model the user copied into the folder
-    by_hand.parent.mkdir(parents=True)
-    writer = gguf.GGUFWriter(str(by_hand), "llama")
-    writer.add_name("tiny by hand")
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.close()
+    write_gguf(by_hand, architecture="llama", name="tiny by hand")
     path = download(entry, store, retry=FAST_RETRY).path
     store.manifest_path.write_text("{ not json")
     models = {m.path: m for m in store.list()}
-    assert "unreadable" in store.problems[0]
+    assert "damaged" in store.problems[0] and "models.json.corrupt-1" in store.problems[0]
     assert list(store.manifest_path.parent.glob("models.json.corrupt-*"))
-    assert models[path].entry_id == entry.id, "our download is recognised from its name and size"
+    assert models[path].entry_id == entry.id, "our download is recognised from its receipt"
+    assert models[path].sha256 == served.sha256, "... still verified"
     assert models[path].owned
     assert models[by_hand].entry_id is None
     assert models[by_hand].display_name == "tiny by hand"
     assert models[by_hand].status == "ok"
+    assert not models[by_hand].owned, "a file found in the folder is listed, never adopted as GemmaDesk's own"
     assert len(models) == 2
     assert len(store.list()) == 2, "the rebuilt list was saved"
 
@@ -172,7 +170,7 @@ def test_a_vanished_projector_leaves_a_text_model_and_is_pulled_again(
     hub: HubServer, payload: Path, tmp_path: Path, store: ModelStore
 ) -> None:
     proj = tmp_path / "served" / "mmproj-tiny.gguf"
-    proj.write_bytes(b"mmproj" * 50_000)
+    projector_gguf(proj)
     served, served_proj = hub.add_file("test/tiny-gguf", payload), hub.add_file("test/tiny-gguf", proj)
     entry = hub.entry_for(served, mmproj=served_proj)
     model = download(entry, store, with_mmproj=True, retry=FAST_RETRY)

@@ -180,11 +180,19 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
         HistoryStore(path)
 
 
-def test_a_corrupt_file_gives_a_clear_error(tmp_path: Path) -> None:
+def test_a_file_that_is_not_a_database_is_kept_aside_and_a_fresh_one_started(tmp_path: Path) -> None:
     path = tmp_path / "junk.sqlite3"
-    path.write_bytes(os.urandom(8192))
-    with pytest.raises(HistoryError, match="cannot be opened"):
-        HistoryStore(path)
+    junk = os.urandom(8192)
+    path.write_bytes(junk)
+    store = HistoryStore(path)
+    try:
+        [aside] = tmp_path.glob("junk.sqlite3.damaged-*")
+        assert aside.read_bytes() == junk, "the damaged file is kept as it was, never deleted"
+        assert str(aside) in store.notices[0]
+        conv = store.create_conversation()
+        assert store.add_message(conv.id, "user", "hello").id > 0
+    finally:
+        store.close()
 
 
 WRITER = textwrap.dedent(

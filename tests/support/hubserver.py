@@ -12,6 +12,9 @@ It speaks the parts of the Hub protocol huggingface_hub 2.x and GemmaDesk's down
   the metadata headers on the redirect, as huggingface.co does; optionally HTTPS (``tls=(cert, key)``).
 - :class:`ForwardProxy`: a small HTTP forward proxy, to check that proxy settings are honoured.
 
+:meth:`HubServer.serve_any` turns it into a hostile mirror that answers any path (``..``, absolute names)
+and any commit id, for the path-safety tests.
+
 Faults can be injected per file on ``GET`` requests (see :class:`Fault`): drop the connection at a byte,
 stall, answer 5xx/429 with ``Retry-After``, send wrong bytes, end the body early, ignore ``Range``.
 Counters record every request and how many body bytes were sent per file, so tests can assert that a
@@ -91,6 +94,7 @@ class _State:
     stopping: threading.Event = field(default_factory=threading.Event)
     rate_bps: float | None = None  # cap each response's body rate, like a real line (benchmarks)
     cdn_origin: str | None = None  # LFS resolves redirect to {cdn_origin}/cdn/{sha256}/{filename}
+    any_file: ServedFile | None = None  # a hostile mirror: this file for any repo, file name and revision
 
 
 class HubServer:
@@ -150,6 +154,16 @@ class HubServer:
             self.state.files[(repo_id, served.filename)] = served
         return served
 
+    def serve_any(self, path: Path, *, commit: str | None = None) -> ServedFile:
+        """Behave like a hostile or broken mirror: answer *every* resolve (any repo, any path, any revision,
+        ``..`` and absolute names included) and every model-info request with this file. ``commit``: the
+        ``X-Repo-Commit`` to send (a mirror may send anything there, e.g. ``../../x``)."""
+        served = ServedFile(repo_id="*", filename=Path(path).name, path=Path(path), size=Path(path).stat().st_size,
+                            sha256=_sha256(Path(path)), commit=commit or "0" * 40)
+        with self.state.lock:
+            self.state.any_file = served
+        return served
+
     def gate(self, repo_id: str) -> None:
         """Make a repo gated: only requests with ``Authorization: Bearer VALID_TOKEN`` get in."""
         self.state.gated.add(repo_id)
@@ -173,8 +187,12 @@ class HubServer:
 
 def catalog_entry(served: ServedFile, *, entry_id: str = "test-tiny", size: str = "E2B",
                   sha_in_catalog: bool = False, mmproj: ServedFile | None = None,
-                  revision: str = "main") -> CatalogEntry:
-    """A synthetic runnable catalog entry pointing at a served file (tests don't need real sizes)."""
+                  revision: str = "main", architecture: str = "gemma4") -> CatalogEntry:
+    """A synthetic runnable catalog entry pointing at a served file (tests don't need real sizes).
+
+    The downloader checks what it installs: a ``gemma4`` entry of size ``E2B`` must be a GGUF with that
+    architecture and E2B's 35 layers (``tests.support.tiny_gguf`` writes such files); pass
+    ``architecture="gemma3"`` for the real Gemma 3 test model, ``""`` for any architecture."""
 
     def model_file(f: ServedFile) -> ModelFile:
         return ModelFile(f.repo_id, f.filename, f.size, revision, f.sha256 if sha_in_catalog else None)
@@ -183,6 +201,7 @@ def catalog_entry(served: ServedFile, *, entry_id: str = "test-tiny", size: str 
         id=entry_id, size=size, format="Q4_0", publisher="test", runnable=True,
         runner="GemmaDesk (llama.cpp)", repo_id=served.repo_id, file=model_file(served),
         mmproj=model_file(mmproj) if mmproj else None, google_memory_gb=None, licence="test", gated=False,
+        architecture=architecture,
     )
 
 
@@ -211,7 +230,10 @@ class _Handler(BaseHTTPRequestHandler):
     def _dispatch(self, head: bool) -> None:
         url = urlsplit(self.path)
         path = unquote(url.path)
-        if path.startswith("/cdn/"):
+        anything = self._any(path.rsplit("/", 1)[-1]) if not path.startswith("/api/") else None
+        if anything is not None:  # the hostile mirror: whatever path the client ended up asking for
+            self._send_file(anything, head, self._take_fault(anything.filename, "HEAD" if head else "GET"))
+        elif path.startswith("/cdn/"):
             self._cdn(path, head)
         elif path.startswith("/api/models/"):
             self._model_info(path[len("/api/models/"):], parse_qs(url.query), head)
@@ -260,10 +282,19 @@ class _Handler(BaseHTTPRequestHandler):
         with self.state.lock:
             return [f for (r, _), f in self.state.files.items() if r == repo_id]
 
+    def _any(self, filename: str) -> ServedFile | None:
+        """The hostile mirror's answer for any requested file (named as requested)."""
+        with self.state.lock:
+            anything = self.state.any_file
+        if anything is None:
+            return None
+        return ServedFile(anything.repo_id, filename, anything.path, anything.size, anything.sha256,
+                          anything.commit)
+
     # ----- endpoints ---------------------------------------------------------------------------
     def _model_info(self, rest: str, query: dict[str, list[str]], head: bool) -> None:
         repo_id, _, revision = rest.partition("/revision/")
-        files = self._repo_files(repo_id)
+        files = self._repo_files(repo_id) or [f for f in [self._any("model.gguf")] if f is not None]
         if not files:
             return self._error(404, "RepoNotFound", "Repository not found", head)
         if not self._gate_check(repo_id, head):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -12,6 +11,7 @@ from gemmadesk.core.downloads import RetryPolicy
 from gemmadesk.core.hardware import Hardware
 from gemmadesk.ui.main_window import MainWindow
 from tests.support.hubserver import Fault, HubServer
+from tests.support.tiny_gguf import write_gguf
 
 LONG = 120_000  # ms
 
@@ -23,10 +23,7 @@ def catalog_with(entry: CatalogEntry) -> Catalog:
 
 @pytest.fixture
 def payload(tmp_path: Path) -> Path:
-    path = tmp_path / "served" / "tiny-q4_0.gguf"
-    path.parent.mkdir()
-    path.write_bytes(os.urandom(3 * 1024 * 1024 + 4321))
-    return path
+    return write_gguf(tmp_path / "served" / "tiny-q4_0.gguf", tensor_bytes=3 * 1024 * 1024 + 4321)
 
 
 def open_window(qtbot, hw: Hardware, entry: CatalogEntry) -> MainWindow:  # type: ignore[no-untyped-def]
@@ -42,7 +39,7 @@ def test_download_pause_resume_then_one_click_to_chat(
 ) -> None:  # type: ignore[no-untyped-def]
     served = hub.add_file("test/gemma-3-270m", gemma3_gguf)
     hub.add_fault(served.filename, Fault("stall", at=16 * 1024 * 1024, stall_s=20))
-    entry = hub.entry_for(served, entry_id="test-gemma3")
+    entry = hub.entry_for(served, entry_id="test-gemma3", architecture="gemma3")
     window = open_window(qtbot, desktop_24gb_nvidia, entry)
     panel = window.setup_page.panel
     assert panel.download_button.isEnabled()
@@ -99,10 +96,61 @@ def test_cancel_keeps_the_partial_and_offers_resume(qtbot, hub: HubServer, paylo
     qtbot.waitUntil(lambda: panel.cancel_button.isVisible() and panel.bar.value() > 0, timeout=LONG)
 
     panel.cancel_button.click()
-    qtbot.waitUntil(lambda: panel.download_button.isVisible(), timeout=LONG)
+    qtbot.waitUntil(lambda: panel.download_button.text() == "&Resume download", timeout=LONG)
     assert not window.downloads.active
     assert window.store.find_for_entry(entry.id) is None
-    assert panel.download_button.text() == "&Resume download"
+    assert panel.discard_button.isVisible(), "cancel keeps the partial and offers to discard it"
+    assert "MiB" in panel.discard_button.text(), "the button says how much space it frees"
+    assert "on disk" in panel.status.text()
+    partials = list(window.store.partial_dir().glob("*.part"))
+    assert partials and partials[0].stat().st_size >= 1024 * 1024
+
+    panel.discard_button.click()
+    qtbot.waitUntil(lambda: "Discarded" in panel.status.text(), timeout=LONG)
+    assert "freed" in panel.status.text()
+    assert not any(window.store.partial_dir().iterdir()), "the partial and its sidecar are deleted"
+    assert not window.setup.has_partial_download(entry.id)
+    assert panel.download_button.text() == "&Download"
+    assert not panel.discard_button.isVisible()
+    window.close()
+
+
+def test_pause_offers_resume_and_discard(qtbot, hub: HubServer, payload: Path, laptop_8gb: Hardware) -> None:  # type: ignore[no-untyped-def]
+    served = hub.add_file("test/tiny", payload)
+    hub.add_fault(served.filename, Fault("stall", at=1024 * 1024, stall_s=20))
+    entry = hub.entry_for(served)
+    window = open_window(qtbot, laptop_8gb, entry)
+    panel = window.setup_page.panel
+    panel.download_button.click()
+    qtbot.waitUntil(lambda: panel.pause_button.isVisible() and panel.bar.value() > 0, timeout=LONG)
+    panel.pause_button.click()
+    qtbot.waitUntil(lambda: "paused" in panel.status.text(), timeout=LONG)
+    assert "1.0 MiB on disk" in panel.status.text()
+    assert panel.discard_button.isVisible()
+    assert not panel.cancel_button.isVisible(), "nothing runs to cancel while paused"
+    panel.discard_button.click()
+    qtbot.waitUntil(lambda: "Discarded" in panel.status.text(), timeout=LONG)
+    assert not window.setup.has_partial_download(entry.id)
+    window.close()
+
+
+def test_a_damaged_download_is_explained_in_words(  # type: ignore[no-untyped-def]
+    qtbot, hub: HubServer, payload: Path, laptop_8gb: Hardware, caplog: pytest.LogCaptureFixture
+) -> None:
+    import re
+
+    served = hub.add_file("test/tiny", payload)
+    hub.add_fault(served.filename, Fault("corrupt", at=2 * 1024 * 1024 + 7))
+    entry = hub.entry_for(served)
+    window = open_window(qtbot, laptop_8gb, entry)
+    panel = window.setup_page.panel
+    with caplog.at_level("WARNING", logger="gemmadesk.core.downloads"):
+        panel.download_button.click()
+        qtbot.waitUntil(lambda: panel.download_button.text() == "&Retry", timeout=LONG)
+    text = panel.status.text()
+    assert "arrived damaged" in text and "download it again" in text
+    assert not re.search(r"[0-9a-f]{64}", text), "no hashes on screen"
+    assert served.sha256 in caplog.text, "the hashes are in the log"
     window.close()
 
 
@@ -118,8 +166,10 @@ def test_closing_mid_download_resumes_after_restart(qtbot, hub: HubServer, paylo
 
     again = open_window(qtbot, laptop_8gb, entry)
     panel = again.setup_page.panel
-    assert panel.download_button.text() == "&Resume download"
+    qtbot.waitUntil(lambda: panel.download_button.text() == "&Resume download", timeout=LONG)
     assert "partly downloaded" in panel.status.text()
+    assert panel.bar.isVisible() and 600 < panel.bar.value() < 700, "the partial's real progress (2 of 3 MiB)"
+    assert panel.bar.format() == "2.0 MiB of 3.0 MiB"
     panel.download_button.click()
     qtbot.waitUntil(lambda: panel.chat_button.isVisible(), timeout=LONG)
     assert hub.bytes_sent(served.filename) < 1.5 * served.size
