@@ -73,6 +73,7 @@ class CatalogEntry:
     gated: bool
     notes: str = ""
     flash_attn_default: str = "auto"  # auto | on | off (E4B: off, see the pitfalls)
+    checkpoint_bytes: int | None = None  # whole checkpoint (non-GGUF formats, e.g. w4a16-ct for vLLM); None: unknown
 
     @property
     def label(self) -> str:
