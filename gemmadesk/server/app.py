@@ -46,7 +46,6 @@ from gemmadesk.server.service import ChatService, QueueFullError, RequestHandle,
 log = logging.getLogger(__name__)
 
 LOOPBACK_HOSTS = ["localhost", "127.0.0.1", "[::1]", "::1"]
-BODY_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -54,6 +53,7 @@ class ServerOptions:
     api_key: str | None = None
     loopback_only: bool = True  # accept only loopback Host headers
     max_body_bytes: int = protocol.MAX_BODY_BYTES
+    body_timeout_s: float = 30.0  # the whole body must arrive within this (slow-loris clients)
 
 
 @dataclass(frozen=True)
@@ -141,13 +141,13 @@ class _Api:
             raise ApiError(413, f"The request body is larger than {limit // 2**20} MiB; send less text.")
         body = bytearray()
         try:
-            async with asyncio.timeout(BODY_TIMEOUT_S):
+            async with asyncio.timeout(self.options.body_timeout_s):
                 async for chunk in request.stream():
                     body += chunk
                     if len(body) > limit:
                         raise ApiError(413, f"The request body is larger than {limit // 2**20} MiB; send less text.")
         except TimeoutError:
-            raise ApiError(408, f"The request body did not arrive within {BODY_TIMEOUT_S:.0f} s.") from None
+            raise ApiError(408, f"The request body did not arrive within {self.options.body_timeout_s:g} s.") from None
         try:
             return json.loads(body)
         except (ValueError, RecursionError):

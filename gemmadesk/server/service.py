@@ -19,6 +19,7 @@ Two things the engine does not do yet are done here, so that phase 2 can drop th
 
 from __future__ import annotations
 
+import collections
 import logging
 import queue
 import threading
@@ -50,6 +51,7 @@ __all__ = [
     "EngineChatService",
     "QueueFullError",
     "RequestHandle",
+    "RequestRecord",
     "ServiceState",
     "StopScanner",
     "TemplateRefusedError",
@@ -70,6 +72,8 @@ class ServiceState:
     supports_thinking: bool = False
     error: str = ""
     queue_depth: int = 0
+    requests_served: int = 0
+    busy_client: str = ""  # whose request the model is answering now ("" when idle)
 
 
 @dataclass(frozen=True)
@@ -289,6 +293,16 @@ def reply_budget(prompt_tokens: int, n_ctx: int, job: Job) -> int:
     return n_ctx - prompt_tokens
 
 
+@dataclass(frozen=True)
+class RequestRecord:
+    """What happened to one finished request (the newest are kept: tests, the app's request count)."""
+
+    client: str
+    outcome: Literal["done", "dropped", "error"]
+    completion_tokens: int = 0
+    stop_reason: str = ""
+
+
 @dataclass
 class _Request:
     handle: RequestHandle
@@ -321,6 +335,9 @@ class EngineChatService:
         self._on_loaded = on_loaded
         if settings is None:  # an engine loaded by the caller
             self._state = self._ready_state()
+        self.records: collections.deque[RequestRecord] = collections.deque(maxlen=100)
+        self._served = 0
+        self._busy = ""
         self._thread = threading.Thread(target=self._run, name="gemmadesk-chat-service", daemon=True)
         self._thread.start()
 
@@ -328,7 +345,8 @@ class EngineChatService:
     @property
     def state(self) -> ServiceState:
         with self._lock:
-            return replace(self._state, queue_depth=self._queue.qsize())
+            return replace(self._state, queue_depth=self._queue.qsize(), requests_served=self._served,
+                           busy_client=self._busy)
 
     def submit(self, job: Job, client: str = "api") -> RequestHandle:
         handle = RequestHandle(client)
@@ -382,7 +400,13 @@ class EngineChatService:
             request = self._queue.get()
             if request is None:
                 break
-            self._serve(request)
+            with self._lock:
+                self._busy = request.handle.client
+            try:
+                self._serve(request)
+            finally:
+                with self._lock:
+                    self._busy = ""
         self._drain()
         self._engine.unload()
         self._set_state(ServiceState("unloaded", self._model_id))
@@ -399,26 +423,41 @@ class EngineChatService:
     def _serve(self, request: _Request) -> None:
         handle = request.handle
         if handle.stop_requested:  # the client went away while waiting
+            self._record(handle, RequestRecord(handle.client, "dropped"))
             handle._finish(None)
             return
         state = self.state
         if state.status != "ready":
             handle._finish(GenerationError(state.error or "The model is not loaded."))
             return
+        record = RequestRecord(handle.client, "done")
         try:
             if isinstance(request.job, ChatJob | CompletionJob):
                 for event in self._execute(request.job, handle._stop):
+                    if isinstance(event, ReplyDone):
+                        stats = event.stats
+                        record = replace(record, completion_tokens=stats.completion_tokens, stop_reason=stats.stop_reason)
                     handle._emit(event)
             else:
                 request.job(self._engine)
         except EngineError as exc:
+            self._record(handle, replace(record, outcome="error"))
             handle._finish(exc)
             return
         except Exception as exc:  # a bug or llama.cpp failure must not kill the worker
             log.exception("request failed")
+            self._record(handle, replace(record, outcome="error"))
             handle._finish(GenerationError("The model failed while answering this request.", detail=repr(exc)))
             return
+        self._record(handle, record)
         handle._finish(None)
+
+    def _record(self, handle: RequestHandle, record: RequestRecord) -> None:
+        if handle.client == "count":
+            return
+        with self._lock:
+            self.records.append(record)
+            self._served += 1
 
     def _execute(self, job: Job, stop: threading.Event) -> Iterator[StreamEvent]:
         engine = self._engine
