@@ -91,7 +91,10 @@ def run(args: argparse.Namespace) -> int:
     server = uvicorn_server(create_app(service, ServerOptions(api_key=api_key, loopback_only=is_loopback(args.host))))
     try:
         server.run(sockets=[sock])
+    except KeyboardInterrupt:  # uvicorn shuts down gracefully, then re-raises Ctrl+C: the normal way to stop
+        pass
     finally:
         service.shutdown()
         sock.close()
+    print("GemmaDesk's server stopped.", file=sys.stderr)
     return 0
