@@ -70,12 +70,15 @@ def wait_for_port(port: int, proc: subprocess.Popen[bytes] | None = None, timeou
 
 
 @contextlib.contextmanager
-def llama_cpp_server(path: Path, *, api_key: str | None = None, n_ctx: int = 1024) -> Iterator[str]:
+def llama_cpp_server(path: Path, *, api_key: str | None = None, n_ctx: int = 1024,
+                     chat_format: str = "gemma") -> Iterator[str]:
     """llama-cpp-python's own OpenAI-compatible server (``python -m llama_cpp.server``) on ``path``;
-    yields its base URL. The model id it answers to is the path it was given."""
+    yields its base URL. The model id it answers to is the path it was given. The Gemma 3 test model
+    has no chat template, so its Gemma chat format is named (its default would be Llama 2's)."""
     port = free_port()
     cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(path), "--host", "127.0.0.1",
-           "--port", str(port), "--n_ctx", str(n_ctx), "--n_threads", "2", "--verbose", "False"]  # fmt: skip
+           "--port", str(port), "--n_ctx", str(n_ctx), "--n_threads", "2", "--verbose", "False",
+           "--chat_format", chat_format]  # fmt: skip
     if api_key:
         cmd += ["--api_key", api_key]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ})
