@@ -60,9 +60,14 @@ def bind_socket(host: str, port: int) -> socket.socket:
 def uvicorn_server(app: Any) -> Any:
     import uvicorn
 
+    # Named statically (uvicorn imports them from strings) so that the PyInstaller bundle includes them.
+    import uvicorn.lifespan.off  # noqa: F401
+    import uvicorn.loops.asyncio  # noqa: F401
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
     config = uvicorn.Config(
         app,
-        http="h11",
+        http=H11Protocol,
         loop="asyncio",
         ws="none",
         lifespan="off",
