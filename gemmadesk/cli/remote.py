@@ -59,7 +59,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     v.add_argument("--gpu-gib", type=float, default=None, help="memory of one of your server's GPUs")
     v.add_argument("--json", action="store_true")
     v.set_defaults(func=_vllm)
-    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+    def usage(args: argparse.Namespace) -> int:
+        p.print_help()
+        return 2
+
+    p.set_defaults(func=usage)
 
 
 def _fail(message: object) -> int:
@@ -204,7 +208,8 @@ def _vllm(args: argparse.Namespace) -> int:
         return 0
     for entry, plan, best in rows:
         approx = "≈" if plan.checkpoint_estimated else ""
-        print(f"Gemma 4 {entry.size} w4a16-ct ({entry.repo_id}, checkpoint {approx}{human_bytes(plan.checkpoint_bytes)}),"
+        size = approx + human_bytes(plan.checkpoint_bytes)
+        print(f"Gemma 4 {entry.size} w4a16-ct ({entry.repo_id}, checkpoint {size}),"
               f" --max-model-len {plan.max_model_len:,}:")  # fmt: skip
         for o in plan.options:
             mark = "★" if best is not None and o.tensor_parallel == best.tensor_parallel else " "

@@ -86,8 +86,9 @@ def run(args: argparse.Namespace) -> int:
     service = EngineChatService(model_id, settings, on_loaded=loaded)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in str(host) else host
-    print(f"GemmaDesk serves “{model_id}” at http://{shown}:{port}/v1 "
-          f"({'key required' if api_key else 'no key'}; Ctrl+C stops). Loading the model…", file=sys.stderr)  # fmt: skip
+    key_note = "key required" if api_key else "no key"
+    print(f"GemmaDesk serves “{model_id}” at http://{shown}:{port}/v1 ({key_note}; Ctrl+C stops). Loading the model…",
+          file=sys.stderr)  # fmt: skip
     server = uvicorn_server(create_app(service, ServerOptions(api_key=api_key, loopback_only=is_loopback(args.host))))
     try:
         server.run(sockets=[sock])

@@ -184,8 +184,8 @@ class RequestHandle:
             self._buffer = []
             if self.done.is_set():
                 q.put(None)
-        while (event := q.get()) is not None:
-            yield event
+        while (item := q.get()) is not None:
+            yield item
         if self.error is not None:
             raise self.error
 
@@ -436,7 +436,8 @@ class EngineChatService:
                 for event in self._execute(request.job, handle._stop):
                     if isinstance(event, ReplyDone):
                         stats = event.stats
-                        record = replace(record, completion_tokens=stats.completion_tokens, stop_reason=stats.stop_reason)
+                        record = replace(record, completion_tokens=stats.completion_tokens,
+                                         stop_reason=stats.stop_reason)  # fmt: skip
                     handle._emit(event)
             else:
                 request.job(self._engine)
@@ -488,7 +489,7 @@ def _count_chat_tokens(engine: Engine, messages: Sequence[ChatMessage], thinking
 
 
 def _completion_tokens(engine: Engine, prompt: str) -> list[int]:
-    engine.prompt_format  # raises NotLoadedError when nothing is loaded
+    _ = engine.prompt_format  # raises NotLoadedError when nothing is loaded
     llm = engine._llm
     tokens: list[int] = list(llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=True))
     return tokens

@@ -11,9 +11,8 @@ import httpx2
 import openai
 import pytest
 
-from gemmadesk.core.engine import Engine
-from gemmadesk.server import EngineChatService, ServerOptions, ServerThread, create_app
-from gemmadesk.core.engine import DirectLoadSettings
+from gemmadesk.core.engine import DirectLoadSettings, Engine
+from gemmadesk.server import EngineChatService, ServerThread, create_app
 from tests.server.conftest import API_KEY
 from tests.support.serving import Served
 
@@ -83,8 +82,8 @@ def test_bad_chat_requests_get_400_naming_the_field(served3: Served, body: Any, 
 
 @pytest.mark.parametrize(
     "body",
-    [{"model": MODEL, "prompt": ""}, {"model": MODEL, "prompt": [1, 2, 3]}, {"model": MODEL, "prompt": "x", "echo": True},
-     {"model": MODEL, "prompt": "x", "best_of": 3}],  # fmt: skip
+    [{"model": MODEL, "prompt": ""}, {"model": MODEL, "prompt": [1, 2, 3]},
+     {"model": MODEL, "prompt": "x", "echo": True}, {"model": MODEL, "prompt": "x", "best_of": 3}],  # fmt: skip
 )
 def test_bad_completion_requests_get_400(served3: Served, body: Any) -> None:
     response = post(served3, body, path="/completions")

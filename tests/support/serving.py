@@ -100,7 +100,9 @@ URL_RE = re.compile(r"at (http://\S+/v1)")
 
 
 @contextlib.contextmanager
-def gemmadesk_serve_process(*args: str, env: dict[str, str] | None = None) -> Iterator[tuple[subprocess.Popen[str], str]]:
+def gemmadesk_serve_process(
+    *args: str, env: dict[str, str] | None = None
+) -> Iterator[tuple[subprocess.Popen[str], str]]:
     """``gemmadesk serve ARGS --port 0`` in a child process; yields (process, base URL) once it listens."""
     proc = subprocess.Popen([sys.executable, "-m", "gemmadesk", "serve", *args, "--port", "0"], cwd=REPO_ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

@@ -485,7 +485,9 @@ def _read_limited(response: httpx2.Response, limit: int) -> bytes:
     for chunk in response.iter_bytes():
         body += chunk
         if len(body) > limit:
-            raise RemoteProtocolError(f"The server's answer is larger than {limit // 1024} KiB; GemmaDesk stopped reading.")
+            raise RemoteProtocolError(
+                f"The server's answer is larger than {limit // 1024} KiB; GemmaDesk stopped reading."
+            )
     return bytes(body)
 
 
@@ -516,7 +518,9 @@ def _remote_model(item: Any) -> RemoteModel:
     if not isinstance(item, dict) or not isinstance(item.get("id"), str):
         raise TypeError("model without id")
     n_ctx = 0
-    for source in (item, item.get("meta") if isinstance(item.get("meta"), dict) else {}):
+    meta = item.get("meta")
+    sources: tuple[dict[str, Any], ...] = (item, meta) if isinstance(meta, dict) else (item,)
+    for source in sources:
         for key in ("max_model_len", "n_ctx", "context_length", "n_ctx_train"):
             value = source.get(key)
             if isinstance(value, int) and not isinstance(value, bool) and value > 0:

@@ -39,7 +39,8 @@ class ServerEntry:
     api_key: str | None = None
 
     def __repr__(self) -> str:  # never print a key into a log
-        return f"ServerEntry(id={self.id!r}, name={self.name!r}, base_url={self.base_url!r}, key={'set' if self.api_key else 'none'})"
+        key = "set" if self.api_key else "none"
+        return f"ServerEntry(id={self.id!r}, name={self.name!r}, base_url={self.base_url!r}, key={key})"
 
 
 def _checked(raw: Any) -> ServerEntry:
