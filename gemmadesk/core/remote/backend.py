@@ -67,6 +67,7 @@ from gemmadesk.core.remote.errors import (
 MAX_ERROR_BODY = 64 * 1024
 MAX_MODELS_BODY = 4 * 2**20
 MAX_EVENT_BYTES = 1 * 2**20
+MAX_REPLY_CHARS = 32 * 2**20  # a reply (answer + thoughts) larger than this is not a model's reply
 STOP_POLL_S = 0.05
 
 
@@ -300,6 +301,9 @@ class RemoteBackend:
                         reply.done = True
                         break
                     yield from reply.feed(self._parse(event.data, chat))
+                    if reply.chars > MAX_REPLY_CHARS:
+                        raise RemoteProtocolError(f"{self._host} sent more than {MAX_REPLY_CHARS // 2**20} MiB of "
+                                                  "text for one reply; GemmaDesk stopped reading it.")  # fmt: skip
                     if reply.pieces > params.max_tokens + 64:  # a server that ignores max_tokens
                         reply.finish_reason = "length"
                         break
@@ -425,6 +429,7 @@ class _Reply:
         self.parser = ThoughtParser()
         self.thoughts = ""
         self.pieces = 0
+        self.chars = 0
         self.first_at = 0.0
         self.last_at = 0.0
         self.usage: dict[str, Any] | None = None
@@ -438,6 +443,7 @@ class _Reply:
             self.finish_reason = part["finish_reason"]
         reasoning, content = part.get("reasoning"), part.get("content")
         if reasoning or content:
+            self.chars += len(reasoning or "") + len(content or "")
             now = time.perf_counter()
             if not self.pieces:
                 self.first_at = now
