@@ -136,7 +136,8 @@ def test_bundle_is_lean_and_complete(bundle: Path) -> None:
             assert f"PySide6/Qt/plugins/{plugin}" in names, plugin
         # The versioned duplicates of the llama.cpp libraries stay out.
         assert not any(n.startswith(lib) and n.count(".so.") and n.split(".so.")[1].count(".") for n in names)
-    unwanted = ("Qt6Qml", "Qt6Quick", "WebEngine", "Qt6Designer", "Qt6Pdf", "tkinter", "torch", "_pytest", "mypy")
+    unwanted = ("Qt6Qml", "Qt6Quick", "WebEngine", "Qt6Designer", "Qt6Pdf", "tkinter", "torch", "_pytest", "mypy",
+                "pydantic_core", "hypothesis")  # test-only packages that optional imports would drag in
     found = sorted(n for n in names if any(u in n for u in unwanted))
     assert not found, found
     assert "resources/icons/gemmadesk.svg" in names

@@ -86,6 +86,14 @@ def test_completion_with_stop_cuts_before_the_stop_string(client3: openai.OpenAI
     assert "".join(c.choices[0].text for c in streamed if c.choices) == cut.choices[0].text
 
 
+def test_completion_keeps_leading_whitespace_streamed_or_not(client3: openai.OpenAI) -> None:
+    """Regression: the non-streamed completion used the stripped answer, losing the leading space."""
+    kwargs = {"model": MODEL, "prompt": "The capital of France is", "max_tokens": 6, "temperature": 0.0}
+    whole = client3.completions.create(**kwargs).choices[0].text  # type: ignore[call-overload]
+    streamed = "".join(c.choices[0].text for c in client3.completions.create(**kwargs, stream=True) if c.choices)  # type: ignore[call-overload]
+    assert whole == streamed and whole.startswith(" ")
+
+
 def test_seed_makes_sampling_repeatable(client3: openai.OpenAI) -> None:
     kwargs = {"model": MODEL, "messages": [{"role": "user", "content": "Say something."}], "max_tokens": 12,
               "temperature": 1.0, "top_p": 0.95}  # fmt: skip
