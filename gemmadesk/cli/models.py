@@ -7,6 +7,7 @@ import sys
 from dataclasses import asdict
 
 from gemmadesk.cli.common import add_hardware_arg, human_bytes, load_hardware, print_json
+from gemmadesk.core.catalog import Catalog, CatalogEntry
 from gemmadesk.core.catalog_refresh import current_catalog, refresh
 from gemmadesk.core.fit import FitOptions, Plan, entry_layout, max_contexts, recommend
 
@@ -85,7 +86,8 @@ def run(args: argparse.Namespace) -> int:
                 "reason": plan.reason, "notes": list(plan.notes), "recommended": plan.entry_id == best_id,
                 "max_ctx": asdict(max_contexts(entry_layout(entry, catalog), hw, options, entry)),
             })
-        info = [{"id": e.id, "size": e.size, "format": e.format, "repo_id": e.repo_id, "runner": e.runner}
+        info = [{"id": e.id, "size": e.size, "format": e.format, "repo_id": e.repo_id, "runner": e.runner,
+                 **_vllm_json(e, catalog, args.ctx)}
                 for e in catalog.entries if not e.runnable] if args.all else []
         print_json({"options": asdict(options), "recommended": best_id, "explanation": rec.explanation,
                     "models": rows, "not_runnable": info})
@@ -105,6 +107,29 @@ def run(args: argparse.Namespace) -> int:
         for e in catalog.entries:
             if not e.runnable:
                 print(f"  {e.size:10}{e.format:20}{e.repo_id:50} → {e.runner}")
+                _print_vllm(e, catalog, args.ctx)
     print()
     print(("Recommended: " if rec.best else "") + rec.explanation)
     return 0
+
+
+def _vllm_json(entry: CatalogEntry, catalog: Catalog, n_ctx: int) -> dict[str, object]:
+    """For w4a16-ct rows: GPU memory per tensor-parallel degree and the vLLM command (gemmadesk.core.vllm_plan)."""
+    from gemmadesk.core.vllm_plan import is_vllm_entry, plan_vllm
+
+    if not is_vllm_entry(entry):
+        return {}
+    plan = plan_vllm(entry, catalog, min(max(256, n_ctx), catalog.arch(entry).n_ctx_train))
+    return {"vllm": [{"tensor_parallel": o.tensor_parallel, "gpu_memory_needed": o.gpu_memory_needed,
+                      "command": plan.command(o.tensor_parallel)} for o in plan.options]}  # fmt: skip
+
+
+def _print_vllm(entry: CatalogEntry, catalog: Catalog, n_ctx: int) -> None:
+    from gemmadesk.core.vllm_plan import is_vllm_entry, plan_vllm
+
+    if not is_vllm_entry(entry):
+        return
+    plan = plan_vllm(entry, catalog, min(max(256, n_ctx), catalog.arch(entry).n_ctx_train))
+    needs = ", ".join(f"{o.tensor_parallel}×{human_bytes(o.gpu_memory_needed)}" for o in plan.options)
+    print(f"  {'':10}GPUs × memory each at {n_ctx:,} tokens: {needs}")
+    print(f"  {'':10}{plan.command(plan.options[0].tensor_parallel)}   (see `gemmadesk remote vllm`)")

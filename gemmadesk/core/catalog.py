@@ -74,6 +74,7 @@ class CatalogEntry:
     notes: str = ""
     flash_attn_default: str = "auto"  # auto | on | off (E4B: off, see the pitfalls)
     architecture: str = "gemma4"  # the general.architecture its GGUF must have ("": any llama.cpp runs)
+    checkpoint_bytes: int | None = None  # whole checkpoint (non-GGUF formats, e.g. w4a16-ct for vLLM); None: unknown
 
     @property
     def label(self) -> str:

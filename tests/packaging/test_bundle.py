@@ -136,7 +136,8 @@ def test_bundle_is_lean_and_complete(bundle: Path) -> None:
             assert f"PySide6/Qt/plugins/{plugin}" in names, plugin
         # The versioned duplicates of the llama.cpp libraries stay out.
         assert not any(n.startswith(lib) and n.count(".so.") and n.split(".so.")[1].count(".") for n in names)
-    unwanted = ("Qt6Qml", "Qt6Quick", "WebEngine", "Qt6Designer", "Qt6Pdf", "tkinter", "torch", "_pytest", "mypy")
+    unwanted = ("Qt6Qml", "Qt6Quick", "WebEngine", "Qt6Designer", "Qt6Pdf", "tkinter", "torch", "_pytest", "mypy",
+                "pydantic_core", "hypothesis")  # test-only packages that optional imports would drag in
     found = sorted(n for n in names if any(u in n for u in unwanted))
     assert not found, found
     assert "resources/icons/gemmadesk.svg" in names
@@ -177,3 +178,37 @@ def test_frozen_chat_runs_the_app_engine_on_gemma3(bundle: Path, gemma3_gguf: Pa
     assert result["model"]["architecture"] == "gemma3"
     assert (home / "share" / APP_NAME / "chats.sqlite3").is_file()
     assert _tree(bundle) == before, "the frozen app wrote inside its bundle"
+
+
+def test_frozen_serve_answers_the_frozen_remote_client(bundle: Path, gemma3_gguf: Path, tmp_path: Path) -> None:
+    """The OpenAI-compatible server (uvicorn/Starlette) and the remote backend (httpx2) inside the bundle:
+    the frozen `serve` on the real Gemma 3, asked by the frozen `remote chat`."""
+    import signal
+
+    from tests.support.serving import URL_RE, wait_loaded
+
+    home = tmp_path / "home"
+    home.mkdir()
+    env = _user_env(home)
+    serve = subprocess.Popen([str(EXE), "serve", str(gemma3_gguf), "--port", "0", "--ctx", "512", "--name", "g3"],
+                             env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)  # fmt: skip
+    try:
+        assert serve.stderr is not None
+        line = serve.stderr.readline()
+        match = URL_RE.search(line)
+        assert match, line
+        wait_loaded(match.group(1))
+        cmd = [str(EXE), "remote", "chat", match.group(1), "-m", "g3", "-p", "The capital of France is",
+               "--max-tokens", "8", "--temperature", "0", "--json"]  # fmt: skip
+        proc = subprocess.run(cmd, env={**env, "NO_PROXY": "127.0.0.1"}, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        result = json.loads(proc.stdout)
+        assert result["stats"]["completion_tokens"] > 0 and result["reply"].strip()
+        serve.send_signal(signal.SIGINT)
+        assert serve.wait(30) == 0
+    finally:
+        if serve.poll() is None:
+            serve.kill()
+            serve.wait()
+        if serve.stderr:
+            serve.stderr.close()

@@ -1,0 +1,343 @@
+"""The OpenAI wire format: request bodies checked and turned into jobs, results turned into JSON.
+
+Pure functions, no HTTP and no model: everything a client sends is checked here against explicit
+bounds before it reaches the model (hostile input), and every refusal is an :class:`ApiError` whose
+message is one sentence naming the field. Replies use the shapes of OpenAI's API, with Gemma 4's
+thoughts as ``reasoning_content`` (in the message and in stream deltas), as llama-server and vLLM do.
+
+Thinking is switched on per request by ``chat_template_kwargs: {"enable_thinking": true}`` (vLLM,
+llama-server) or by ``reasoning_effort`` ("none" switches it off; any other level switches it on:
+Gemma 4 has no levels). Default: off.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from gemmadesk.core.engine import ChatMessage, ReplyStats, SamplingParams
+from gemmadesk.server.service import ChatJob, CompletionJob
+
+MAX_BODY_BYTES = 8 * 2**20
+MAX_MESSAGES = 4096
+MAX_STOP_STRINGS = 8
+MAX_STOP_LENGTH = 256
+MAX_MODEL_NAME = 256
+MAX_REPLY_TOKENS = 1_000_000
+REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh")
+ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+
+
+class ApiError(Exception):
+    """An error for the client, in OpenAI's shape: ``{"error": {message, type, param, code}}``."""
+
+    def __init__(self, status: int, message: str, *, type: str = "invalid_request_error",
+                 param: str | None = None, code: str | None = None) -> None:  # fmt: skip
+        super().__init__(message)
+        self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+
+def bad(message: str, param: str | None = None, code: str | None = None) -> ApiError:
+    return ApiError(400, message, param=param, code=code)
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    model: str
+    job: ChatJob
+    stream: bool
+    include_usage: bool
+
+
+@dataclass(frozen=True)
+class CompletionRequest:
+    model: str
+    job: CompletionJob
+    stream: bool
+    include_usage: bool
+
+
+# ------------------------------------------------------------------------------------ field checks
+
+
+def _number(body: dict[str, Any], name: str, lo: float, hi: float, default: float) -> float:
+    value = body.get(name)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise bad(f"“{name}” must be a number between {lo:g} and {hi:g}.", name)
+    if not lo <= value <= hi:
+        raise bad(f"“{name}” must be between {lo:g} and {hi:g}; got {value:g}.", name)
+    return float(value)
+
+
+def _integer(body: dict[str, Any], name: str, lo: int, hi: int) -> int | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise bad(f"“{name}” must be a whole number between {lo:,} and {hi:,}.", name)
+    if not lo <= value <= hi:
+        raise bad(f"“{name}” must be between {lo:,} and {hi:,}; got {value:,}.", name)
+    return value
+
+
+def _flag(body: dict[str, Any], name: str) -> bool:
+    value = body.get(name, False)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise bad(f"“{name}” must be true or false.", name)
+    return value
+
+
+def _model(body: dict[str, Any]) -> str:
+    model = body.get("model")
+    if not isinstance(model, str) or not model or len(model) > MAX_MODEL_NAME:
+        raise bad("“model” must be the id of the loaded model (see GET /v1/models).", "model")
+    return model
+
+
+def _stops(body: dict[str, Any]) -> tuple[str, ...]:
+    stop = body.get("stop")
+    if stop is None:
+        return ()
+    items = [stop] if isinstance(stop, str) else stop
+    if (
+        not isinstance(items, list)
+        or len(items) > MAX_STOP_STRINGS
+        or not all(isinstance(s, str) and 0 < len(s) <= MAX_STOP_LENGTH for s in items)
+    ):
+        raise bad(
+            f"“stop” must be a string or a list of up to {MAX_STOP_STRINGS} non-empty strings of at most "
+            f"{MAX_STOP_LENGTH} characters.",
+            "stop",
+        )
+    return tuple(items)
+
+
+def _stream_options(body: dict[str, Any]) -> tuple[bool, bool]:
+    stream = _flag(body, "stream")
+    options = body.get("stream_options")
+    if options is None:
+        return stream, False
+    if not isinstance(options, dict):
+        raise bad("“stream_options” must be an object.", "stream_options")
+    include = options.get("include_usage", False)
+    if not isinstance(include, bool):
+        raise bad("“stream_options.include_usage” must be true or false.", "stream_options")
+    return stream, include
+
+
+def _unsupported(body: dict[str, Any], names: dict[str, Any]) -> None:
+    """Fields GemmaDesk does not implement are refused unless they ask for the default behaviour."""
+    for name, allowed in names.items():
+        value = body.get(name)
+        if value is None or value == allowed or (isinstance(allowed, tuple) and value in allowed):
+            continue
+        raise bad(f"“{name}” is not supported by GemmaDesk's server; leave it out.", name)
+
+
+def _sampling(body: dict[str, Any], thinking: bool) -> tuple[SamplingParams, bool]:
+    defaults = SamplingParams()
+    max_tokens = _integer(body, "max_completion_tokens", 1, MAX_REPLY_TOKENS)
+    if max_tokens is None:
+        max_tokens = _integer(body, "max_tokens", 1, MAX_REPLY_TOKENS)
+    seed = _integer(body, "seed", 0, 2**32 - 1)
+    top_k = _integer(body, "top_k", 0, 1000)  # llama-server / vLLM extension
+    params = SamplingParams(
+        temperature=_number(body, "temperature", 0.0, 2.0, defaults.temperature),
+        top_p=_number(body, "top_p", 0.0, 1.0, defaults.top_p),
+        top_k=defaults.top_k if top_k is None else top_k,
+        min_p=_number(body, "min_p", 0.0, 1.0, defaults.min_p),
+        repeat_penalty=_number(body, "repeat_penalty", 0.0, 10.0, defaults.repeat_penalty),
+        max_tokens=max_tokens or 0,
+        seed=seed,
+        thinking=thinking,
+    )
+    return params, max_tokens is not None
+
+
+def _thinking(body: dict[str, Any]) -> bool:
+    thinking = False
+    effort = body.get("reasoning_effort")
+    if effort is not None:
+        if effort not in REASONING_EFFORTS:
+            raise bad(f"“reasoning_effort” must be one of {', '.join(REASONING_EFFORTS)}.", "reasoning_effort")
+        thinking = effort != "none"
+    kwargs = body.get("chat_template_kwargs")
+    if kwargs is not None:
+        if not isinstance(kwargs, dict):
+            raise bad("“chat_template_kwargs” must be an object.", "chat_template_kwargs")
+        enable = kwargs.get("enable_thinking")
+        if enable is not None:
+            if not isinstance(enable, bool):
+                raise bad("“chat_template_kwargs.enable_thinking” must be true or false.", "chat_template_kwargs")
+            thinking = enable
+    return thinking
+
+
+def _content(message: dict[str, Any], i: int) -> str:
+    content = message.get("content")
+    if content is None and message.get("role") == "assistant":
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        texts = []
+        for part in content:
+            if not isinstance(part, dict) or part.get("type") not in ("text", "input_text"):
+                kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+                raise bad(f"messages[{i}]: content parts of type “{kind}” are not supported; send text.", "messages")
+            text = part.get("text")
+            if not isinstance(text, str):
+                raise bad(f"messages[{i}]: a text part needs a “text” string.", "messages")
+            texts.append(text)
+        return "\n".join(texts)
+    raise bad(f"messages[{i}].content must be a string or a list of text parts.", "messages")
+
+
+def parse_messages(raw: Any) -> tuple[ChatMessage, ...]:
+    if not isinstance(raw, list) or not raw:
+        raise bad("“messages” must be a non-empty list.", "messages")
+    if len(raw) > MAX_MESSAGES:
+        raise bad(f"“messages” holds {len(raw):,} messages; at most {MAX_MESSAGES:,} are accepted.", "messages")
+    system: list[str] = []
+    turns: list[ChatMessage] = []
+    for i, message in enumerate(raw):
+        if not isinstance(message, dict):
+            raise bad(f"messages[{i}] must be an object with “role” and “content”.", "messages")
+        role = ROLES.get(message.get("role"))  # type: ignore[arg-type]
+        if role is None:
+            raise bad(
+                f"messages[{i}] has role {str(message.get('role'))[:40]!r}; use system, developer, user or assistant.",
+                "messages",
+            )
+        text = _content(message, i)
+        if role == "system":
+            if turns:
+                raise bad(f"messages[{i}]: system messages must come before the conversation.", "messages")
+            system.append(text)
+        else:
+            turns.append(ChatMessage(role, text))  # type: ignore[arg-type]
+    if not turns or turns[-1].role != "user":
+        raise bad("The last message must be the user's (GemmaDesk does not continue assistant messages).", "messages")
+    head = [ChatMessage("system", "\n\n".join(system))] if system else []
+    return tuple(head + turns)
+
+
+def _object(body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise bad("The request body must be a JSON object.")
+    return body
+
+
+# ------------------------------------------------------------------------------------ requests
+
+
+def parse_chat(body: Any) -> ChatRequest:
+    body = _object(body)
+    model = _model(body)
+    _unsupported(body, {"n": 1, "logprobs": False, "top_logprobs": 0, "tools": (), "tool_choice": ("none", "auto"),
+                        "functions": (), "frequency_penalty": 0, "presence_penalty": 0, "logit_bias": (),
+                        "audio": (), "modalities": (("text",), ["text"])})  # fmt: skip
+    response_format = body.get("response_format")
+    if response_format is not None and response_format != {"type": "text"}:
+        raise bad("“response_format” other than text is not supported by GemmaDesk's server.", "response_format")
+    messages = parse_messages(body.get("messages"))
+    params, given = _sampling(body, _thinking(body))
+    stream, include_usage = _stream_options(body)
+    job = ChatJob(messages=messages, params=params, stop=_stops(body), max_tokens_given=given)
+    return ChatRequest(model, job, stream, include_usage)
+
+
+def parse_completion(body: Any) -> CompletionRequest:
+    body = _object(body)
+    model = _model(body)
+    _unsupported(body, {"n": 1, "best_of": 1, "logprobs": (None, 0), "echo": False, "suffix": ("",),
+                        "frequency_penalty": 0, "presence_penalty": 0, "logit_bias": ()})  # fmt: skip
+    prompt = body.get("prompt")
+    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
+        prompt = prompt[0]
+    if not isinstance(prompt, str) or not prompt:
+        raise bad("“prompt” must be a non-empty string (one prompt per request).", "prompt")
+    params, given = _sampling(body, False)
+    stream, include_usage = _stream_options(body)
+    job = CompletionJob(prompt=prompt, params=params, stop=_stops(body), max_tokens_given=given)
+    return CompletionRequest(model, job, stream, include_usage)
+
+
+# ------------------------------------------------------------------------------------ replies
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:24]}"
+
+
+def finish_reason(stats: ReplyStats) -> str:
+    if stats.stop_reason in ("length", "context_full"):
+        return "length"
+    return "stop"
+
+
+def usage(stats: ReplyStats) -> dict[str, Any]:
+    return {
+        "prompt_tokens": stats.prompt_tokens,
+        "completion_tokens": stats.completion_tokens,
+        "total_tokens": stats.prompt_tokens + stats.completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": stats.prompt_tokens - stats.prompt_tokens_evaluated},
+    }
+
+
+def timings(stats: ReplyStats) -> dict[str, Any]:
+    """llama-server's extra ``timings`` object (clients that know it show speed from it)."""
+    return {
+        "prompt_n": stats.prompt_tokens_evaluated,
+        "prompt_per_second": round(stats.prompt_tokens_per_s, 3),
+        "predicted_n": stats.completion_tokens,
+        "predicted_per_second": round(stats.generated_tokens_per_s, 3),
+        "time_to_first_token_ms": round(stats.time_to_first_token_s * 1000, 3),
+    }
+
+
+def chat_completion(rid: str, model: str, answer: str, thoughts: str, stats: ReplyStats) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": answer}
+    if thoughts:
+        message["reasoning_content"] = thoughts
+    return {
+        "id": rid, "object": "chat.completion", "created": int(time.time()), "model": model,
+        "choices": [{"index": 0, "message": message, "finish_reason": finish_reason(stats), "logprobs": None}],
+        "usage": usage(stats), "timings": timings(stats),
+    }  # fmt: skip
+
+
+def chat_chunk(rid: str, model: str, created: int, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+    return {
+        "id": rid, "object": "chat.completion.chunk", "created": created, "model": model,
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
+    }  # fmt: skip
+
+
+def text_completion(rid: str, model: str, text: str, stats: ReplyStats) -> dict[str, Any]:
+    return {
+        "id": rid, "object": "text_completion", "created": int(time.time()), "model": model,
+        "choices": [{"index": 0, "text": text, "finish_reason": finish_reason(stats), "logprobs": None}],
+        "usage": usage(stats), "timings": timings(stats),
+    }  # fmt: skip
+
+
+def text_chunk(rid: str, model: str, created: int, text: str, finish: str | None = None) -> dict[str, Any]:
+    return {
+        "id": rid, "object": "text_completion", "created": created, "model": model,
+        "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": None}],
+    }  # fmt: skip
+
+
+def usage_chunk(rid: str, model: str, created: int, obj: str, stats: ReplyStats) -> dict[str, Any]:
+    return {"id": rid, "object": obj, "created": created, "model": model, "choices": [], "usage": usage(stats)}
