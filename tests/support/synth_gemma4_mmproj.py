@@ -255,11 +255,14 @@ def write_gemma4_mmproj(
     vision: bool = True,
     audio: bool = True,
     n_embd_text: int | None = None,
+    overrides: dict[str, tuple[int, ...] | None] | None = None,
 ) -> Path:
     """Write a synthetic Gemma 4 projector to ``path`` and return it.
 
     ``vision``/``audio`` False leave that encoder out (a vision-only E2B projector, say);
-    ``n_embd_text`` overrides the text width it projects to (a projector made for another model)."""
+    ``n_embd_text`` overrides the text width it projects to (a projector made for another model);
+    ``overrides`` gives some tensors another ggml shape, or drops them (None): damaged files for the
+    hostile-input tests."""
     import gguf
 
     if size not in SIZES:
@@ -277,6 +280,11 @@ def write_gemma4_mmproj(
     writer = gguf.GGUFWriter(tmp, "clip")
     _add_hparams(writer, shape, size)
     plan = tensors(shape)
+    for name, new in (overrides or {}).items():
+        if new is None:
+            plan = [entry for entry in plan if entry[0] != name]
+        else:
+            plan = [(n, new if n == name else ne, t) for n, ne, t in plan]
     for name, ne, ggml_type in plan:
         writer.add_tensor_info(
             name, tuple(reversed(ne)), np.dtype(np.float32), _nbytes(ne, ggml_type),
