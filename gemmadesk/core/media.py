@@ -16,6 +16,8 @@ Pure functions, no llama.cpp, no Qt.
 
 from __future__ import annotations
 
+import os
+import stat
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +43,8 @@ MAX_AUDIO_BYTES = 128 * MiB  # ~ 70 min of 16-bit 16 kHz WAV, or hours of MP3
 MAX_IMAGE_PIXELS = 50_000_000  # 50 megapixels: larger than any phone photo, ~150 MB once decoded
 MAX_IMAGE_SIDE = 16_384
 MAX_ASPECT_RATIO = 50  # mtmd scales the long side down to fit its token budget; extreme strips end at 0 px
-SNIFF_BYTES = 64 * 1024  # JPEG's size marker may sit behind large EXIF/ICC blocks
+SNIFF_BYTES = 64 * 1024
+JPEG_SCAN_BYTES = 2 * MiB  # a JPEG's size marker may sit behind EXIF thumbnails and ICC profiles
 
 IMAGE_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "gif": "image/gif", "bmp": "image/bmp"}
 AUDIO_TYPES = {"wav": "audio/wav", "mp3": "audio/mpeg", "flac": "audio/flac"}
@@ -187,25 +190,35 @@ def check_media(head: bytes, size_bytes: int, name: str) -> MediaInfo:
     return MediaInfo("audio", fmt, AUDIO_TYPES[fmt], size_bytes)
 
 
-def check_media_file(path: str | Path) -> MediaInfo:
-    """:func:`check_media` for a file on disk (a missing or unreadable file is a :class:`MediaError`)."""
+def open_regular(path: str | Path) -> tuple[BinaryIO, int]:
+    """Open ``path`` for reading only if it is a regular file: (file, size). A named pipe, device or
+    folder is refused without blocking (opening a FIFO for reading would wait for a writer forever)."""
     path = Path(path)
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_BINARY", 0)
     try:
-        with path.open("rb") as fh:
-            return check_stream(fh, _size(fh), path.name)
+        fd = os.open(path, flags)
     except OSError as exc:
         raise MediaError(f"“{path.name}” cannot be read ({exc.strerror or exc}); check that it still exists.") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise MediaError(f"“{path.name}” is not a file; attach an image or audio file.")
+    return os.fdopen(fd, "rb"), st.st_size
 
 
-def _size(fh: BinaryIO) -> int:
-    import os
-
-    return os.fstat(fh.fileno()).st_size
+def check_media_file(path: str | Path) -> MediaInfo:
+    """:func:`check_media` for a file on disk (a missing, unreadable or special file is a :class:`MediaError`)."""
+    fh, size = open_regular(path)
+    with fh:
+        return check_stream(fh, size, Path(path).name)
 
 
 def check_stream(fh: BinaryIO, size_bytes: int, name: str) -> MediaInfo:
+    """:func:`check_media` for an open file (rewound afterwards)."""
     if size_bytes == 0:
         raise MediaError(f"“{name}” is empty; attach {SUPPORTED_TEXT}.")
     head = fh.read(SNIFF_BYTES)
+    if sniff(head) == "jpeg" and _jpeg_size(head) is None:
+        head += fh.read(JPEG_SCAN_BYTES - len(head))
     fh.seek(0)
     return check_media(head, size_bytes, name)

@@ -43,7 +43,7 @@ from gemmadesk.core.engine.errors import AttachmentError, EngineError
 from gemmadesk.core.engine.llama_glue import log_mark, log_since, mtmd_module
 from gemmadesk.core.engine.trim import Fitted, fit_messages
 from gemmadesk.core.engine.types import Attachment, ChatMessage
-from gemmadesk.core.media import MediaError, check_media
+from gemmadesk.core.media import MediaError, check_stream, open_regular
 from gemmadesk.core.mmproj import ProjectorFileError, ProjectorInfo, read_projector
 
 log = logging.getLogger(__name__)
@@ -234,13 +234,10 @@ class Projector:
         path = Path(att.path)
         name = path.name
         try:
-            with path.open("rb") as fh:
-                import os
-
-                size = os.fstat(fh.fileno()).st_size
-                head = fh.read(64 * 1024)
-                info = check_media(head, size, name)
-                data = head + fh.read(size - len(head) + 1)
+            fh, size = open_regular(path)
+            with fh:
+                info = check_stream(fh, size, name)
+                data = fh.read(size + 1)
         except MediaError as exc:
             raise AttachmentError(str(exc)) from None
         except OSError as exc:
@@ -304,11 +301,8 @@ class Projector:
         """Each attachment becomes the media marker, before the message's text (Gemma 4's advice)."""
         out = []
         for m in messages:
-            if m.attachments:
-                m = ChatMessage(m.role, self.marker * len(m.attachments) + m.content)
-            elif self.marker in m.content:  # unguessable per load, but never let text smuggle one in
-                m = ChatMessage(m.role, m.content.replace(self.marker, ""))
-            out.append(m)
+            content = m.content.replace(self.marker, "")  # unguessable per load; still never let text add one
+            out.append(ChatMessage(m.role, self.marker * len(m.attachments) + content))
         return out
 
     def _bitmaps(self, messages: Sequence[ChatMessage], real: set[str]) -> list[Any]:
