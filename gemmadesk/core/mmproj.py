@@ -278,3 +278,29 @@ def projector_memory(info: ProjectorInfo, image_max_tokens: int, flash_attn: boo
     elif info.audio_type == "gemma4ua":
         total += frames * 4 * (2 * UA_FRAME + info.n_embd_text)
     return total
+
+
+def _published(n_text: int, vision: str, audio: str | None, big: bool = False) -> ProjectorInfo:
+    if vision == "gemma4uv":
+        v = {"vision_embd": 3840, "patch_size": 48}
+    elif big:
+        v = {"vision_embd": 1152, "vision_layers": 27, "vision_heads": 16, "vision_ff": 4304, "patch_size": 16}
+    else:
+        v = {"vision_embd": 768, "vision_layers": 16, "vision_heads": 12, "vision_ff": 3072, "patch_size": 16}
+    a = {}
+    if audio == "gemma4a":
+        a = {"audio_embd": 1024, "audio_layers": 12, "audio_mel": 128, "audio_conv0": 128}
+    elif audio == "gemma4ua":
+        a = {"audio_embd": UA_FRAME}
+    return ProjectorInfo(Path(), 0, 0, n_text, vision, audio, **v, **a)
+
+
+# The encoder shapes of Google's Gemma 4 projectors (from the published HF configs), so a fit estimate
+# can count the encoders' buffers before the projector is downloaded.
+PUBLISHED_SHAPES: dict[str, ProjectorInfo] = {
+    "E2B": _published(1536, "gemma4v", "gemma4a"),
+    "E4B": _published(2560, "gemma4v", "gemma4a"),
+    "12B": _published(3840, "gemma4uv", "gemma4ua"),
+    "26B-A4B": _published(2816, "gemma4v", None, big=True),
+    "31B": _published(5376, "gemma4v", None, big=True),
+}

@@ -33,6 +33,7 @@ import hashlib
 import logging
 import secrets
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -104,7 +105,8 @@ class Projector:
         self._decoded: dict[str, Any] = {}  # sha -> mtmd bitmap, during one turn only
         self._atts: dict[str, Attachment] = {}  # sha -> the attachment (file) of this turn's messages
         self._n_embd = int(llm._model.n_embd())  # noqa: SLF001 - mtmd writes embeddings of this width
-        self.encode_count = 0
+        self.encode_count = 0  # media chunks encoded since load (tests, benchmarks)
+        self.encode_seconds = 0.0
 
     # ----------------------------------------------------------------------------------------- loading
     @classmethod
@@ -493,7 +495,9 @@ class Projector:
             for unit in units:
                 chunk = m.mtmd_input_chunks_get(chunks, unit.chunk_index)
                 mark = log_mark()
+                started = time.perf_counter()
                 rc = m.mtmd_encode_chunk(self._ctx, chunk)
+                self.encode_seconds += time.perf_counter() - started
                 if rc != 0:
                     raise AttachmentError(
                         f"The model's projector failed to read an attached {media.kind} file; attach it again.",
