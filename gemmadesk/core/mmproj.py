@@ -273,8 +273,9 @@ def projector_memory(info: ProjectorInfo, image_max_tokens: int, flash_attn: boo
         total += pixels + peak + tokens * 4 * info.n_embd_text
     frames = 3000  # 30 s of 10 ms mel frames: the longest chunk mtmd hands the encoder
     if info.audio_type == "gemma4a":
+        mel = 2 * frames * info.audio_mel * 4
         subsampling = 2 * info.audio_conv0 * (frames // 2) * (info.audio_mel // 2) * 4
-        total += subsampling + (frames // 4) * 4 * 3 * info.audio_embd
+        total += mel + subsampling + (frames // 4) * 4 * 3 * info.audio_embd
     elif info.audio_type == "gemma4ua":
         total += frames * 4 * (2 * UA_FRAME + info.n_embd_text)
     return total

@@ -78,3 +78,32 @@ def test_files_that_are_no_projector_are_refused(tmp_path: Path, projectors: Cal
     model = write_gemma4_gguf(tmp_path / "model.gguf", "tiny")
     with pytest.raises(ProjectorFileError, match="architecture is “gemma4”"):
         read_projector(model)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("size", "flash_attn"), [("tiny", False), ("tiny", True), ("tiny-unified", False)])
+def test_encoder_memory_estimate_matches_what_clip_allocates(
+    tiny_model: Path, projectors: Callable[..., Path], size: str, flash_attn: bool
+) -> None:
+    """The estimate against clip.cpp's own "compute buffer size" report when the engine loads it."""
+    import re
+
+    from gemmadesk.core.engine import DirectLoadSettings, Engine
+    from gemmadesk.core.engine.llama_glue import log_mark, log_since
+
+    path = projectors(size)
+    engine = Engine()
+    mark = log_mark()
+    engine.load(DirectLoadSettings(model_path=str(tiny_model), n_ctx=512, n_threads=2, flash_attn=flash_attn,
+                                   mmproj_path=str(path)))
+    try:
+        lines = log_since(mark)
+        assert engine.projector is not None
+        budget = engine.projector.image_max_tokens
+    finally:
+        engine.unload()
+    reported = [float(m.group(1)) for ln in lines if "reserve_compute_meta" in ln
+                and (m := re.search(r"compute buffer size =\s*([0-9.]+) MiB", ln))]
+    assert len(reported) == 2  # the vision and the audio encoder
+    estimate = projector_memory(read_projector(path), budget, flash_attn) / 2**20
+    assert 0.85 < estimate / sum(reported) < 1.3, (estimate, reported)
