@@ -121,7 +121,7 @@ def one(cfg: dict) -> dict:
         "gpu": gpu,
         "load_s": round(load_s, 2),
         "encode_one_image_s": round(encode_s, 3),
-        "image_tokens": done1.stats.prompt_tokens,
+        "turn1_prompt_tokens": done1.stats.prompt_tokens,
         "est_gpu_mib_fit_today": round(est.gpu_bytes / MiB, 1),
         "est_projector_compute_mib": round(extra / MiB, 1),
         "est_gpu_mib_with_projector_compute": round((est.gpu_bytes + (extra if gpu else 0)) / MiB, 1),
