@@ -27,7 +27,7 @@ from gemmadesk.core.engine.errors import (
 )
 from gemmadesk.core.engine.gguf_meta import GGUFInfo, read_gguf_info
 from gemmadesk.core.engine.llama_glue import llama_module, load_progress, log_mark, log_since
-from gemmadesk.core.engine.multimodal import Projector
+from gemmadesk.core.engine.multimodal import Projector, ProjectorError
 from gemmadesk.core.engine.trim import fit_messages
 from gemmadesk.core.engine.types import (
     KV_TYPES,
@@ -223,15 +223,20 @@ class Engine:
         if not settings.mmproj_path:
             return []
         use_gpu = n_gpu_layers != 0 and bool(llama_module().llama_supports_gpu_offload())
-        try:
-            self._projector = Projector.load(
-                self._llm, settings.mmproj_path, use_gpu=use_gpu, n_threads=threads, flash_attn=flash_attn
-            )
-        except EngineError as exc:
-            log.warning("projector not loaded: %s %s", exc, exc.detail)
-            self._projector_error = str(exc)
-            return [f"{exc} Images and audio are off; text chat works."]
-        return []
+        for on_gpu in dict.fromkeys([use_gpu, False]):
+            try:
+                self._projector = Projector.load(
+                    self._llm, settings.mmproj_path, use_gpu=on_gpu, n_threads=threads, flash_attn=flash_attn
+                )
+            except ProjectorError as exc:
+                log.warning("projector not loaded (gpu=%s): %s %s", on_gpu, exc, exc.detail)
+                self._projector_error = str(exc)
+                if on_gpu and exc.out_of_memory:
+                    continue  # the GPU is full: the encoder can still run on the CPU
+                return [f"{exc} Images and audio are off; text chat works."]
+            self._projector_error = ""
+            return ["The projector runs on the CPU: the GPU had no room left for it."] if use_gpu and not on_gpu else []
+        return [f"{self._projector_error} Images and audio are off; text chat works."]
 
     @property
     def projector(self) -> Projector | None:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import logging
+import re
 import secrets
 import threading
 import time
@@ -50,6 +51,7 @@ from gemmadesk.core.mmproj import ProjectorFileError, ProjectorInfo, read_projec
 log = logging.getLogger(__name__)
 
 MEDIA_TOKEN = -1
+_OOM = re.compile(r"out of memory|failed to allocate|unable to allocate|alloc\w* .*failed|cudaMalloc", re.I)
 DEFAULT_IMAGE_MAX_TOKENS = 280  # Gemma 4's default image budget (70/140/280/560/1120 are the trained ones)
 EMBED_CACHE_BYTES = 512 * 2**20
 DECODED_BYTES = 256 * 2**20  # decoded bitmaps kept during one turn (then freed)
@@ -58,6 +60,10 @@ _KIND_WORD = {"image": "images", "audio": "audio"}
 
 class ProjectorError(EngineError):
     """The projector (mmproj) could not be loaded; the model still chats as text."""
+
+    def __init__(self, message: str, detail: str = "", out_of_memory: bool = False) -> None:
+        super().__init__(message, detail)
+        self.out_of_memory = out_of_memory
 
 
 @dataclass
@@ -149,12 +155,12 @@ class Projector:
         if not ctx:
             lines = log_since(mark)
             reason = next((ln for ln in reversed(lines) if "error" in ln.lower() or "failed" in ln.lower()), "")
-            out_of_memory = any("alloc" in ln.lower() or "out of memory" in ln.lower() for ln in lines)
+            out_of_memory = any(_OOM.search(ln) for ln in lines)
             message = (
                 f"There is not enough memory to load the projector “{path.name}” beside the model."
                 if out_of_memory else f"llama.cpp could not load the projector “{path.name}”; download it again."
             )
-            raise ProjectorError(message, detail="\n".join([*lines[-15:], reason]))
+            raise ProjectorError(message, detail="\n".join([*lines[-15:], reason]), out_of_memory=out_of_memory)
         return cls(mtmd, ctx, llm, info, marker, image_max_tokens)
 
     def close(self) -> None:
