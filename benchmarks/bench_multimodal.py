@@ -153,8 +153,8 @@ def main() -> int:
         lines.append(f"| {way} | {med[way]:.2f} s | {evaluated[way]} | {med[way] / med['re-encoded']:.3f}× |")
     lines += [
         "",
-        f"Turn 1 (image encoded, whole prompt evaluated): {statistics.median(turn1_s):.2f} s. Projector load "
-        f"with the model: {load_s:.1f} s.",
+        "Turn 1 (whole prompt evaluated; median, so with the embeddings cached from the previous run): "
+        f"{statistics.median(turn1_s):.2f} s. Projector load with the model: {load_s:.1f} s.",
         "",
         f"Projector memory (CPU): file {info.file_bytes / MiB:,.0f} MiB; llama.cpp's compute buffers "
         f"{' + '.join(f'{b:.1f}' for b in buffers)} MiB (vision, audio; sized by clip.cpp's warm-up); "
