@@ -199,6 +199,16 @@ def check_llama() -> str:
     return f"{info.label}; devices {devices}"
 
 
+def check_mtmd() -> str:
+    """llama.cpp's multimodal library (images and audio) is there and loads."""
+    try:
+        import llama_cpp.mtmd_cpp as mtmd
+    except (OSError, RuntimeError, FileNotFoundError) as exc:
+        raise CheckFailed(f"llama.cpp's multimodal library (libmtmd) is missing: {exc}") from exc
+    marker = mtmd.mtmd_default_marker().decode()
+    return f"libmtmd loaded (media marker {marker})"
+
+
 def check_model(model: Path, n_tokens: int, *, gpu: bool = True) -> str:
     """Load the GGUF and generate a few tokens; with a GPU build every layer goes to the GPU, as in the app."""
     if not model.is_file():
@@ -244,7 +254,7 @@ def run_checks(model: Path | None, n_tokens: int, *, window: bool = True, gpu: b
     ]
     if window:
         steps.append(("window", check_window))
-    steps += [("hardware", check_hardware), ("llama.cpp", check_llama)]
+    steps += [("hardware", check_hardware), ("llama.cpp", check_llama), ("images/audio", check_mtmd)]
     if model is not None:
         steps.append(("model", lambda: check_model(model, n_tokens, gpu=gpu)))
     checks = []

@@ -93,7 +93,7 @@ def test_frozen_self_test_runs_gemma3_and_writes_nothing_inside(
     assert "frozen bundle" in text
     assert re.search(r"variant (cpu|cuda|vulkan|metal|rocm)\b", text), text
     assert "✗" not in text
-    for name in ("qt", "window", "llama.cpp", "model"):
+    for name in ("qt", "window", "llama.cpp", "images/audio", "model"):
         assert f"✓ {name}: " in text
     assert "platform offscreen" in text
     # First start found its folders through platformdirs (XDG on Linux), not beside the executable.

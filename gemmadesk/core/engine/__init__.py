@@ -32,11 +32,15 @@ Public API::
   GenerationError. After any of them the Engine is still usable.
 - Multi-turn: pass the whole conversation each time (without thoughts); the cached KV prefix is reused.
 - Context overflow rule: see :mod:`gemmadesk.core.engine.trim`.
+- Images and audio: ``ChatMessage("user", "What is this?", (Attachment("image", path, sha256, mime),))``
+  with ``settings.mmproj_path`` set at load (``LoadReport.supports_images`` / ``supports_audio``); a
+  refusal is an :class:`AttachmentError`. See :mod:`gemmadesk.core.engine.multimodal`.
 """
 
 from gemmadesk.core.engine.chatformat import PromptFormat, ThoughtParser, split_thoughts
 from gemmadesk.core.engine.engine import Engine, default_threads
 from gemmadesk.core.engine.errors import (
+    AttachmentError,
     ContextOverflowError,
     EngineError,
     GenerationError,
@@ -49,6 +53,7 @@ from gemmadesk.core.engine.errors import (
 )
 from gemmadesk.core.engine.gguf_meta import GGUFInfo, read_gguf_info
 from gemmadesk.core.engine.types import (
+    Attachment,
     ChatMessage,
     ContextTrimmed,
     DirectLoadSettings,
@@ -62,6 +67,8 @@ from gemmadesk.core.engine.types import (
 )
 
 __all__ = [
+    "Attachment",
+    "AttachmentError",
     "ChatMessage",
     "ContextOverflowError",
     "ContextTrimmed",

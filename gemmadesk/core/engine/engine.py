@@ -16,6 +16,7 @@ from typing import Any
 
 from gemmadesk.core.engine.chatformat import TURN_END_MARKERS, PromptFormat, ThoughtParser, prompt_format_for
 from gemmadesk.core.engine.errors import (
+    AttachmentError,
     EngineError,
     GenerationError,
     LoadCancelled,
@@ -26,6 +27,7 @@ from gemmadesk.core.engine.errors import (
 )
 from gemmadesk.core.engine.gguf_meta import GGUFInfo, read_gguf_info
 from gemmadesk.core.engine.llama_glue import llama_module, load_progress, log_mark, log_since
+from gemmadesk.core.engine.multimodal import Projector, ProjectorError
 from gemmadesk.core.engine.trim import fit_messages
 from gemmadesk.core.engine.types import (
     KV_TYPES,
@@ -73,6 +75,8 @@ class Engine:
         self._llm: Any = None
         self._format: PromptFormat | None = None
         self._report: LoadReport | None = None
+        self._projector: Projector | None = None
+        self._projector_error = ""
 
     # ----------------------------------------------------------------- loading
     @property
@@ -122,6 +126,7 @@ class Engine:
             else:
                 break
         self._format = self._prompt_format(info)
+        notes += self._load_projector(settings, n_layers, threads, flash_attn)
         self._report = LoadReport(
             model_path=str(settings.model_path),
             architecture=info.architecture,
@@ -139,6 +144,9 @@ class Engine:
             supports_thinking=self._format.supports_thinking,
             load_seconds=time.perf_counter() - started,
             notes=tuple(notes),
+            mmproj_path=str(settings.mmproj_path) if self._projector else None,
+            supports_images=bool(self._projector and self._projector.supports_images),
+            supports_audio=bool(self._projector and self._projector.supports_audio),
         )
         log.info("loaded %s: %s", info.name, self._report)
         return self._report
@@ -206,8 +214,40 @@ class Engine:
         eos = llm.detokenize([llm.token_eos()], special=True).decode("utf-8", "replace")
         return prompt_format_for(info.architecture, info.chat_template, bos, eos)
 
+    def _load_projector(
+        self, settings: LoadSettingsLike, n_gpu_layers: int, threads: int, flash_attn: bool
+    ) -> list[str]:
+        """Load the vision/audio projector (mmproj) if the settings name one; on the GPU when the model's
+        layers are. A projector that fails leaves the model loaded for text, with a note saying why."""
+        self._projector, self._projector_error = None, ""
+        if not settings.mmproj_path:
+            return []
+        use_gpu = n_gpu_layers != 0 and bool(llama_module().llama_supports_gpu_offload())
+        for on_gpu in dict.fromkeys([use_gpu, False]):
+            try:
+                self._projector = Projector.load(
+                    self._llm, settings.mmproj_path, use_gpu=on_gpu, n_threads=threads, flash_attn=flash_attn
+                )
+            except ProjectorError as exc:
+                log.warning("projector not loaded (gpu=%s): %s %s", on_gpu, exc, exc.detail)
+                self._projector_error = str(exc)
+                if on_gpu and exc.out_of_memory:
+                    continue  # the GPU is full: the encoder can still run on the CPU
+                return [f"{exc} Images and audio are off; text chat works."]
+            self._projector_error = ""
+            return ["The projector runs on the CPU: the GPU had no room left for it."] if use_gpu and not on_gpu else []
+        return [f"{self._projector_error} Images and audio are off; text chat works."]
+
+    @property
+    def projector(self) -> Projector | None:
+        """The loaded projector (images/audio), or None."""
+        return self._projector
+
     def unload(self) -> None:
-        """Free the model and its context (idempotent)."""
+        """Free the model, its projector and its context (idempotent)."""
+        projector, self._projector, self._projector_error = self._projector, None, ""
+        if projector is not None:
+            projector.close()
         llm, self._llm, self._format, self._report = self._llm, None, None, None
         if llm is not None:
             llm.close()
@@ -246,6 +286,9 @@ class Engine:
         params = params or SamplingParams()
         started = time.perf_counter()
         n_ctx = int(llm.n_ctx())
+        if any(m.attachments for m in messages):
+            yield from self._media_stream(messages, params, stop, started, n_ctx)
+            return
         fitted = fit_messages(
             messages,
             lambda ms: self.tokenize_prompt(ms, params.thinking),
@@ -260,6 +303,52 @@ class Engine:
         stats.prompt_tokens_evaluated = len(tokens) - self._prepare_prefix_reuse(tokens)
         budget = min(params.max_tokens, n_ctx - len(tokens))
         yield from self._generate(tokens, params, stop, stats, budget, started)
+
+    def _media_stream(
+        self, messages: Sequence[ChatMessage], params: SamplingParams, stop: threading.Event | None,
+        started: float, n_ctx: int,
+    ) -> Iterator[StreamEvent]:
+        """:meth:`chat_stream` for a conversation with images or audio (see :mod:`.multimodal`)."""
+        projector = self._require_projector()
+        prompt = projector.prepare(
+            messages, lambda ms: self._media_prompt_text(ms, params.thinking), n_ctx, params.max_tokens,
+            MIN_REPLY_TOKENS, stop,
+        )
+        if prompt.fitted.dropped:
+            yield ContextTrimmed(prompt.fitted.dropped, prompt.fitted.notice)
+        tokens = prompt.tokens
+        stats = ReplyStats(prompt_tokens=len(tokens), trimmed_messages=prompt.fitted.dropped,
+                           prompt_tokens_evaluated=prompt.evaluated)
+        if prompt.stopped:
+            yield ReplyDone("", "", _finish(stats, "stopped", started, 0.0, 0))
+            return
+        budget = min(params.max_tokens, n_ctx - len(tokens))
+        yield from self._generate(tokens, params, stop, stats, budget, started)
+
+    def _media_prompt_text(self, messages: Sequence[ChatMessage], thinking: bool) -> str:
+        """The prompt text as :meth:`tokenize_prompt` tokenizes it, BOS written out when the model wants
+        one (mtmd tokenizes the text with special tokens parsed, adding nothing itself)."""
+        text = self.prompt_format.render(messages, thinking=thinking)
+        llm, lib = self._llm, llama_module()
+        bos = self.prompt_format.bos_token
+        if lib.llama_vocab_get_add_bos(llm._model.vocab) and llm.token_bos() >= 0 and not text.startswith(bos):
+            text = bos + text
+        return text
+
+    def _require_projector(self) -> Projector:
+        if self._projector is not None:
+            return self._projector
+        name = self._report.model_name if self._report else "This model"
+        if self._projector_error:
+            raise AttachmentError(f"Images and audio are off for “{name}”: {self._projector_error}")
+        if self._report and self._report.architecture != "gemma4":
+            raise AttachmentError(
+                f"“{name}” reads text only; load a Gemma 4 model with its projector for images and audio."
+            )
+        raise AttachmentError(
+            f"“{name}” was loaded without its projector (mmproj), so it cannot see images or hear audio. "
+            "Download the projector in the model list, then load the model again."
+        )
 
     def _require(self) -> Any:
         if self._llm is None:

@@ -46,3 +46,8 @@ class ContextOverflowError(EngineError):
 
 class GenerationError(EngineError):
     """llama.cpp failed while decoding (the engine stays loaded)."""
+
+
+class AttachmentError(EngineError):
+    """An attached image or audio file the loaded model cannot take: no projector, a projector without
+    that kind of input, a file that is not what it claims, changed on disk, or that fails to decode."""

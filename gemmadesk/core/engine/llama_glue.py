@@ -23,6 +23,7 @@ _RECENT: deque[str] = deque(maxlen=200)
 _hook_lock = threading.Lock()
 _load_lock = threading.Lock()
 _log_callback: Any = None  # the ctypes callback must stay referenced while installed
+_mtmd_hooked = False
 # ggml levels: 1 debug, 2 info, 3 warn, 4 error, 5 continuation. Its warnings are routine (e.g. "n_ctx <
 # n_ctx_train") and its errors are re-raised as EngineError, so both are logged one step quieter.
 _LEVELS = {3: logging.INFO, 4: logging.WARNING}
@@ -45,6 +46,20 @@ def llama_module() -> Any:
             _log_callback = llama_cpp.llama_log_callback(_on_log)
             llama_cpp.llama_log_set(_log_callback, ctypes.c_void_p(0))
     return llama_cpp
+
+
+def mtmd_module() -> Any:
+    """Import llama-cpp-python's binding of llama.cpp's multimodal library (libmtmd) and send its log
+    (which otherwise goes to stderr) to the same logger and ring buffer as llama.cpp's."""
+    llama_module()
+    import llama_cpp.mtmd_cpp as mtmd
+
+    global _mtmd_hooked
+    with _hook_lock:
+        if not _mtmd_hooked:
+            mtmd.mtmd_helper_log_set(_log_callback, ctypes.c_void_p(0))
+            _mtmd_hooked = True
+    return mtmd
 
 
 def log_mark() -> int:

@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from gemmadesk.core.fit import LoadSettings
+from gemmadesk.core.media import Attachment as Attachment  # re-exported: a message's images/audio
 
 Role = Literal["system", "user", "assistant"]
 StopReason = Literal["eos", "length", "stopped", "context_full"]
@@ -23,10 +24,12 @@ DirectLoadSettings = LoadSettings
 
 @dataclass(frozen=True)
 class ChatMessage:
-    """One turn as the model sees it. Thoughts are deliberately not part of it: they are never fed back."""
+    """One turn as the model sees it. Thoughts are deliberately not part of it: they are never fed back.
+    ``attachments`` (images, audio) go before the text, as Gemma 4's model card recommends."""
 
     role: Role
     content: str
+    attachments: tuple[Attachment, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,9 @@ class LoadReport:
     supports_thinking: bool
     load_seconds: float
     notes: tuple[str, ...] = ()
+    mmproj_path: str | None = None  # the projector that loaded (images/audio), if any
+    supports_images: bool = False
+    supports_audio: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
