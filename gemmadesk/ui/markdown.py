@@ -26,6 +26,7 @@ from __future__ import annotations
 import html
 import logging
 import re
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -39,10 +40,13 @@ from PySide6.QtWidgets import QTextBrowser, QWidget
 
 log = logging.getLogger(__name__)
 
-PIECE_CHARS = 3000  # a piece is cut at the next line boundary past this (tables: TABLE_CHARS)
-TABLE_CHARS = 12000  # tables render as one Qt table up to this size; larger ones repeat their header
-LINE_CHARS = 3000  # longer lines are sliced (at a space when there is one in the last half)
-CODE_PIECE_LINES = 40
+PIECE_CHARS = 2000  # a piece is cut at the next line boundary past this (tables: TABLE_CHARS)
+LINE_CHARS = 2000  # longer lines are sliced (at a space when there is one in the last half)
+CODE_PIECE_LINES = 12  # highlighting a piece when it is committed costs ~0.5 ms per line
+# Qt lays out a table at about 0.5 ms per row, so a long table goes on as a new table (header repeated)
+# every TABLE_ROWS rows.
+TABLE_ROWS = 40
+TABLE_CHARS = 8000
 CURSOR = " ▍"  # shown at the end of a reply that is still streaming
 _SAFE_SCHEMES = ("http://", "https://", "mailto:")
 
@@ -206,7 +210,10 @@ class Segmenter:
         starts_block = bool(line) and line[0] not in " \t"
         if self._open and self._blank_before and starts_block:
             self._commit(out)
-        elif self._open and self._open_len + len(line) > self._limit(line):
+        elif self._open and (
+            self._open_len + len(line) > self._limit(line)
+            or (self._table_head and "|" in line and len(self._open) >= TABLE_ROWS + 2)
+        ):
             head = self._table_head if self._table_head and "|" in line else []
             self._commit(out)
             for row in head:  # a long table goes on as a new table with the same header
@@ -308,9 +315,10 @@ def _colours(dark: bool) -> tuple[str, str]:
     return ("#272822", "#f8f8f2") if dark else ("#f4f5f7", "#1f2328")
 
 
-def code_html(code: str, language: str, dark: bool, index: int | None) -> str:
+def code_html(code: str, language: str, dark: bool, index: int | None, *, colour: bool = True) -> str:
     """Lines of a code block: a background per line (no table, so pieces join seamlessly), wrapped long lines.
-    ``index`` set: the block's header with its language and the ``copy:N`` link."""
+    ``index`` set: the block's header with its language and the ``copy:N`` link. ``colour`` False: no
+    syntax highlighting (the streaming tail: Pygments costs ~1 ms per line, too much on every batch)."""
     bg, fg = _colours(dark)
     head = ""
     if index is not None:
@@ -319,7 +327,7 @@ def code_html(code: str, language: str, dark: bool, index: int | None) -> str:
             f"<p style='background-color:{bg}; margin-top:8px; margin-bottom:0'>"
             f"<span style='color:#8b949e'>&nbsp;{label}</span>&nbsp;&nbsp;<a href='copy:{index}'>Copy</a></p>"
         )
-    body = highlight(code, language, dark) if code else ""
+    body = (highlight(code, language, dark) if colour else html.escape(code)) if code else ""
     return (
         f"{head}<pre style='background-color:{bg}; color:{fg}; margin-top:0; margin-bottom:0;"
         f" white-space:pre-wrap'>{body}</pre>"
@@ -388,7 +396,7 @@ def _build_parser() -> MarkdownIt:
 
     @rule("table_open")
     def table_open(_self: Any, _tokens: Sequence[Token], _idx: int, _opts: Any, _env: _Env) -> str:
-        return "<table border='1' cellspacing='0' cellpadding='4' style='border-collapse:collapse; margin-top:8px'>"
+        return "<table border='1' cellspacing='0' cellpadding='4' style='margin-top:8px'>"  # collapse: 2x slower
 
     @rule("blockquote_open")
     def blockquote_open(_self: Any, _tokens: Sequence[Token], _idx: int, _opts: Any, _env: _Env) -> str:
@@ -403,10 +411,33 @@ def _nested_code(code: str, lang: str, env: _Env) -> str:
     """A code block inside Markdown (in a list, a quote, or indented): numbered after the pieces before it."""
     codes: list[str] = env["codes"]
     codes.append(code)
-    return code_html(code, lang, bool(env["dark"]), int(env["base"]) + len(codes) - 1)
+    return code_html(code, lang, bool(env["dark"]), int(env["base"]) + len(codes) - 1, colour=bool(env["colour"]))
 
 
 _PARSER: MarkdownIt | None = None
+_WARM: threading.Thread | None = None
+# Loaded ahead in a thread: the first use of a Pygments lexer imports its module (up to ~100 ms for the
+# JavaScript one), which would otherwise stall the window the first time a reply shows such a block.
+COMMON_LANGUAGES = ("python", "javascript", "typescript", "bash", "json", "c", "cpp", "rust", "go", "java",
+                    "html", "css", "sql", "yaml", "text")  # fmt: skip
+
+
+def warm_up() -> threading.Thread:
+    """Build the parser and load the common lexers on a background thread, once per process."""
+    global _WARM
+    if _WARM is None:
+
+        def work() -> None:
+            try:
+                _parser()
+                for language in COMMON_LANGUAGES:
+                    highlight("x = 1", language, False)
+            except Exception:  # only a head start: a failure shows up (and is handled) on first real use
+                log.exception("preloading the Markdown renderer failed")
+
+        _WARM = threading.Thread(target=work, name="markdown-warm-up")
+        _WARM.start()
+    return _WARM
 
 
 def _parser() -> MarkdownIt:
@@ -416,17 +447,18 @@ def _parser() -> MarkdownIt:
     return _PARSER
 
 
-def render_piece(piece: Piece, dark: bool, code_index: int) -> tuple[str, list[str]]:
+def render_piece(piece: Piece, dark: bool, code_index: int, *, colour: bool = True) -> tuple[str, list[str]]:
     """HTML for one piece and the code blocks met inside it, numbered from ``code_index``.
 
     For a top-level code piece the block's own index is ``code_index`` (used only by its first piece).
-    Any failure gives the piece as escaped plain text.
+    ``colour`` False: code without syntax highlighting. Any failure gives the piece as escaped plain text.
     """
     try:
         if piece.kind == "code":
-            return code_html(piece.text, piece.lang, dark, code_index if piece.first else None), []
+            index = code_index if piece.first else None
+            return code_html(piece.text, piece.lang, dark, index, colour=colour), []
         md = _parser()
-        env = _Env(codes=[], dark=dark, base=code_index)
+        env = _Env(codes=[], dark=dark, base=code_index, colour=colour)
         if piece.kind == "cont":
             inline = md.renderInline(piece.text, env).replace("\n", "")
             return f"<p style='margin-top:0; margin-bottom:0'>{inline}</p>", []
@@ -467,12 +499,13 @@ class MarkdownRenderer:
         pieces = self._seg.feed(text, final=final)
         commit = [self._render(p, self._codes) for p in pieces]
         tail_codes = list(self._codes)
-        tail = [self._render(p, tail_codes) for p in self._seg.tail()]
+        # The tail changes on every batch: its code is coloured once it is committed.
+        tail = [self._render(p, tail_codes, colour=False) for p in self._seg.tail()]
         self._tail_codes = tail_codes[len(self._codes) :]
         return Update(reset, commit, tail)
 
-    def _render(self, piece: Piece, codes: list[str | int]) -> str:
-        html_text, nested = render_piece(piece, self.dark, len(codes))
+    def _render(self, piece: Piece, codes: list[str | int], *, colour: bool = True) -> str:
+        html_text, nested = render_piece(piece, self.dark, len(codes), colour=colour)
         if piece.kind == "code" and piece.first:
             codes.append(piece.block)
         codes.extend(nested)

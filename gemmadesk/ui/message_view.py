@@ -22,7 +22,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from gemmadesk.ui.markdown import MarkdownView
+from gemmadesk.ui.markdown import MarkdownView, warm_up
 from gemmadesk.ui.transcript_model import Message, TranscriptModel
 
 STOP_WORDS = {"stopped": "stopped", "length": "hit max tokens", "context_full": "context full"}
@@ -72,7 +72,9 @@ class AutoHeightBrowser(MarkdownView):
 
     def resizeEvent(self, event: QResizeEvent) -> None:
         super().resizeEvent(event)
-        self.document().setTextWidth(self.viewport().width())
+        width = self.viewport().width()
+        if width != self.document().textWidth():  # a new width re-lays out the whole text: only when it changed
+            self.document().setTextWidth(width)
         self._fit()
 
 
@@ -185,6 +187,7 @@ class MessageView(QScrollArea):
         self.bubbles: list[MessageBubble] = []
         self.busy = False
         self.model = model
+        warm_up()
         model.modelReset.connect(self._rebuild)
         model.rowsInserted.connect(self._inserted)
         model.rowsRemoved.connect(self._removed)
