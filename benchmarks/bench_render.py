@@ -34,10 +34,11 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULT = ROOT / "benchmarks" / "results" / "render.md"
 BATCH_MS = 30  # gemmadesk.ui.llm_worker.FLUSH_INTERVAL_S
 
-WORDS = (
-    "the a keeper light sea ship night storm lamp rock harbour wave wind coast signal tower stairs glass "
-    "fog bell rope boat island beacon tide shore cliff log winter oil brass lens sailor north reef"
-).split()
+WORDS = [
+    "the", "a", "keeper", "light", "sea", "ship", "night", "storm", "lamp", "rock", "harbour", "wave", "wind",
+    "coast", "signal", "tower", "stairs", "glass", "fog", "bell", "rope", "boat", "island", "beacon", "tide",
+    "shore", "cliff", "log", "winter", "oil", "brass", "lens", "sailor", "north", "reef",
+]
 
 
 def _sentence(rng: random.Random) -> str:
