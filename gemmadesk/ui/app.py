@@ -93,11 +93,44 @@ def _dark_palette() -> QPalette:
     return palette
 
 
+def _running_qapplication() -> object:
+    """The running QApplication if PySide6 is loaded already (tests, the self-test), without importing it."""
+    widgets = sys.modules.get("PySide6.QtWidgets")
+    return widgets.QApplication.instance() if widgets is not None else None
+
+
+def report_missing_libraries(message: str) -> int:
+    """Qt would abort with "could not load the Qt platform plugin": say what to install instead (exit 3).
+
+    On the terminal, in the log file, and as a desktop notification where ``notify-send`` exists (a bundle
+    started from the menu has no terminal).
+    """
+    import shutil
+    import subprocess
+
+    log.error(message)
+    if sys.stderr is not None:
+        sys.stderr.write(message + "\n")
+    notify = shutil.which("notify-send")
+    if notify:
+        try:
+            subprocess.run([notify, "--app-name", APP_NAME, APP_NAME, message], timeout=5, check=False)
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return 3
+
+
 def main(argv: list[str] | None = None) -> int:
     args, qt_args = parse_args(sys.argv[1:] if argv is None else argv)
     paths = app_paths().ensure()
     setup_logging(paths)
     log.info("GemmaDesk %s starting (Python %s)", __version__, sys.version.split()[0])
+
+    from gemmadesk.core.desktop_libs import check_xcb
+
+    missing = check_xcb()
+    if missing is not None and _running_qapplication() is None:
+        return report_missing_libraries(missing.message())
 
     from PySide6.QtWidgets import QApplication
 
