@@ -184,8 +184,10 @@ class Segmenter:
             if not self._cut:
                 self._commit(out)
             self._md_slices(rest, out, complete=False)
-        elif self._open and self._open_len + len(rest) > self._limit(rest):
-            self._commit(out)  # the finished line makes the same cut: it is at least this long
+        elif self._open and self._open_len + len(rest) > (TABLE_CHARS if self._table_head else PIECE_CHARS):
+            # The finished line makes the same cut: it is at least this long, and its limit is no larger
+            # (whether it continues a table is not known until it is complete).
+            self._commit(out)
 
     def _limit(self, line: str) -> int:
         return TABLE_CHARS if self._table_head and "|" in line else PIECE_CHARS
