@@ -7,8 +7,9 @@ falls back to the whole text as plain text.
 from __future__ import annotations
 
 import logging
+import time
 
-from PySide6.QtCore import QUrl, Signal
+from PySide6.QtCore import QTimer, QUrl, Signal
 from PySide6.QtGui import QTextBlockFormat, QTextCharFormat, QTextCursor, QTextDocument, QTextDocumentFragment
 from PySide6.QtWidgets import QTextBrowser, QWidget
 
@@ -25,6 +26,11 @@ __all__ = ["MarkdownView", "Rendered", "SafeBrowser", "render_markdown", "warm_u
 
 log = logging.getLogger(__name__)
 
+# While streaming, a render that took longer than THROTTLE_FROM_S is not repeated for THROTTLE_FACTOR times
+# its cost (the newest text waits on a timer): an expensive tail (pathological input, a slow machine) can
+# take at most about a fifth of the GUI thread. The finished text is always shown at once.
+THROTTLE_FROM_S = 0.015
+THROTTLE_FACTOR = 4.0
 
 
 class SafeBrowser(QTextBrowser):
@@ -68,8 +74,33 @@ class MarkdownView(SafeBrowser):
         self._renderer = MarkdownRenderer()
         self._tail_start = 0
         self._plain = False  # showing the whole text as plain text after a failure
+        self._pending: tuple[str, bool] | None = None  # (text, dark) waiting for the throttle timer
+        self._next_at = 0.0
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.timeout.connect(self._show_pending)
 
     def show_markdown(self, text: str, *, streaming: bool = False, dark: bool = False) -> None:
+        now = time.monotonic()
+        if streaming and now < self._next_at:
+            self._pending = (text, dark)
+            if not self._timer.isActive():
+                self._timer.start(max(1, int((self._next_at - now) * 1000)))
+            return
+        self._timer.stop()
+        self._pending = None
+        self._show(text, streaming, dark)
+        cost = time.monotonic() - now
+        self._next_at = now + cost * (1 + THROTTLE_FACTOR) if streaming and cost > THROTTLE_FROM_S else 0.0
+
+    def _show_pending(self) -> None:
+        if self._pending is not None:
+            text, dark = self._pending
+            self._pending = None
+            self._next_at = 0.0
+            self.show_markdown(text, streaming=True, dark=dark)
+
+    def _show(self, text: str, streaming: bool, dark: bool) -> None:
         try:
             if dark != self._renderer.dark or self._plain:
                 self._renderer = MarkdownRenderer(dark)
