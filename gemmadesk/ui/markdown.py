@@ -102,9 +102,11 @@ class MarkdownView(SafeBrowser):
 
     def _show(self, text: str, streaming: bool, dark: bool) -> None:
         try:
-            if dark != self._renderer.dark or self._plain:
+            if dark != self._renderer.dark or self._plain:  # start again: new colours, or after a failure
                 self._renderer = MarkdownRenderer(dark)
                 self._plain = False
+                self.document().clear()
+                self._tail_start = 0
             self._apply(self._renderer.update(text, final=not streaming), streaming)
         except Exception:
             log.exception("showing a message of %d characters failed; shown as plain text", len(text))

@@ -266,3 +266,18 @@ def test_a_long_table_goes_on_with_its_header(qtbot) -> None:  # type: ignore[no
     assert len(pieces) == 3
     assert all(p.text.startswith("| n | text |\n|---|---|\n") for p in pieces)
     assert render_markdown(f"| n | text |\n|---|---|\n{rows}\n").html.count("<table") == 3
+
+
+def test_switching_colours_renders_again_without_duplicating(qtbot) -> None:  # type: ignore[no-untyped-def]
+    """The light/dark switch (or a palette that changes once the bubble is shown) starts a new render: the
+    old one appended the text a second time."""
+    view = MarkdownView()
+    qtbot.addWidget(view)
+    view.show_markdown("Hello\n\n```python\nx = 1\n```", dark=False)
+    light = view.document().toPlainText()
+    view.show_markdown("Hello\n\n```python\nx = 1\n```", dark=True)
+    assert view.document().toPlainText() == light
+    assert light.count("Hello") == 1
+    dark_bg = {view.document().findBlockByNumber(i).blockFormat().background().color().name()
+               for i in range(view.document().blockCount())}  # fmt: skip
+    assert "#272822" in dark_bg
