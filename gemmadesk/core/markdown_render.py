@@ -496,6 +496,11 @@ class MarkdownRenderer:
     def text(self) -> str:
         return self._seg.text
 
+    @property
+    def finished(self) -> bool:
+        """The last update was final: any further text starts a new render."""
+        return self._seg.done
+
     def update(self, text: str, *, final: bool) -> Update:
         reset = self._seg.done or not text.startswith(self._seg.text)
         if reset:

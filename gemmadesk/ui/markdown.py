@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 # take at most about a fifth of the GUI thread. The finished text is always shown at once.
 THROTTLE_FROM_S = 0.015
 THROTTLE_FACTOR = 4.0
+# A finished text with more than this many characters not shown yet (a long reply when a chat is opened) is
+# shown in steps of half as many, one per event-loop turn, so the window never freezes for the whole of it.
+PROGRESSIVE_CHARS = 12000
 
 
 class SafeBrowser(QTextBrowser):
@@ -79,6 +82,15 @@ class MarkdownView(SafeBrowser):
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
         self._timer.timeout.connect(self._show_pending)
+        self._progress: tuple[str, bool] | None = None  # a long finished text being shown step by step
+        self._step_timer = QTimer(self)
+        self._step_timer.setSingleShot(True)
+        self._step_timer.timeout.connect(self._show_step)
+
+    @property
+    def busy(self) -> bool:
+        """Newer text is still waiting to be shown (throttled streaming, or a long text shown in steps)."""
+        return self._pending is not None or self._progress is not None
 
     def show_markdown(self, text: str, *, streaming: bool = False, dark: bool = False) -> None:
         now = time.monotonic()
@@ -89,9 +101,36 @@ class MarkdownView(SafeBrowser):
             return
         self._timer.stop()
         self._pending = None
+        self._step_timer.stop()
+        self._progress = None
+        if not streaming and len(text) - len(self._shown_prefix(text, dark)) > PROGRESSIVE_CHARS:
+            self._progress = (text, dark)  # e.g. a long reply when a chat is opened: never one long freeze
+            self._show_step()
+            return
         self._show(text, streaming, dark)
         cost = time.monotonic() - now
         self._next_at = now + cost * (1 + THROTTLE_FACTOR) if streaming and cost > THROTTLE_FROM_S else 0.0
+
+    def _shown_prefix(self, text: str, dark: bool) -> str:
+        """What of ``text`` is already shown and can stay (empty when the view must start again)."""
+        shown = self._renderer.text
+        if self._plain or dark != self._renderer.dark or self._renderer.finished or not text.startswith(shown):
+            return ""
+        return shown
+
+    def _show_step(self) -> None:
+        if self._progress is None:
+            return
+        text, dark = self._progress
+        end = len(self._shown_prefix(text, dark)) + PROGRESSIVE_CHARS // 2
+        newline = text.find("\n", end, end + 2000)
+        end = newline + 1 if newline >= 0 else end
+        if end >= len(text):
+            self._progress = None
+            self._show(text, False, dark)
+            return
+        self._show(text[:end], True, dark, cursor=False)
+        self._step_timer.start(0)
 
     def _show_pending(self) -> None:
         if self._pending is not None:
@@ -100,19 +139,20 @@ class MarkdownView(SafeBrowser):
             self._next_at = 0.0
             self.show_markdown(text, streaming=True, dark=dark)
 
-    def _show(self, text: str, streaming: bool, dark: bool) -> None:
+    def _show(self, text: str, streaming: bool, dark: bool, *, cursor: bool = True) -> None:
         try:
             if dark != self._renderer.dark or self._plain:  # start again: new colours, or after a failure
                 self._renderer = MarkdownRenderer(dark)
                 self._plain = False
                 self.document().clear()
                 self._tail_start = 0
-            self._apply(self._renderer.update(text, final=not streaming), streaming)
+            self._apply(self._renderer.update(text, final=not streaming), streaming and cursor)
         except Exception:
             log.exception("showing a message of %d characters failed; shown as plain text", len(text))
             self._renderer = MarkdownRenderer(dark)
             self._plain = True
-            self.setPlainText(text + CURSOR if streaming else text)
+            self._progress = None
+            self.setPlainText(text + CURSOR if streaming and cursor else text)
 
     def code_block(self, index: int) -> str | None:
         return None if self._plain else self._renderer.code_block(index)

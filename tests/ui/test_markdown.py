@@ -153,6 +153,8 @@ def test_copy_links_copy_each_code_block_also_while_streaming(qtbot) -> None:  #
     for end in range(0, len(SAMPLE) + 9, 9):
         model.update_last(content=SAMPLE[:end])
     body = view.bubbles[0].body
+    qtbot.waitUntil(lambda: not body.busy)  # a throttled render (slow machine) lands on a timer
+    assert body.document().toPlainText().endswith(mr.CURSOR)  # still streaming
     anchors = _anchors(body.document())
     assert [a for a in anchors if a.startswith("copy:")] == ["copy:0", "copy:1", "copy:2"]
     view.bubbles[0].body.link_clicked.emit(QUrl("copy:1"))
@@ -253,6 +255,8 @@ def test_no_block_is_longer_than_a_line_slice(qtbot) -> None:  # type: ignore[no
     view = MarkdownView()
     qtbot.addWidget(view)
     view.show_markdown("x" * 200_000 + "\n\n```\n" + "y" * 50_000 + "\n```\n" + "word " * 20_000)
+    assert view.busy  # a long finished text is shown in steps, one per event-loop turn
+    qtbot.waitUntil(lambda: not view.busy, timeout=60_000)
     doc = view.document()
     longest = max(doc.findBlockByNumber(i).length() for i in range(doc.blockCount()))
     assert longest <= mr.LINE_CHARS + 1
@@ -281,3 +285,33 @@ def test_switching_colours_renders_again_without_duplicating(qtbot) -> None:  # 
     dark_bg = {view.document().findBlockByNumber(i).blockFormat().background().color().name()
                for i in range(view.document().blockCount())}  # fmt: skip
     assert "#272822" in dark_bg
+
+
+def test_a_long_finished_text_is_shown_in_steps_that_keep_the_window_responsive(qtbot) -> None:  # type: ignore[no-untyped-def]
+    """Opening a chat with a long reply: the text appears over several event-loop turns, never in one long
+    freeze, and ends exactly as a one-shot render (streaming pieces are final pieces)."""
+    from PySide6.QtCore import QElapsedTimer, QTimer
+
+    text = _random_markdown(random.Random(3), 80)
+    assert len(text) > 4 * 12000
+    one_shot = MarkdownView()
+    qtbot.addWidget(one_shot)
+    one_shot._show(text, False, False)  # the whole text in one go, for comparison
+    view = MarkdownView()
+    qtbot.addWidget(view)
+    ticks: list[int] = []
+    clock = QElapsedTimer()
+    clock.start()
+    timer = QTimer()
+    timer.timeout.connect(lambda: ticks.append(clock.elapsed()))
+    timer.start(1)
+    view.show_markdown(text)
+    steps = 0
+    while view.busy:
+        qtbot.wait(1)
+        steps += 1
+    timer.stop()
+    assert steps >= 3
+    assert len(ticks) >= 3  # the event loop ran while the text was being shown
+    assert _blocks(view.document()) == _blocks(one_shot.document())
+    assert view.code_blocks() == one_shot.code_blocks()
