@@ -138,7 +138,9 @@ class MessageBubble(QFrame):
     def show_message(self, m: Message, is_last: bool, busy: bool) -> None:
         assistant = m.role == "assistant"
         self.who.setText("<b>Gemma</b>" if assistant else "<b>You</b>")
-        self.setStyleSheet("" if assistant else USER_BUBBLE)
+        sheet = "" if assistant else USER_BUBBLE
+        if self.styleSheet() != sheet:  # a new style sheet re-polishes every child: not on every batch
+            self.setStyleSheet(sheet)
         dark = is_dark(self)
         shown = (m.content, m.streaming, dark)
         if shown != self._last_text:
