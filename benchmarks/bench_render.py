@@ -30,6 +30,7 @@ import random
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULT = ROOT / "benchmarks" / "results" / "render.md"
@@ -129,11 +130,23 @@ def stream(tokens: list[str], rate: float, full_rerender: bool) -> dict[str, flo
     from PySide6.QtCore import QElapsedTimer, QTimer
     from PySide6.QtWidgets import QApplication, QTextBrowser
 
-    from gemmadesk.ui.markdown import render_markdown
+    from gemmadesk.ui.app import freeze_startup_objects
+    from gemmadesk.ui.markdown import MarkdownView, render_markdown, warm_up
     from gemmadesk.ui.message_view import MessageView
     from gemmadesk.ui.transcript_model import Message, TranscriptModel
 
     app = QApplication.instance() or QApplication([])
+    warm_up().join()  # in the app the parser and lexers are loaded long before a reply (model load takes seconds)
+    freeze_startup_objects()  # as gemmadesk.ui.app does 5 s after start
+    renders: list[float] = []  # every render of the reply, also those a throttle timer runs later
+    real_show = MarkdownView._show
+
+    def timed_show(self: MarkdownView, *args: Any, **kwargs: Any) -> None:
+        start = time.perf_counter()
+        real_show(self, *args, **kwargs)
+        renders.append((time.perf_counter() - start) * 1000)
+
+    MarkdownView._show = timed_show  # type: ignore[method-assign]
     model = TranscriptModel()
     view: QTextBrowser | MessageView
     if full_rerender:
@@ -192,8 +205,11 @@ def stream(tokens: list[str], rate: float, full_rerender: bool) -> dict[str, flo
         model.update_last(streaming=False)
         app.processEvents()
     view.close()
+    MarkdownView._show = real_show  # type: ignore[method-assign]
     gaps = gaps[1:]
     return {
+        "render_max": max(renders, default=0.0),
+        "render_p99": _pct(renders, 0.99) if renders else 0.0,
         "max": max(gaps),
         "p99": _pct(gaps, 0.99),
         "over_50": float(sum(g > 50 for g in gaps)),
@@ -307,7 +323,9 @@ def main() -> int:
         (f"GUI-thread time rendering, first {n_ref:,} tokens", f"{ours_ref_part['busy_total']:.2f} s",
          f"{ref['busy_total']:.2f} s (full re-render)",
          f"{ours_ref_part['busy_total'] / ref['busy_total']:.2f}x", "—", ""),
-        ("longest single batch, whole reply", f"{ours['busy_max']:.0f} ms", "—", "—", "—", ""),
+        ("one render of the reply's tail (parse, highlight, update the document): longest / p99",
+         f"{ours['render_max']:.0f} / {ours['render_p99']:.0f} ms", "—", "—", "< 50 ms",
+         "yes" if ours["render_max"] < 50 else "**no**"),
         ("reopen the chat: whole reply shown after", f"{reopened['seconds'] * 1000:.0f} ms", "—", "—", "—", ""),
         ("reopen the chat: longest stall meanwhile", f"{reopened['max']:.0f} ms", f"{idle['max']:.0f} ms (idle)",
          f"{reopened['max'] / max(idle['max'], 1):.1f}x", "< 50 ms", "yes" if reopened["max"] < 50 else "**no**"),
