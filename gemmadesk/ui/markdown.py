@@ -33,7 +33,7 @@ THROTTLE_FROM_S = 0.015
 THROTTLE_FACTOR = 4.0
 # A finished text with more than this many characters not shown yet (a long reply when a chat is opened) is
 # shown in steps of half as many, one per event-loop turn, so the window never freezes for the whole of it.
-PROGRESSIVE_CHARS = 12000
+PROGRESSIVE_CHARS = 8000
 
 
 class SafeBrowser(QTextBrowser):

@@ -293,7 +293,7 @@ def test_a_long_finished_text_is_shown_in_steps_that_keep_the_window_responsive(
     from PySide6.QtCore import QElapsedTimer, QTimer
 
     text = _random_markdown(random.Random(3), 80)
-    assert len(text) > 4 * 12000
+    assert len(text) > 4 * 8000
     one_shot = MarkdownView()
     qtbot.addWidget(one_shot)
     one_shot._show(text, False, False)  # the whole text in one go, for comparison
