@@ -7,10 +7,16 @@
     python3 bootstrap.py bundle   # set up, then build the PyInstaller app into dist/GemmaDesk/
 
 Only the standard library is used here, so it runs on a fresh machine with Python 3.11+, a C/C++
-compiler and cmake. The venv lives in .venv (override with GEMMADESK_VENV). llama-cpp-python is built
-from source the first time (about 10 minutes on 2 cores); pip's wheel cache makes later set-ups reuse
-that build. For a GPU build set CMAKE_ARGS first, e.g. CMAKE_ARGS="-DGGML_CUDA=on"; a change of
-CMAKE_ARGS forces that one package to be rebuilt.
+compiler and cmake. Each purpose has its own virtual environment, so that what users run is exactly
+what is declared: ``run`` uses .venv-runtime (the runtime dependencies only), ``bundle`` uses
+.venv-bundle (those plus PyInstaller: the bundle can only contain what users get), ``test`` and
+``bench`` use .venv (everything, with the test tools). ``test`` also prepares .venv-runtime (the test
+suite runs the app's self-test from it) and, with GEMMADESK_TEST_BUNDLE=1, .venv-bundle. GEMMADESK_VENV
+moves .venv; the others follow it (GEMMADESK_VENV-runtime, GEMMADESK_VENV-bundle). The runtime and
+bundle environments are rebuilt from scratch whenever pyproject.toml changes, so nothing stays behind.
+llama-cpp-python is built from source the first time (about 10 minutes on 2 cores); pip's wheel cache
+makes later set-ups reuse that build. For a GPU build set CMAKE_ARGS first, e.g.
+CMAKE_ARGS="-DGGML_CUDA=on"; a change of CMAKE_ARGS forces that one package to be rebuilt.
 """
 
 from __future__ import annotations
@@ -23,10 +29,23 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
 VENV = Path(os.environ.get("GEMMADESK_VENV", ROOT / ".venv"))
-BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
-PY = BIN / ("python.exe" if os.name == "nt" else "python")
+RUNTIME_VENV = Path(f"{VENV}-runtime")
+BUNDLE_VENV = Path(f"{VENV}-bundle")
 
-EXTRAS = {"run": "", "test": "[test,packaging]", "bench": "[test]", "bundle": "[packaging]"}
+
+def python_of(venv: Path) -> Path:
+    return venv / ("Scripts" if os.name == "nt" else "bin") / ("python.exe" if os.name == "nt" else "python")
+
+
+PY = python_of(VENV)
+
+# action -> (environment, extras, exact): an exact environment holds nothing but what the extras declare.
+ENVS = {
+    "run": (RUNTIME_VENV, "", True),
+    "bundle": (BUNDLE_VENV, "[packaging]", True),
+    "test": (VENV, "[test,packaging]", False),
+    "bench": (VENV, "[test,packaging]", False),
+}
 
 
 def sh(*cmd: str | Path, env: dict[str, str] | None = None) -> None:
@@ -34,23 +53,32 @@ def sh(*cmd: str | Path, env: dict[str, str] | None = None) -> None:
     subprocess.run([str(c) for c in cmd], check=True, cwd=ROOT, env=env)
 
 
-def setup(extras: str) -> None:
-    if not PY.exists():
-        sh(sys.executable, "-m", "venv", VENV)
+def setup(venv: Path, extras: str, exact: bool) -> Path:
+    """Make ``venv`` hold GemmaDesk (editable) with ``extras``; returns its python. ``exact``: when anything
+    changed, start from an empty environment, so no package from an earlier set-up stays behind."""
+    py = python_of(venv)
     cmake_args = os.environ.get("CMAKE_ARGS", "")
     stamp_text = (ROOT / "pyproject.toml").read_text() + extras + cmake_args
     stamp = hashlib.sha256(stamp_text.encode()).hexdigest()
-    stamp_file = VENV / ".gemmadesk-setup"
-    if stamp_file.exists() and stamp_file.read_text() == stamp:
-        return
-    sh(PY, "-m", "pip", "install", "--quiet", "--upgrade", "pip")
-    previous = VENV / ".gemmadesk-cmake-args"
-    if previous.exists() and previous.read_text() != cmake_args:
+    stamp_file = venv / ".gemmadesk-setup"
+    if py.exists() and stamp_file.exists() and stamp_file.read_text() == stamp:
+        return py
+    previous = venv / ".gemmadesk-cmake-args"
+    previous_args = previous.read_text() if previous.exists() else None
+    if exact and venv.exists():
+        sh(sys.executable, "-m", "venv", "--clear", venv)
+    elif not py.exists():
+        sh(sys.executable, "-m", "venv", venv)
+    sh(py, "-m", "pip", "install", "--quiet", "--upgrade", "pip")
+    if previous_args is not None and previous_args != cmake_args:
         # The wheel cache keys on the sdist, not on CMAKE_ARGS: a different backend needs a fresh build.
-        sh(PY, "-m", "pip", "install", "--force-reinstall", "--no-cache-dir", "--no-deps", "llama-cpp-python==0.3.36")
-    sh(PY, "-m", "pip", "install", "-e", f".{extras}")
+        sh(py, "-m", "pip", "install", "--force-reinstall", "--no-cache-dir", "--no-deps", "llama-cpp-python==0.3.36")
+    sh(py, "-m", "pip", "install", "-e", f".{extras}")
+    if exact:
+        sh(py, "-m", "pip", "check")
     previous.write_text(cmake_args)
     stamp_file.write_text(stamp)
+    return py
 
 
 TEST_CACHE = Path.home() / ".cache" / "gemmadesk-tests"
@@ -85,27 +113,32 @@ def fetch_test_assets() -> None:
 
 
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in EXTRAS:
+    if not argv or argv[0] not in ENVS:
         print(__doc__)
         return 2
     action, rest = argv[0], argv[1:]
-    setup(EXTRAS[action])
     env = dict(os.environ)
     try:
+        py = setup(*ENVS[action])
         if action == "run":
-            sh(PY, "-m", "gemmadesk", *rest)
+            sh(py, "-m", "gemmadesk", *rest)
         elif action == "test":
+            # The suite runs the app from the runtime-only environment (and, when asked, builds the bundle
+            # through `bootstrap.py bundle`): prepare both here, where pip may use the network.
+            env["GEMMADESK_RUNTIME_PYTHON"] = str(setup(*ENVS["run"]))
+            if env.get("GEMMADESK_TEST_BUNDLE") == "1":
+                setup(*ENVS["bundle"])
             fetch_test_assets()
             env.setdefault("QT_QPA_PLATFORM", "offscreen")
-            sh(PY, "-m", "ruff", "check", "gemmadesk", "tests", "benchmarks", "scripts", "bootstrap.py")
-            sh(PY, "-m", "mypy", "gemmadesk")
-            sh(PY, "-m", "pytest", *rest, env=env)
+            sh(py, "-m", "ruff", "check", "gemmadesk", "tests", "benchmarks", "scripts", "bootstrap.py")
+            sh(py, "-m", "mypy", "gemmadesk")
+            sh(py, "-m", "pytest", *rest, env=env)
         elif action == "bench":
             fetch_test_assets()
             env.setdefault("QT_QPA_PLATFORM", "offscreen")
-            sh(PY, "benchmarks/run_all.py", *rest, env=env)
+            sh(py, "benchmarks/run_all.py", *rest, env=env)
         elif action == "bundle":
-            sh(PY, "packaging/build.py", *rest)
+            sh(py, "packaging/build.py", *rest)
     except subprocess.CalledProcessError as exc:
         return exc.returncode or 1
     return 0

@@ -5,6 +5,12 @@ plugin or a llama.cpp library only fails on first use. This mode exercises each 
 display: Qt (a QApplication, a painted widget, the SVG app icon), the data folders (platformdirs, never
 inside the bundle), the hardware probe, llama.cpp, and, given ``--model PATH.gguf``, a few real tokens.
 
+Checks that only a real install can fail: ``desktop libraries`` (the system libraries Qt's X11 plugin needs;
+when missing, the one command that installs them), ``markdown`` (a reply with a fenced code block rendered
+by the app's own renderer into a Qt view, highlighted: this needs markdown-it-py and Pygments) and, with
+``--model``, ``chat`` (a chat turn through the app's engine: chat template, sampling, streaming). CI runs
+this from an environment that has only the runtime dependencies, so an undeclared package fails here.
+
 The ``window`` check opens the real main window and reports how long after the process started it first
 painted: the cold-start number that benchmarks/bench_bundle.py compares between the bundle and a source run.
 
@@ -99,8 +105,99 @@ def check_data_dirs() -> str:
 
 def _ensure_platform_plugin() -> None:
     """Without a display (CI, ssh) Qt's default xcb/wayland plugin aborts the process: use offscreen."""
-    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
-        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    no_display = not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    if sys.platform.startswith("linux") and no_display and not os.environ.get("QT_QPA_PLATFORM"):
+        os.environ["QT_QPA_PLATFORM"] = "offscreen"
+
+
+def check_desktop_libs() -> str:
+    """The xcb plugin's system libraries: missing ones fail only where Qt would use X11 now."""
+    from gemmadesk.core.desktop_libs import missing_libraries, uses_xcb
+
+    if not sys.platform.startswith("linux"):
+        return "not needed on this platform"
+    missing = missing_libraries()
+    if missing is None:
+        return "everything Qt's X11 plugin needs is installed"
+    if uses_xcb(os.environ):
+        os.environ["QT_QPA_PLATFORM"] = "offscreen"  # Qt would abort the self-test; the rest still runs
+        raise CheckFailed(missing.message())
+    return f"not needed now (no X11 display); on an X11 desktop: {missing.message()}"
+
+
+MARKDOWN_SAMPLE = "A reply with **bold**, a [link](https://example.org) and code:\n\n```python\nprint('hi')\n```\n"
+
+
+def check_markdown() -> str:
+    """Render a reply with a fenced code block through the app's renderer into a real Qt view."""
+    from importlib.metadata import version
+
+    from PySide6.QtWidgets import QApplication
+
+    from gemmadesk.ui.markdown import MarkdownView
+
+    if QApplication.instance() is None:
+        raise CheckFailed("no QApplication (the qt check failed)")
+    view = MarkdownView()
+    try:
+        view.show_markdown(MARKDOWN_SAMPLE)
+        if view.code_blocks() != ["print('hi')"]:
+            raise CheckFailed(f"the code block was not recognised (found {view.code_blocks()!r})")
+        doc = view.document()
+        text = doc.toPlainText()
+        if "print('hi')" not in text or "**" in text:
+            raise CheckFailed(f"the reply did not render as Markdown: {text[:80]!r}")
+        colours = set()
+        block = doc.begin()
+        while block.isValid():
+            it = block.begin()
+            while not it.atEnd():
+                fmt = it.fragment().charFormat()
+                if "print" in it.fragment().text() and fmt.hasProperty(fmt.Property.ForegroundBrush):
+                    colours.add(fmt.foreground().color().name())
+                it += 1
+            block = block.next()
+        if not colours:
+            raise CheckFailed("the code block was not highlighted (Pygments missing or failing: see the log)")
+    finally:
+        view.deleteLater()
+    libraries = f"markdown-it-py {version('markdown-it-py')}, Pygments {version('pygments')}"
+    return f"code block rendered and highlighted ({libraries})"
+
+
+def check_chat(model: Path, n_tokens: int) -> str:
+    """One chat turn through the app's engine (chat template, sampling, streaming), on the CPU."""
+    import threading
+
+    from gemmadesk.core.engine import (
+        ChatMessage,
+        DirectLoadSettings,
+        Engine,
+        EngineError,
+        ReplyDone,
+        SamplingParams,
+        TextChunk,
+    )
+
+    engine = Engine()
+    try:
+        report = engine.load(DirectLoadSettings(model_path=str(model), n_ctx=1024, n_gpu_layers=0))
+        params = SamplingParams(temperature=0.0, max_tokens=n_tokens, seed=0)
+        chunks = 0
+        done: ReplyDone | None = None
+        for event in engine.chat_stream([ChatMessage("user", "Say hello.")], params, threading.Event()):
+            if isinstance(event, TextChunk):
+                chunks += 1
+            elif isinstance(event, ReplyDone):
+                done = event
+    except EngineError as exc:
+        raise CheckFailed(f"the chat engine failed: {exc}") from exc
+    finally:
+        engine.unload()
+    if done is None or not done.answer.strip() or done.stats.completion_tokens < 1:
+        raise CheckFailed("the chat engine produced no reply")
+    reply = done.answer.strip().replace("\n", " ")[:40]
+    return f"{report.chat_format} prompt, {done.stats.completion_tokens} tokens in {chunks} chunks: {reply!r}"
 
 
 def check_qt() -> str:
@@ -250,15 +347,20 @@ def run_checks(model: Path | None, n_tokens: int, *, window: bool = True, gpu: b
     steps: list[tuple[str, Callable[[], str]]] = [
         ("install", check_install),
         ("data folders", check_data_dirs),
+        ("desktop libraries", check_desktop_libs),
         ("qt", check_qt),
+        ("markdown", check_markdown),
     ]
     if window:
         steps.append(("window", check_window))
     steps += [("hardware", check_hardware), ("llama.cpp", check_llama), ("images/audio", check_mtmd)]
     if model is not None:
         steps.append(("model", lambda: check_model(model, n_tokens, gpu=gpu)))
-    checks = []
+        steps.append(("chat", lambda: check_chat(model, n_tokens)))
+    checks: list[Check] = []
     for name, fn in steps:
+        if name == "chat" and not checks[-1].ok:
+            continue  # the model did not load: the model line says why
         start = time.perf_counter()
         try:
             detail, ok = fn(), True

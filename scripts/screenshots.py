@@ -1,6 +1,7 @@
 """Screenshots of the real app under Xvfb, in the states the README shows: docs/screenshots/*.png.
 
-    python scripts/screenshots.py            # needs Xvfb (apt-get install xvfb)
+    python scripts/screenshots.py                      # all of them; needs Xvfb (apt-get install xvfb)
+    python scripts/screenshots.py chatting chatting-dark   # only these
 
 Each state runs ``python -m gemmadesk.ui.app --demo-state STATE --screenshot FILE`` (the same ``main`` that
 ``gemmadesk`` calls; the CLI router sends dashed options elsewhere) in a fresh GEMMADESK_HOME
@@ -93,7 +94,8 @@ def seed_chat(home: Path) -> None:
     history.close()
 
 
-def main() -> int:
+def main(argv: list[str]) -> int:
+    wanted = set(argv) or {"first-run", "first-run-nvidia", "downloading", "chatting", "chatting-dark"}
     if not shutil.which("Xvfb"):
         print("Xvfb is not installed (apt-get install xvfb)", file=sys.stderr)
         return 2
@@ -103,41 +105,49 @@ def main() -> int:
     try:
         with tempfile.TemporaryDirectory(prefix="gd-shots-") as tmp:
             root = Path(tmp)
-            failures += run_app("first-run", root / "a", display, ["first-run"], {}) != 0
+            if "first-run" in wanted:
+                failures += run_app("first-run", root / "a", display, ["first-run"], {}) != 0
 
             hw_file = root / "desktop.json"
             hw_file.write_text(json.dumps(DESKTOP_24GB_NVIDIA))
-            failures += (
-                run_app("first-run", root / "b", display, ["first-run-nvidia", "--hardware", str(hw_file)], {}) != 0
-            )
+            if "first-run-nvidia" in wanted:
+                shot = ["first-run-nvidia", "--hardware", str(hw_file)]
+                failures += run_app("first-run", root / "b", display, shot, {}) != 0
 
-            best = recommend(probe(), load_catalog(), FitOptions()).best
-            assert best is not None, "nothing fits this machine"
-            entry = load_catalog().get(best.entry_id)
-            assert entry.file is not None
-            stand_in = root / "stand-in.gguf"
-            with stand_in.open("wb") as fh:
-                fh.truncate(entry.file.size_bytes)  # sparse: no disk used until read
-            with HubServer() as hub:
-                hub.add_file(entry.file.repo_id, stand_in, filename=entry.file.filename, sha256="0" * 64)
-                hub.add_fault(entry.file.filename, Fault("stall", at=entry.file.size_bytes // 3, stall_s=60))
-                env = {"HF_ENDPOINT": hub.endpoint, "NO_PROXY": "127.0.0.1,localhost"}
-                failures += run_app("downloading", root / "c", display, ["downloading"], env) != 0
+            if "downloading" in wanted:
+                failures += shoot_download(root, display)
 
-            seed_chat(root / "d")
-            prompt = ["chatting", "--demo-prompt", "Here is a short poem about the sea:"]
-            failures += run_app("chatting", root / "d", display, prompt, {}) != 0
+            if "chatting" in wanted:
+                seed_chat(root / "d")
+                prompt = ["chatting", "--demo-prompt", "Here is a short poem about the sea:"]
+                failures += run_app("chatting", root / "d", display, prompt, {}) != 0
 
-            seed_chat(root / "e")  # the same in the dark scheme (Settings.theme), as a dark desktop shows it
-            settings = app_paths({"GEMMADESK_HOME": str(root / "e")}).settings_file
-            settings.write_text(json.dumps({"schema_version": 2, "theme": "dark"}))
-            prompt = ["chatting-dark", "--demo-prompt", "Here is a short poem about the sea:"]
-            failures += run_app("chatting", root / "e", display, prompt, {}) != 0
+            if "chatting-dark" in wanted:
+                seed_chat(root / "e")  # the same in the dark scheme (Settings.theme), as a dark desktop shows it
+                settings = app_paths({"GEMMADESK_HOME": str(root / "e")}).settings_file
+                settings.write_text(json.dumps({"schema_version": 2, "theme": "dark"}))
+                prompt = ["chatting-dark", "--demo-prompt", "Here is a short poem about the sea:"]
+                failures += run_app("chatting", root / "e", display, prompt, {}) != 0
     finally:
         xvfb.terminate()
         xvfb.wait(10)
     return 1 if failures else 0
 
 
+def shoot_download(root: Path, display: str) -> int:
+    best = recommend(probe(), load_catalog(), FitOptions()).best
+    assert best is not None, "nothing fits this machine"
+    entry = load_catalog().get(best.entry_id)
+    assert entry.file is not None
+    stand_in = root / "stand-in.gguf"
+    with stand_in.open("wb") as fh:
+        fh.truncate(entry.file.size_bytes)  # sparse: no disk used until read
+    with HubServer() as hub:
+        hub.add_file(entry.file.repo_id, stand_in, filename=entry.file.filename, sha256="0" * 64)
+        hub.add_fault(entry.file.filename, Fault("stall", at=entry.file.size_bytes // 3, stall_s=60))
+        env = {"HF_ENDPOINT": hub.endpoint, "NO_PROXY": "127.0.0.1,localhost"}
+        return int(run_app("downloading", root / "c", display, ["downloading"], env) != 0)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

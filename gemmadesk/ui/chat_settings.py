@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from PySide6.QtCore import Signal
-from PySide6.QtWidgets import QComboBox, QDoubleSpinBox, QFormLayout, QPlainTextEdit, QSpinBox, QWidget
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import QComboBox, QDoubleSpinBox, QFormLayout, QLabel, QPlainTextEdit, QSpinBox, QWidget
 
 from gemmadesk.ui.setup_controller import CONTEXT_CHOICES
 
@@ -49,6 +49,11 @@ class ChatSettingsPanel(QWidget):
         for w in (self.temperature, self.top_p, self.top_k, self.max_tokens):
             w.valueChanged.connect(self.changed)
         self.n_ctx.currentIndexChanged.connect(self.changed)
+        for row in range(form.rowCount()):  # fixed captions: plain text, never guessed as HTML
+            item = form.itemAt(row, QFormLayout.ItemRole.LabelRole)
+            caption = item.widget() if item is not None else None
+            if isinstance(caption, QLabel):
+                caption.setTextFormat(Qt.TextFormat.PlainText)
 
     def set_values(self, s: ConversationSettings) -> None:
         widgets = (self.system_prompt, self.temperature, self.top_p, self.top_k, self.max_tokens, self.n_ctx)

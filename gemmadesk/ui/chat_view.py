@@ -87,6 +87,7 @@ class Sidebar(QWidget):
         cid, title = int(index.data(CONVERSATION_ID_ROLE)), str(index.data())
         buttons = QMessageBox.StandardButton
         box = QMessageBox(QMessageBox.Icon.Question, "Delete conversation", f"Delete “{title}” for good?")
+        box.setTextFormat(Qt.TextFormat.PlainText)  # the title is the user's (or the model's) text
         box.setStandardButtons(buttons.Yes | buttons.Cancel)
         box.setDefaultButton(buttons.Cancel)
         box.setParent(self, box.windowFlags())
@@ -117,11 +118,13 @@ class ChatView(QWidget):
         self.load_bar.setMaximumWidth(200)
         self.load_bar.hide()
         self.model_status = QLabel("No model loaded")
+        self.model_status.setTextFormat(Qt.TextFormat.PlainText)  # the model's name comes from its file
         self.settings_toggle = QToolButton()
         self.settings_toggle.setText("Settings")
         self.settings_toggle.setCheckable(True)
         self.settings_toggle.setAccessibleName("Show conversation settings")
         self.banner = QLabel()
+        self.banner.setTextFormat(Qt.TextFormat.PlainText)
         self.banner.setWordWrap(True)
         self.banner.setAccessibleName("Where the model runs")
         self.banner.setStyleSheet("background: #fff3e0; color: #8a4b00; padding: 6px; border-radius: 4px")
@@ -135,6 +138,7 @@ class ChatView(QWidget):
 
         bar = QHBoxLayout()
         model_label = QLabel("&Model:")
+        model_label.setTextFormat(Qt.TextFormat.PlainText)
         model_label.setBuddy(self.model_box)
         for w in (model_label, self.model_box, self.load_bar, self.model_status):
             bar.addWidget(w)

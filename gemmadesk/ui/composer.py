@@ -46,6 +46,7 @@ class Composer(QWidget):
         self.edit.submit.connect(self._submit)
         self.edit.stop.connect(self.stop)
         self.editing_label = QLabel()
+        self.editing_label.setTextFormat(Qt.TextFormat.PlainText)
         self.editing_label.hide()
         self.thinking = QCheckBox("&Thinking")
         self.thinking.setAccessibleName("Let the model think before answering")

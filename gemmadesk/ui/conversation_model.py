@@ -12,6 +12,7 @@ from typing import Any
 from PySide6.QtCore import QAbstractListModel, QModelIndex, QPersistentModelIndex, Qt, Signal
 
 from gemmadesk.core.history import Conversation
+from gemmadesk.ui.richtext import plain_tooltip
 
 _Index = QModelIndex | QPersistentModelIndex
 CONVERSATION_ID_ROLE = Qt.ItemDataRole.UserRole + 1
@@ -51,7 +52,7 @@ class ConversationListModel(QAbstractListModel):
         if role in (R.DisplayRole, R.EditRole, R.AccessibleTextRole):
             return c.title
         if role == Qt.ItemDataRole.ToolTipRole:
-            return f"{c.title}\nlast active {datetime.fromtimestamp(c.updated_at):%Y-%m-%d %H:%M}"
+            return plain_tooltip(f"{c.title}\nlast active {datetime.fromtimestamp(c.updated_at):%Y-%m-%d %H:%M}")
         if role == CONVERSATION_ID_ROLE:
             return c.id
         return None

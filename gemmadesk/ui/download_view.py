@@ -6,7 +6,7 @@ restart) and offers to resume it or to discard it, saying how much space that fr
 
 from __future__ import annotations
 
-from PySide6.QtCore import Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
 from gemmadesk.ui.fit_model import human_bytes
@@ -36,6 +36,7 @@ class DownloadPanel(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.status = QLabel("Select a model to download.")
+        self.status.setTextFormat(Qt.TextFormat.PlainText)  # model names and server messages: never HTML
         self.status.setWordWrap(True)
         self.status.setAccessibleName("Download status")
         self.bar = QProgressBar()
@@ -146,7 +147,7 @@ class DownloadPanel(QWidget):
         self._buttons(False, True, False, False, discard=True)
 
     def set_failed(self, label: str, message: str) -> None:
-        self.status.setText(f"<b>Download of {label} failed:</b> {message}")
+        self.status.setText(f"Download of {label} failed: {message}")
         self.download_button.setText("&Retry")
         self.download_button.setEnabled(True)
         self._buttons(True, False, False, False)

@@ -15,6 +15,7 @@ from PySide6.QtGui import QColor
 
 from gemmadesk.core.catalog import CatalogEntry
 from gemmadesk.core.fit import Plan, Verdict
+from gemmadesk.ui.richtext import plain_tooltip
 
 _Index = QModelIndex | QPersistentModelIndex
 
@@ -126,8 +127,8 @@ class FitTableModel(QAbstractTableModel):
             return self._display(row, col)
         if role == Qt.ItemDataRole.ToolTipRole:
             if row.plan is not None:
-                return row.plan.reason
-            return f"Not runnable in GemmaDesk: {row.entry.runner}. {row.entry.notes}".strip()
+                return plain_tooltip(row.plan.reason)
+            return plain_tooltip(f"Not runnable in GemmaDesk: {row.entry.runner}. {row.entry.notes}".strip())
         if role == Qt.ItemDataRole.ForegroundRole and row.plan is None:
             return QColor(128, 128, 128)  # information rows read as secondary
         if role == ENTRY_ID_ROLE:

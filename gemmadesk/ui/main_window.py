@@ -19,6 +19,7 @@ from gemmadesk.ui.chat_controller import ChatController
 from gemmadesk.ui.chat_view import ChatView
 from gemmadesk.ui.download_controller import DownloadController
 from gemmadesk.ui.notice import NoticeBar
+from gemmadesk.ui.richtext import esc
 from gemmadesk.ui.setup_controller import SetupController
 from gemmadesk.ui.setup_page import SetupPage
 from gemmadesk.ui.tasks import TaskRunner
@@ -144,7 +145,7 @@ class MainWindow(QMainWindow):
         backend = hw.backend.label if hw else "llama.cpp backend not inspected yet"
         return (
             f"<h3>{APP_NAME} {__version__}</h3><p>Run Google's Gemma 4 QAT models on this computer.</p>"
-            f"<p>Engine: {backend}</p><p>Log file: {self.paths.log_file}</p>"
+            f"<p>Engine: {esc(backend)}</p><p>Log file: {esc(self.paths.log_file)}</p>"
         )
 
     def show_about(self) -> None:

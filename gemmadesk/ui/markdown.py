@@ -1,163 +1,39 @@
-"""Model output → safe rich text for QTextBrowser.
-
-Model text is untrusted. Everything is HTML-escaped first and only a small Markdown subset becomes
-markup (headings, lists, quotes, emphasis, inline code, fenced code blocks, http(s)/mailto links), so
-no HTML from the model ever reaches Qt. Images are shown as links, never fetched; :class:`SafeBrowser`
-additionally refuses every resource load. Fenced code is highlighted with Pygments and gets a
-"Copy" link (``copy:N``) that the view turns into a clipboard copy.
+"""Qt views for model output: :class:`SafeBrowser` (never loads a resource, never follows a link by itself)
+and :class:`MarkdownView`, which shows a message rendered by :mod:`gemmadesk.core.markdown_render`, appending
+finished pieces once and replacing only the streaming tail. A message is never left blank: a failure
+falls back to the whole text as plain text.
 """
 
 from __future__ import annotations
 
-import html
-import re
-from dataclasses import dataclass, field
+import logging
+import time
 
-from PySide6.QtCore import QUrl, Signal
+from PySide6.QtCore import QTimer, QUrl, Signal
+from PySide6.QtGui import QTextBlockFormat, QTextCharFormat, QTextCursor, QTextDocument, QTextDocumentFragment
 from PySide6.QtWidgets import QTextBrowser, QWidget
 
-_FENCE = re.compile(r"^\s*(```|~~~)\s*([\w+#.-]*)\s*$")
-_HEADING = re.compile(r"^(#{1,6})\s+(.*)$")
-_BULLET = re.compile(r"^\s*[-*+]\s+(.*)$")
-_NUMBERED = re.compile(r"^\s*(\d+)[.)]\s+(.*)$")
-_INLINE_CODE = re.compile(r"`([^`\n]+)`")
-_IMAGE = re.compile(r"!\[([^\]\n]*)\]\(([^)\s]+)\)")
-_LINK = re.compile(r"\[([^\]\n]+)\]\(([^)\s]+)\)")
-_BOLD = re.compile(r"\*\*(.+?)\*\*|__(.+?)__")
-_ITALIC = re.compile(r"(?<![\w*])\*(?!\s)(.+?)(?<!\s)\*(?![\w*])|(?<![\w])_(?!\s)(.+?)(?<!\s)_(?![\w])")
-_SAFE_SCHEMES = ("http://", "https://", "mailto:")
+from gemmadesk.core.markdown_render import (
+    CURSOR,
+    MarkdownRenderer,
+    Rendered,
+    Update,
+    render_markdown,
+    warm_up,
+)
 
+__all__ = ["MarkdownView", "Rendered", "SafeBrowser", "render_markdown", "warm_up"]
 
-@dataclass
-class Rendered:
-    html: str
-    code_blocks: list[str] = field(default_factory=list)
+log = logging.getLogger(__name__)
 
-
-def _safe_url(url: str) -> str | None:
-    """The (already escaped) URL if its scheme is one a click may open, else None."""
-    return url if url.lower().startswith(_SAFE_SCHEMES) else None
-
-
-def _inline(escaped: str) -> str:
-    """Inline Markdown on already-escaped text. Inline code is protected from the other rules."""
-    codes: list[str] = []
-
-    def stash(m: re.Match[str]) -> str:
-        codes.append(f"<code style='background-color: rgba(127,127,127,0.18)'>{m.group(1)}</code>")
-        return f"\x00{len(codes) - 1}\x00"
-
-    text = _INLINE_CODE.sub(stash, escaped)
-
-    def image(m: re.Match[str]) -> str:
-        url = _safe_url(m.group(2))
-        label = f"[image: {m.group(1) or 'untitled'}]"
-        return f"<a href='{url}'>{label}</a>" if url else label
-
-    def link(m: re.Match[str]) -> str:
-        url = _safe_url(m.group(2))
-        return f"<a href='{url}'>{m.group(1)}</a>" if url else m.group(0)
-
-    text = _IMAGE.sub(image, text)
-    text = _LINK.sub(link, text)
-    text = _BOLD.sub(lambda m: f"<b>{m.group(1) or m.group(2)}</b>", text)
-    text = _ITALIC.sub(lambda m: f"<i>{m.group(1) or m.group(2)}</i>", text)
-    return re.sub("\x00(\\d+)\x00", lambda m: codes[int(m.group(1))], text)
-
-
-def highlight(code: str, language: str, dark: bool) -> str:
-    """Pygments with inline styles (Qt's rich text has no stylesheet classes); plain escape as fallback."""
-    from pygments import highlight as pyg_highlight
-    from pygments.formatters import HtmlFormatter
-    from pygments.lexers import TextLexer, get_lexer_by_name
-    from pygments.util import ClassNotFound
-
-    try:
-        lexer = get_lexer_by_name(language) if language else TextLexer()
-    except ClassNotFound:
-        lexer = TextLexer()
-    formatter = HtmlFormatter(nowrap=True, noclasses=True, style="monokai" if dark else "default")
-    return str(pyg_highlight(code, lexer, formatter)).rstrip("\n")
-
-
-def _code_block(code: str, language: str, index: int, dark: bool) -> str:
-    bg = "#272822" if dark else "#f4f5f7"
-    fg = "#f8f8f2" if dark else "#1f2328"
-    label = html.escape(language) if language else "code"
-    return (
-        f"<table width='100%' cellspacing='0' cellpadding='8' style='background-color:{bg}; margin: 6px 0'>"
-        f"<tr><td><span style='color:#8b949e'>{label}</span>&nbsp;&nbsp;"
-        f"<a href='copy:{index}'>Copy</a>"
-        f"<pre style='color:{fg}; font-family: monospace'>{highlight(code, language, dark)}</pre>"
-        "</td></tr></table>"
-    )
-
-
-def render_markdown(text: str, dark: bool = False) -> Rendered:
-    """Render a (possibly still streaming, so possibly unterminated) Markdown reply."""
-    out: list[str] = []
-    codes: list[str] = []
-    lines = text.split("\n")
-    i = 0
-    para: list[str] = []
-    list_kind: str | None = None
-
-    def flush_para() -> None:
-        if para:
-            out.append("<p>" + "<br>".join(_inline(html.escape(p)) for p in para) + "</p>")
-            para.clear()
-
-    def close_list() -> None:
-        nonlocal list_kind
-        if list_kind:
-            out.append(f"</{list_kind}>")
-            list_kind = None
-
-    while i < len(lines):
-        line = lines[i]
-        fence = _FENCE.match(line)
-        if fence:
-            flush_para()
-            close_list()
-            body: list[str] = []
-            i += 1
-            while i < len(lines) and not lines[i].strip().startswith(fence.group(1)):
-                body.append(lines[i])
-                i += 1
-            codes.append("\n".join(body))
-            out.append(_code_block(codes[-1], fence.group(2), len(codes) - 1, dark))
-            i += 1
-            continue
-        heading, bullet, numbered = _HEADING.match(line), _BULLET.match(line), _NUMBERED.match(line)
-        if not line.strip():
-            flush_para()
-            close_list()
-        elif heading:
-            flush_para()
-            close_list()
-            level = min(len(heading.group(1)) + 2, 6)  # replies read better without giant headings
-            out.append(f"<h{level}>{_inline(html.escape(heading.group(2)))}</h{level}>")
-        elif bullet or numbered:
-            flush_para()
-            kind = "ul" if bullet else "ol"
-            if list_kind != kind:
-                close_list()
-                out.append(f"<{kind}>")
-                list_kind = kind
-            item = bullet.group(1) if bullet else numbered.group(2)  # type: ignore[union-attr]
-            out.append(f"<li>{_inline(html.escape(item))}</li>")
-        elif line.lstrip().startswith(">"):
-            flush_para()
-            close_list()
-            quote = html.escape(line.lstrip()[1:].strip())
-            out.append(f"<blockquote style='color:#8b949e'>{_inline(quote)}</blockquote>")
-        else:
-            close_list()
-            para.append(line)
-        i += 1
-    flush_para()
-    close_list()
-    return Rendered("".join(out), codes)
+# While streaming, a render that took longer than THROTTLE_FROM_S is not repeated for THROTTLE_FACTOR times
+# its cost (the newest text waits on a timer): an expensive tail (pathological input, a slow machine) can
+# take at most about a fifth of the GUI thread. The finished text is always shown at once.
+THROTTLE_FROM_S = 0.015
+THROTTLE_FACTOR = 4.0
+# A finished text with more than this many characters not shown yet (a long reply when a chat is opened) is
+# shown in steps of half as many, one per event-loop turn, so the window never freezes for the whole of it.
+PROGRESSIVE_CHARS = 8000
 
 
 class SafeBrowser(QTextBrowser):
@@ -177,3 +53,151 @@ class SafeBrowser(QTextBrowser):
 
     def loadResource(self, type: int, name: QUrl | str) -> object:  # noqa: A002 - Qt's signature
         return None
+
+
+def _plain_block(cursor: QTextCursor) -> None:
+    cursor.setBlockFormat(QTextBlockFormat())
+    cursor.setBlockCharFormat(QTextCharFormat())
+    cursor.setCharFormat(QTextCharFormat())
+    text_list = cursor.currentList()
+    if text_list is not None:
+        text_list.remove(cursor.block())
+
+
+class MarkdownView(SafeBrowser):
+    """Shows one message's Markdown, appending finished pieces and replacing only the tail on each update.
+
+    Qt detail: a fragment inserted into an empty block loses its first block's format (a heading becomes a
+    paragraph), so each piece is inserted after an empty leading block that merges into the end of the
+    piece before it; at the very start of the document Qt keeps the format, so none is added there.
+    """
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._renderer = MarkdownRenderer()
+        self._tail_start = 0
+        self._plain = False  # showing the whole text as plain text after a failure
+        self._pending: tuple[str, bool] | None = None  # (text, dark) waiting for the throttle timer
+        self._next_at = 0.0
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.timeout.connect(self._show_pending)
+        self._progress: tuple[str, bool] | None = None  # a long finished text being shown step by step
+        self._step_timer = QTimer(self)
+        self._step_timer.setSingleShot(True)
+        self._step_timer.timeout.connect(self._show_step)
+
+    @property
+    def busy(self) -> bool:
+        """Newer text is still waiting to be shown (throttled streaming, or a long text shown in steps)."""
+        return self._pending is not None or self._progress is not None
+
+    def show_markdown(self, text: str, *, streaming: bool = False, dark: bool = False) -> None:
+        now = time.monotonic()
+        if streaming and now < self._next_at:
+            self._pending = (text, dark)
+            if not self._timer.isActive():
+                self._timer.start(max(1, int((self._next_at - now) * 1000)))
+            return
+        self._timer.stop()
+        self._pending = None
+        self._step_timer.stop()
+        self._progress = None
+        if not streaming and len(text) - len(self._shown_prefix(text, dark)) > PROGRESSIVE_CHARS:
+            self._progress = (text, dark)  # e.g. a long reply when a chat is opened: never one long freeze
+            self._show_step()
+            return
+        self._show(text, streaming, dark)
+        cost = time.monotonic() - now
+        self._next_at = now + cost * (1 + THROTTLE_FACTOR) if streaming and cost > THROTTLE_FROM_S else 0.0
+
+    def _shown_prefix(self, text: str, dark: bool) -> str:
+        """What of ``text`` is already shown and can stay (empty when the view must start again)."""
+        shown = self._renderer.text
+        if self._plain or dark != self._renderer.dark or self._renderer.finished or not text.startswith(shown):
+            return ""
+        return shown
+
+    def _show_step(self) -> None:
+        if self._progress is None:
+            return
+        text, dark = self._progress
+        end = len(self._shown_prefix(text, dark)) + PROGRESSIVE_CHARS // 2
+        newline = text.find("\n", end, end + 2000)
+        end = newline + 1 if newline >= 0 else end
+        if end >= len(text):
+            self._progress = None
+            self._show(text, False, dark)
+            return
+        self._show(text[:end], True, dark, cursor=False)
+        self._step_timer.start(0)
+
+    def _show_pending(self) -> None:
+        if self._pending is not None:
+            text, dark = self._pending
+            self._pending = None
+            self._next_at = 0.0
+            self.show_markdown(text, streaming=True, dark=dark)
+
+    def _show(self, text: str, streaming: bool, dark: bool, *, cursor: bool = True) -> None:
+        try:
+            if dark != self._renderer.dark or self._plain:  # start again: new colours, or after a failure
+                self._renderer = MarkdownRenderer(dark)
+                self._plain = False
+                self.document().clear()
+                self._tail_start = 0
+            self._apply(self._renderer.update(text, final=not streaming), streaming and cursor)
+        except Exception:
+            log.exception("showing a message of %d characters failed; shown as plain text", len(text))
+            self._renderer = MarkdownRenderer(dark)
+            self._plain = True
+            self._progress = None
+            self.setPlainText(text + CURSOR if streaming and cursor else text)
+
+    def code_block(self, index: int) -> str | None:
+        return None if self._plain else self._renderer.code_block(index)
+
+    def code_blocks(self) -> list[str]:
+        return [] if self._plain else self._renderer.code_blocks()
+
+    def _apply(self, update: Update, streaming: bool) -> None:
+        doc = self.document()
+        cursor = QTextCursor(doc)
+        cursor.beginEditBlock()
+        try:
+            if update.reset:
+                doc.clear()
+                self._tail_start = 0
+            cursor.setPosition(min(self._tail_start, doc.characterCount() - 1))
+            cursor.movePosition(QTextCursor.MoveOperation.End, QTextCursor.MoveMode.KeepAnchor)
+            cursor.removeSelectedText()
+            if cursor.block().length() == 1:  # an empty block keeps the format of what was removed
+                _plain_block(cursor)
+            for piece_html in update.commit:
+                self._insert(cursor, piece_html)
+            self._tail_start = cursor.position()
+            for piece_html in update.tail:
+                self._insert(cursor, piece_html)
+            if streaming:
+                cursor.movePosition(QTextCursor.MoveOperation.End)
+                cursor.insertText(CURSOR, QTextCharFormat())
+        finally:
+            cursor.endEditBlock()
+
+    def _insert(self, cursor: QTextCursor, piece_html: str) -> None:
+        if not piece_html:
+            return
+        doc = self.document()
+        cursor.movePosition(QTextCursor.MoveOperation.End)
+        piece = QTextDocument()
+        piece.setDefaultFont(doc.defaultFont())
+        piece.setHtml(piece_html)
+        if not doc.isEmpty():
+            head = QTextCursor(piece)
+            frames = piece.rootFrame().childFrames()
+            # A piece that starts with a table already starts with an empty block (Qt puts one before it).
+            if not (piece.begin().length() == 1 and frames and frames[0].firstPosition() <= 2):
+                head.insertBlock()  # the empty leading block that merges into the end of the piece before
+                head.movePosition(QTextCursor.MoveOperation.Start)
+            _plain_block(head)
+        cursor.insertFragment(QTextDocumentFragment(piece))

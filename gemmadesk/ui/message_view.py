@@ -1,8 +1,9 @@
 """The transcript view: one bubble per message of a :class:`TranscriptModel`, kept in step with its signals.
 
-Each bubble renders its Markdown through :func:`render_markdown` into a :class:`SafeBrowser` (no
-remote loads, no HTML from the model). Code blocks carry a "Copy" link; other links open in the
-system browser only when clicked, and only for http(s)/mailto.
+Each bubble shows its Markdown in a :class:`MarkdownView` (no remote loads, no HTML from the model; while
+a reply streams only its growing tail is re-rendered). Code blocks carry a "Copy" link; other links open in
+the system browser only when clicked, and only for http(s)/mailto. Everything else a bubble shows (name,
+statistics, an error) is plain text: a label never interprets model- or file-controlled text as HTML.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from gemmadesk.ui.markdown import Rendered, SafeBrowser, render_markdown
+from gemmadesk.ui.markdown import MarkdownView, warm_up
 from gemmadesk.ui.transcript_model import Message, TranscriptModel
 
 STOP_WORDS = {"stopped": "stopped", "length": "hit max tokens", "context_full": "context full"}
@@ -53,8 +54,8 @@ def format_stats(stats: dict[str, object]) -> str:
     return " · ".join(parts)
 
 
-class AutoHeightBrowser(SafeBrowser):
-    """A SafeBrowser as tall as its content, so bubbles stack in one scroll area."""
+class AutoHeightBrowser(MarkdownView):
+    """A MarkdownView as tall as its content, so bubbles stack in one scroll area."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -71,7 +72,9 @@ class AutoHeightBrowser(SafeBrowser):
 
     def resizeEvent(self, event: QResizeEvent) -> None:
         super().resizeEvent(event)
-        self.document().setTextWidth(self.viewport().width())
+        width = self.viewport().width()
+        if width != self.document().textWidth():  # a new width re-lays out the whole text: only when it changed
+            self.document().setTextWidth(width)
         self._fit()
 
 
@@ -83,7 +86,9 @@ class MessageBubble(QFrame):
         super().__init__(parent)
         self.setObjectName("MessageBubble")
         self.who = QLabel()
+        self.who.setTextFormat(Qt.TextFormat.RichText)  # fixed text only: "<b>Gemma</b>" / "<b>You</b>"
         self.stats = QLabel()
+        self.stats.setTextFormat(Qt.TextFormat.PlainText)
         self.stats.setAccessibleName("Reply statistics")
         self.stats.setStyleSheet("color: gray; font-size: 11px")
         self.thoughts_toggle = QToolButton()
@@ -99,6 +104,13 @@ class MessageBubble(QFrame):
         self.body = AutoHeightBrowser()
         self.body.setAccessibleName("Message text")
         self.body.link_clicked.connect(self._link)
+        self.error = QLabel()  # model- or file-controlled text (a template's raise_exception): plain text only
+        self.error.setTextFormat(Qt.TextFormat.PlainText)
+        self.error.setWordWrap(True)
+        self.error.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.error.setStyleSheet("color: #c62828")
+        self.error.setAccessibleName("Error")
+        self.error.hide()
         self.regen_button = QPushButton("Regenerate")
         self.regen_button.setAccessibleName("Regenerate this reply")
         self.regen_button.clicked.connect(self.regenerate)
@@ -119,24 +131,27 @@ class MessageBubble(QFrame):
         layout.addLayout(head)
         layout.addWidget(self.thoughts)
         layout.addWidget(self.body)
-        self.rendered = Rendered("")
-        self._last_text: str | None = None
-        self._last_thoughts: str | None = None
+        layout.addWidget(self.error)
+        self._last_text: tuple[str, bool, bool] | None = None
+        self._last_thoughts: tuple[str, bool, bool] | None = None
 
     def show_message(self, m: Message, is_last: bool, busy: bool) -> None:
         assistant = m.role == "assistant"
         self.who.setText("<b>Gemma</b>" if assistant else "<b>You</b>")
-        self.setStyleSheet("" if assistant else USER_BUBBLE)
+        sheet = "" if assistant else USER_BUBBLE
+        if self.styleSheet() != sheet:  # a new style sheet re-polishes every child: not on every batch
+            self.setStyleSheet(sheet)
         dark = is_dark(self)
-        text = m.content + (" ▍" if m.streaming else "")
-        if text != self._last_text:
-            self._last_text = text
-            self.rendered = render_markdown(text, dark)
-            error = f"<p style='color:#c62828'>{m.error}</p>" if m.error else ""
-            self.body.setHtml(self.rendered.html + error)
-        if m.thoughts != self._last_thoughts:
-            self._last_thoughts = m.thoughts
-            self.thoughts.setHtml(render_markdown(m.thoughts, dark).html)
+        shown = (m.content, m.streaming, dark)
+        if shown != self._last_text:
+            self._last_text = shown
+            self.body.show_markdown(m.content, streaming=m.streaming, dark=dark)
+        self.error.setText(m.error)
+        self.error.setVisible(bool(m.error))
+        thinking = (m.thoughts, m.streaming and not m.content, dark)
+        if thinking != self._last_thoughts:
+            self._last_thoughts = thinking
+            self.thoughts.show_markdown(m.thoughts, streaming=thinking[1] and bool(m.thoughts), dark=dark)
         self.thoughts_toggle.setVisible(bool(m.thoughts))
         self._toggle_thoughts(self.thoughts_toggle.isChecked())
         self.stats.setText(format_stats(m.stats))
@@ -145,13 +160,14 @@ class MessageBubble(QFrame):
 
     def _toggle_thoughts(self, shown: bool) -> None:
         self.thoughts_toggle.setText("▾ Thoughts" if shown else "▸ Thoughts")
-        self.thoughts.setVisible(shown and bool(self._last_thoughts))
+        self.thoughts.setVisible(shown and bool(self._last_thoughts and self._last_thoughts[0]))
 
     def _link(self, url: QUrl) -> None:
         if url.scheme() == "copy":
-            index = int(url.path() or 0)
-            if 0 <= index < len(self.rendered.code_blocks):
-                QGuiApplication.clipboard().setText(self.rendered.code_blocks[index])
+            path = url.path()
+            code = self.body.code_block(int(path)) if path.isdigit() and len(path) < 9 else None
+            if code is not None:
+                QGuiApplication.clipboard().setText(code)
         elif url.scheme() in ("http", "https", "mailto"):
             QDesktopServices.openUrl(url)
 
@@ -173,6 +189,7 @@ class MessageView(QScrollArea):
         self.bubbles: list[MessageBubble] = []
         self.busy = False
         self.model = model
+        warm_up()
         model.modelReset.connect(self._rebuild)
         model.rowsInserted.connect(self._inserted)
         model.rowsRemoved.connect(self._removed)

@@ -101,6 +101,7 @@ class SetupView(QWidget):
         )
         ctx_row = QHBoxLayout()
         ctx_label = QLabel("&Context length:")
+        ctx_label.setTextFormat(Qt.TextFormat.PlainText)
         ctx_label.setBuddy(self.context_box)
         ctx_row.addWidget(ctx_label)
         ctx_row.addWidget(self.context_box)
@@ -123,10 +124,12 @@ class SetupView(QWidget):
         model.modelReset.connect(self._restore_selection)
 
         self.reason_label = QLabel()
+        self.reason_label.setTextFormat(Qt.TextFormat.PlainText)
         self.reason_label.setWordWrap(True)
         self.reason_label.setAccessibleName("Why this model")
 
         title = QLabel("<h2>Which Gemma 4 model fits this machine?</h2>")
+        title.setTextFormat(Qt.TextFormat.RichText)
         layout = QVBoxLayout(self)
         layout.addWidget(title)
         layout.addWidget(self.hardware_label)

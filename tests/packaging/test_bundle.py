@@ -35,19 +35,27 @@ pytestmark = [pytest.mark.bundle, pytest.mark.slow]
 
 @pytest.fixture(scope="module")
 def bundle(request: pytest.FixtureRequest) -> Path:
-    """Build dist/GemmaDesk once for this module with the same command `bootstrap.py bundle` runs."""
+    """Build dist/GemmaDesk once for this module with `bootstrap.py bundle` itself: in its own environment
+    (.venv-bundle: the runtime dependencies and PyInstaller, nothing from the test tools), exactly what a
+    release build gets. `bootstrap.py test` has prepared that environment, so no network is needed here."""
     selected = re.search(r"(?<!not )\bbundle\b", request.config.option.markexpr or "")
     if os.environ.get("GEMMADESK_TEST_BUNDLE") != "1" and not selected:
         pytest.skip(ENABLE)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    if "GEMMADESK_VENV" not in env:  # the bundle environment sits beside the test environment
+        env["GEMMADESK_VENV"] = sys.prefix
     proc = subprocess.run(
-        [sys.executable, str(REPO / "packaging" / "build.py"), "--quiet"],
+        ["python3" if sys.platform != "win32" else sys.executable, str(REPO / "bootstrap.py"), "bundle", "--quiet"],
         cwd=REPO,
+        env=env,
         capture_output=True,
         text=True,
         timeout=540,  # under pytest's own 600 s limit
     )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     assert f"built {BUNDLE}" in proc.stdout
+    bundle_python = Path(f"{env['GEMMADESK_VENV']}-bundle") / "bin" / "python"
+    assert f"+ {bundle_python} packaging/build.py --quiet" in proc.stdout, proc.stdout[-2000:]
     assert EXE.is_file()
     assert os.access(EXE, os.X_OK)
     return BUNDLE
@@ -93,7 +101,7 @@ def test_frozen_self_test_runs_gemma3_and_writes_nothing_inside(
     assert "frozen bundle" in text
     assert re.search(r"variant (cpu|cuda|vulkan|metal|rocm)\b", text), text
     assert "✗" not in text
-    for name in ("qt", "window", "llama.cpp", "images/audio", "model"):
+    for name in ("qt", "markdown", "window", "llama.cpp", "images/audio", "model", "chat"):
         assert f"✓ {name}: " in text
     assert "platform offscreen" in text
     # First start found its folders through platformdirs (XDG on Linux), not beside the executable.

@@ -40,14 +40,18 @@ def test_selftest_passes_on_real_model(
     out = capsys.readouterr().out
     assert code == 0, out
     lines = _lines(out)
-    assert set(lines) == {"install", "data folders", "qt", "window", "hardware", "llama.cpp", "images/audio",
-                          "model"}
+    assert set(lines) == {
+        "install", "data folders", "desktop libraries", "qt", "markdown", "window", "hardware", "llama.cpp",
+        "images/audio", "model", "chat",
+    }  # fmt: skip
     assert all(line.startswith("✓") for line in lines.values()), out
+    assert "code block rendered and highlighted" in lines["markdown"]
+    assert re.search(r"\b[1-4] tokens in \d+ chunks: '.+'", lines["chat"]), lines["chat"]
     assert "source at" in lines["install"]
     assert "llama-cpp-python 0.3.36" in lines["llama.cpp"]
     assert re.search(r"\b[1-4] tokens in", lines["model"]), lines["model"]
     assert re.search(r"main window painted \d+\.\d\d s after the process started", lines["window"])
-    assert out.rstrip().endswith("self-test passed (8 checks)")
+    assert out.rstrip().endswith("self-test passed (11 checks)")
     assert lines["images/audio"].startswith("✓ images/audio: libmtmd loaded")
     # The report file carries the same text (windowed Windows builds have no stdout).
     assert report_file.read_text(encoding="utf-8") == out

@@ -8,7 +8,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from PySide6.QtCore import Qt, QUrl
-from PySide6.QtGui import QGuiApplication
+from PySide6.QtGui import QGuiApplication, QTextDocument
 from PySide6.QtWidgets import QApplication, QMessageBox
 
 from gemmadesk import __version__
@@ -68,15 +68,31 @@ def test_model_output_never_loads_remote_resources_or_passes_html(qtbot, countin
     model.append(Message("assistant", hostile))
     qtbot.wait(300)
     assert hits == []
-    html = view.bubbles[0].rendered.html
+    html = render_markdown(hostile).html
+    assert _anchors(view.bubbles[0].body.document()) == [f"{url}/md.png", "https://example.org"]
     assert "<img" not in html
     assert "<script" not in html
     assert "<style" not in html
-    assert "href='javascript" not in html
-    assert 'href="javascript' not in html
-    assert "href='https://example.org'" in html
+    assert "<a href='javascript" not in html
+    assert '<a href="javascript' not in html
+    assert '<a href="https://example.org">ok</a>' in html
     assert view.bubbles[0].body.loadResource(2, QUrl(f"{url}/direct.png")) is None
     assert hits == []
+
+
+def _anchors(doc: QTextDocument) -> list[str]:
+    """Every link target in a shown document (what a click could open)."""
+    found = []
+    block = doc.begin()
+    while block.isValid():
+        it = block.begin()
+        while not it.atEnd():
+            fmt = it.fragment().charFormat()
+            if fmt.isAnchor():
+                found.append(fmt.anchorHref())
+            it += 1
+        block = block.next()
+    return found
 
 
 def test_code_block_copy_link_copies_the_code(qtbot) -> None:  # type: ignore[no-untyped-def]
