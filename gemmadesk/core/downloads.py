@@ -33,7 +33,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from gemmadesk.core.catalog import CatalogEntry, ModelFile
-from gemmadesk.core.fit import FitOptions, Verdict, plan_entry
+from gemmadesk.core.fit import FitOptions, Verdict, plan_entry, will_not_run_warning
 from gemmadesk.core.hardware import Hardware
 from gemmadesk.core.hub import SHA256_RE, HubConfig, HubError, RemoteFile, resolve
 from gemmadesk.core.store import InstalledModel, ModelStore, StoreError, sha256_file
@@ -121,7 +121,7 @@ def preflight(entry: CatalogEntry, hw: Hardware, options: FitOptions, store: Mod
         verdict = str(plan.verdict.value)
         will_run = plan.verdict is not Verdict.TOO_LARGE
         if not will_run:
-            messages.append(f"Warning: this model will not run on this machine: {plan.reason}")
+            messages.append(f"Warning: {will_not_run_warning(entry.label, plan)}")
         elif plan.tight:
             messages.append(f"Memory will be tight: {plan.reason}")
         else:
