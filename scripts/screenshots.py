@@ -1,13 +1,16 @@
 """Screenshots of the real app under Xvfb, in the states the README shows: docs/screenshots/*.png.
 
     python scripts/screenshots.py            # needs Xvfb (apt-get install xvfb)
+    python scripts/screenshots.py first-run  # only the shots whose name starts with this
 
 Each state runs ``python -m gemmadesk.ui.app --demo-state STATE --screenshot FILE`` (the same ``main`` that
 ``gemmadesk`` calls; the CLI router sends dashed options elsewhere) in a fresh GEMMADESK_HOME
 on a private X display (the real xcb platform, not offscreen):
 
-- ``first-run.png``: this machine, probed for real, no model installed: the memory-fit list.
-- ``first-run-nvidia.png``: the same screen planned for a described 24 GB NVIDIA desktop (``--hardware``).
+- ``first-run.png``: this machine, probed for real, no model installed: the memory-fit list (memory bars,
+  expected speed); ``first-run-800.png`` the same in an 800x600 window.
+- ``first-run-nvidia.png``: the same screen planned for a described 24 GB NVIDIA desktop (``--hardware``);
+  ``first-run-nvidia-dark.png`` in the dark colour scheme.
 - ``downloading.png``: the recommended model downloading from a local Hub server on 127.0.0.1
   (tests/support/hubserver.py) that serves a sparse stand-in file of the real size, so nothing leaves
   the machine; the screenshot is taken while the transfer runs.
@@ -66,7 +69,16 @@ def start_xvfb() -> tuple[subprocess.Popen[bytes], str]:
     return proc, f":{display}"
 
 
+ONLY: list[str] = []  # shot-name prefixes from the command line; empty: every shot
+
+
+def wanted(name: str) -> bool:
+    return not ONLY or any(name.startswith(prefix) for prefix in ONLY)
+
+
 def run_app(state: str, home: Path, display: str, extra: list[str], env_extra: dict[str, str]) -> int:
+    if not wanted(extra[0]):
+        return 0
     shot = OUT / f"{extra.pop(0)}.png"
     env = dict(os.environ, GEMMADESK_HOME=str(home), DISPLAY=display, QT_QPA_PLATFORM="xcb", **env_extra)
     env.pop("QT_QPA_PLATFORM_PLUGIN_PATH", None)
@@ -94,6 +106,7 @@ def seed_chat(home: Path) -> None:
 
 
 def main() -> int:
+    ONLY.extend(sys.argv[1:])
     if not shutil.which("Xvfb"):
         print("Xvfb is not installed (apt-get install xvfb)", file=sys.stderr)
         return 2
@@ -104,12 +117,19 @@ def main() -> int:
         with tempfile.TemporaryDirectory(prefix="gd-shots-") as tmp:
             root = Path(tmp)
             failures += run_app("first-run", root / "a", display, ["first-run"], {}) != 0
+            failures += run_app("first-run", root / "a8", display, ["first-run-800", "--demo-size", "800x600"], {}) != 0
 
             hw_file = root / "desktop.json"
             hw_file.write_text(json.dumps(DESKTOP_24GB_NVIDIA))
             failures += (
                 run_app("first-run", root / "b", display, ["first-run-nvidia", "--hardware", str(hw_file)], {}) != 0
             )
+            dark = app_paths({"GEMMADESK_HOME": str(root / "b2")}).ensure().settings_file
+            dark.write_text(json.dumps({"schema_version": 2, "theme": "dark"}))
+            failures += run_app("first-run", root / "b2", display,
+                                ["first-run-nvidia-dark", "--hardware", str(hw_file)], {}) != 0
+            if not any(wanted(n) for n in ("downloading", "chatting")):
+                return 1 if failures else 0
 
             best = recommend(probe(), load_catalog(), FitOptions()).best
             assert best is not None, "nothing fits this machine"

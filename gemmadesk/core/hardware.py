@@ -413,10 +413,14 @@ def measure_ram_bandwidth(threads: int, seconds: float = 0.12, total_bytes: int 
 
 
 def decode_threads(physical_cores: int) -> int:
-    """How many threads llama.cpp decodes with on a machine with this many physical cores.
+    """How many threads llama.cpp decodes with on a machine with this many physical cores: all but one.
 
-    PROVISIONAL: decided with data in benchmarks/bench_threads.py."""
-    return max(1, physical_cores - 1) if physical_cores <= 4 else physical_cores - 1
+    llama.cpp's threads meet at a barrier after every operation, so when another process takes one of
+    the cores, every token waits for the thread parked behind it: on the 2-core development machine
+    with one busy-loop neighbour, 2 threads decoded many times slower than 1 (benchmarks/bench_threads.py,
+    docs/benchmarks.md). One core left free absorbs a desktop's background work; decoding is bound by
+    memory bandwidth, which fewer threads than cores already saturate on larger machines."""
+    return max(1, physical_cores - 1)
 
 
 # --------------------------------------------------------------------------------------------- combine

@@ -24,6 +24,7 @@ VERDICT_ROLE = Qt.ItemDataRole.UserRole + 2  # "fits" | "tight" | "too large" | 
 RECOMMENDED_ROLE = Qt.ItemDataRole.UserRole + 3
 MEMORY_BARS_ROLE = Qt.ItemDataRole.UserRole + 4  # tuple[MemoryBar, ...] for the memory column
 SLOW_ROLE = Qt.ItemDataRole.UserRole + 5  # True when the expected speed is slow
+NOTE_ROLE = Qt.ItemDataRole.UserRole + 6  # why this row's numbers may surprise ("" when they do not)
 
 
 def human_bytes(n: int | float | None) -> str:
@@ -197,6 +198,8 @@ class FitTableModel(QAbstractTableModel):
             return row.bars if col == self.MEMORY else None
         if role == SLOW_ROLE:
             return bool(row.plan and row.plan.speed and row.plan.speed.slow)
+        if role == NOTE_ROLE:
+            return row.note
         if role == Qt.ItemDataRole.AccessibleTextRole:
             return self._accessible(row, col)
         return None

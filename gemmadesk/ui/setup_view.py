@@ -23,6 +23,7 @@ from gemmadesk.core.speed import ram_bandwidth
 from gemmadesk.ui.fit_model import (
     ENTRY_ID_ROLE,
     MEMORY_BARS_ROLE,
+    NOTE_ROLE,
     RECOMMENDED_ROLE,
     VERDICT_ROLE,
     FitTableModel,
@@ -226,6 +227,10 @@ class SetupView(QWidget):
         self.reason_label = QLabel()
         self.reason_label.setWordWrap(True)
         self.reason_label.setAccessibleName("Why this model")
+        self.note_label = QLabel()  # why the selected row's numbers may surprise (E4B above 12B at 128K)
+        self.note_label.setWordWrap(True)
+        self.note_label.setAccessibleName("About the selected model")
+        self.note_label.hide()
 
         title = QLabel("<h2>Which Gemma 4 model fits this machine?</h2>")
         layout = QVBoxLayout(self)
@@ -234,6 +239,7 @@ class SetupView(QWidget):
         layout.addLayout(ctx_row)
         layout.addWidget(self.table, 1)
         layout.addWidget(self.reason_label)
+        layout.addWidget(self.note_label)
         self._wanted: str | None = None  # the row the user picked; kept when the numbers change
         self._restoring = False
 
@@ -275,6 +281,9 @@ class SetupView(QWidget):
                 self.table.scrollTo(self.model.index(r, 0))
 
     def _emit_selection(self, index: QModelIndex) -> None:
+        note = str(index.data(NOTE_ROLE) or "") if index.isValid() else ""
+        self.note_label.setText(f"ⓘ {note}" if note else "")
+        self.note_label.setVisible(bool(note))
         entry = self.selected_entry() if index.isValid() else ""
         if entry and not self._restoring:
             self._wanted = entry

@@ -241,3 +241,20 @@ def test_plans_carry_a_speed_only_where_they_run() -> None:
     hw = cpu_machine(4, 2)
     plan = plan_entry(load_catalog().find("31b"), hw, FitOptions())
     assert plan.verdict is Verdict.TOO_LARGE and plan.speed is None
+
+
+# ------------------------------------------------------------------------------------------ threads
+
+
+def test_decode_leaves_one_core_for_everything_else() -> None:
+    """Issue 11 item 12: on 2 cores with one busy elsewhere, 2 threads decoded at 8 tok/s, 1 thread at 34."""
+    import psutil
+
+    from gemmadesk.core.engine import default_threads
+    from gemmadesk.core.hardware import decode_threads
+
+    assert [decode_threads(c) for c in (1, 2, 4, 16)] == [1, 1, 3, 15]
+    assert default_threads() == decode_threads(psutil.cpu_count(logical=False) or 1)
+    # The fit list's speed estimate assumes the same count the engine will use.
+    plan = plan_entry(load_catalog().find("e2b"), cpu_machine(24, 4), FitOptions())
+    assert plan.speed is not None and plan.speed.threads == 3

@@ -199,3 +199,18 @@ def test_a_model_that_fits_downloads_without_a_question(make_window, qtbot, hub:
     window.setup_page.panel.download_button.click()
     assert window.setup_page.confirm_box is None
     qtbot.waitUntil(lambda: window.store.find_for_entry(entry.id) is not None, timeout=LONG)
+
+
+def test_selecting_a_surprising_row_explains_it(make_window, desktop_24gb_nvidia: Hardware) -> None:  # type: ignore[no-untyped-def]
+    """At 128K, E4B needs more memory than the larger 12B: the list says why when the row is picked."""
+    window = make_window(desktop_24gb_nvidia)
+    view, model = window.setup_page.view, window.setup.model
+    view.set_context(131072)
+    e4b, b12 = model.row_of("e4b-google-q4_0"), model.row_of("12b-google-q4_0")
+    assert model.rows()[e4b].plan.estimate.total_bytes > model.rows()[b12].plan.estimate.total_bytes  # type: ignore[union-attr]
+    view.table.setCurrentIndex(model.index(e4b, 0))
+    assert view.note_label.isVisibleTo(window)
+    assert "needs more memory than the larger 12B" in view.note_label.text()
+    assert "flash attention is off" in model.index(e4b, FitTableModel.MEMORY).data(3)  # also in the tooltip
+    view.table.setCurrentIndex(model.index(b12, 0))
+    assert not view.note_label.isVisibleTo(window)
