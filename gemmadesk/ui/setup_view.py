@@ -278,7 +278,7 @@ class SetupView(QWidget):
             self._restoring = False
         for r in range(self.model.rowCount()):
             if self.model.index(r, 0).data(RECOMMENDED_ROLE):
-                self.table.scrollTo(self.model.index(r, 0))
+                self.table.scrollTo(self.model.index(r, 0), QAbstractItemView.ScrollHint.PositionAtCenter)
 
     def _emit_selection(self, index: QModelIndex) -> None:
         note = str(index.data(NOTE_ROLE) or "") if index.isValid() else ""
