@@ -241,6 +241,12 @@ def write_doc(rows: list[CalibrationRow], note: str) -> None:
         "was not fitted to. On a user's machine the estimate is further scaled by what GemmaDesk measured "
         "there (`decode_speeds.json` in the data folder), and a model that has run shows its measured speed.",
         "",
+        "GPU rows: the H100 run of `benchmarks/gpu/` (GemmaDesk's `Engine.chat_stream`, 128 tokens) and the H200 "
+        "numbers of issue 15 (engine rows fitted; `llama-bench` tg128 rows shown for reference only). To add "
+        "a run (e.g. the final H200 numbers): add rows to the JSON by hand, or `--gpu-results RESULTS.jsonl "
+        "--gpu-machine NAME --gpu-bandwidth-gbs N` for a `benchmarks/gpu/` results file, then "
+        "`python3 benchmarks/bench_speed.py --table-only` and `python3 bootstrap.py bench --collect`.",
+        "",
         table_markdown(rows),
         "",
         summary(rows),

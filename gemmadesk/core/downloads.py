@@ -121,7 +121,8 @@ def preflight(entry: CatalogEntry, hw: Hardware, options: FitOptions, store: Mod
         verdict = str(plan.verdict.value)
         will_run = plan.verdict is not Verdict.TOO_LARGE
         if not will_run:
-            messages.append(f"Warning: {will_not_run_warning(entry.label, plan)}")
+            warning = will_not_run_warning(plan) or ""
+            messages.append(f"Warning: {warning[:1].lower()}{warning[1:]}")
         elif plan.tight:
             messages.append(f"Memory will be tight: {plan.reason}")
         else:

@@ -734,12 +734,12 @@ def recommend(
     return Recommendation(plans, best, text, tuple(alternatives), runner_up, n_ctx=n_ctx, asked_ctx=asked)
 
 
-def will_not_run_warning(label: str, plan: Plan) -> str | None:
+def will_not_run_warning(plan: Plan) -> str | None:
     """The one sentence both the window's download confirmation and ``gemmadesk pull`` show before
     downloading a model that will not run here; None when it will run."""
     if plan.fits:
         return None
-    return f"{label} will not run on this machine: it {plan.reason}."
+    return f"This model will not run on this machine: it {plan.reason}."
 
 
 def surprising_notes(plans: Sequence[Plan], catalog: Catalog) -> dict[str, str]:

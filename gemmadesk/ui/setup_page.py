@@ -75,14 +75,15 @@ class SetupPage(QWidget):
         row = self.setup.model.row_of(entry_id)
         plan = self.setup.model.rows()[row].plan if row >= 0 else None
         if plan is not None and not self.downloads.active:
-            warning = will_not_run_warning(self.setup.entry(entry_id).label, plan)
+            warning = will_not_run_warning(plan)
         if warning is None:
             self._download(entry_id)
             return
         entry = self.setup.entry(entry_id)
         size = human_bytes(entry.file.size_bytes) if entry.file else "it"
         box = QMessageBox(QMessageBox.Icon.Warning, "Download a model that will not run here?",
-                          f"{warning}\n\nDownload {size} anyway?", QMessageBox.StandardButton.NoButton, self)
+                          f"{entry.label}\n\n{warning}\n\nDownload {size} anyway?", QMessageBox.StandardButton.NoButton,
+                          self)
         box.setTextFormat(Qt.TextFormat.PlainText)
         yes = box.addButton("Download anyway", QMessageBox.ButtonRole.AcceptRole)
         no = box.addButton(QMessageBox.StandardButton.Cancel)
