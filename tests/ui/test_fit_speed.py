@@ -214,3 +214,34 @@ def test_selecting_a_surprising_row_explains_it(make_window, desktop_24gb_nvidia
     assert "flash attention is off" in model.index(e4b, FitTableModel.MEMORY).data(3)  # also in the tooltip
     view.table.setCurrentIndex(model.index(b12, 0))
     assert not view.note_label.isVisibleTo(window)
+
+
+@pytest.mark.slow
+def test_a_finished_reply_feeds_the_speed_record_and_the_fit_list(qtbot, gemma3_gguf: Path) -> None:  # type: ignore[no-untyped-def]
+    """The real window, the real Gemma 3 270M: when a reply finishes, its decode speed is recorded for this
+    machine (decode_speeds.json) and the fit list's plans are recomputed with it."""
+    from PySide6.QtCore import Qt
+
+    from gemmadesk.core.paths import app_paths
+    from gemmadesk.core.store import ModelStore
+
+    ModelStore(app_paths()).import_file(gemma3_gguf)
+    window = MainWindow()  # real hardware probe
+    qtbot.addWidget(window)
+    window.show()
+    qtbot.waitUntil(lambda: window.chat.report is not None, timeout=LONG)
+    assert window.setup.measured == ()
+    window.chat_view.settings_panel.max_tokens.setValue(40)
+    edit = window.chat_view.composer.edit
+    edit.setFocus()
+    qtbot.keyClicks(edit, "Write a long story about a lighthouse keeper.")
+    qtbot.keyClick(edit, Qt.Key.Key_Return)
+    qtbot.waitUntil(lambda: not window.chat.busy and bool(window.chat.transcript.messages()[-1].stats), timeout=LONG)
+    stats = window.chat.transcript.messages()[-1].stats
+    assert stats["completion_tokens"] >= 16, stats
+    qtbot.waitUntil(lambda: len(window.setup.measured) == 1, timeout=10_000)
+    (record,) = window.setup.measured
+    assert record.model_file == gemma3_gguf.name
+    assert record.tokens_per_s == pytest.approx(stats["generated_tokens_per_s"])
+    assert (app_paths().data_dir / "decode_speeds.json").is_file()
+    window.close()
