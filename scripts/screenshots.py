@@ -1,14 +1,16 @@
 """Screenshots of the real app under Xvfb, in the states the README shows: docs/screenshots/*.png.
 
     python scripts/screenshots.py                      # all of them; needs Xvfb (apt-get install xvfb)
-    python scripts/screenshots.py chatting chatting-dark   # only these
+    python scripts/screenshots.py first-run chatting    # only the shots whose name starts with these
 
 Each state runs ``python -m gemmadesk.ui.app --demo-state STATE --screenshot FILE`` (the same ``main`` that
 ``gemmadesk`` calls; the CLI router sends dashed options elsewhere) in a fresh GEMMADESK_HOME
 on a private X display (the real xcb platform, not offscreen):
 
-- ``first-run.png``: this machine, probed for real, no model installed: the memory-fit list.
-- ``first-run-nvidia.png``: the same screen planned for a described 24 GB NVIDIA desktop (``--hardware``).
+- ``first-run.png``: this machine, probed for real, no model installed: the memory-fit list (memory bars,
+  expected speed); ``first-run-800.png`` the same in an 800x600 window.
+- ``first-run-nvidia.png``: the same screen planned for a described 24 GB NVIDIA desktop (``--hardware``);
+  ``first-run-nvidia-dark.png`` in the dark colour scheme.
 - ``downloading.png``: the recommended model downloading from a local Hub server on 127.0.0.1
   (tests/support/hubserver.py) that serves a sparse stand-in file of the real size, so nothing leaves
   the machine; the screenshot is taken while the transfer runs.
@@ -95,7 +97,9 @@ def seed_chat(home: Path) -> None:
 
 
 def main(argv: list[str]) -> int:
-    wanted = set(argv) or {"first-run", "first-run-nvidia", "downloading", "chatting", "chatting-dark"}
+    def wanted(name: str) -> bool:
+        return not argv or any(name.startswith(prefix) for prefix in argv)
+
     if not shutil.which("Xvfb"):
         print("Xvfb is not installed (apt-get install xvfb)", file=sys.stderr)
         return 2
@@ -105,24 +109,32 @@ def main(argv: list[str]) -> int:
     try:
         with tempfile.TemporaryDirectory(prefix="gd-shots-") as tmp:
             root = Path(tmp)
-            if "first-run" in wanted:
+            if wanted("first-run"):
                 failures += run_app("first-run", root / "a", display, ["first-run"], {}) != 0
+            if wanted("first-run-800"):
+                shot = ["first-run-800", "--demo-size", "800x600"]
+                failures += run_app("first-run", root / "a8", display, shot, {}) != 0
 
             hw_file = root / "desktop.json"
             hw_file.write_text(json.dumps(DESKTOP_24GB_NVIDIA))
-            if "first-run-nvidia" in wanted:
+            if wanted("first-run-nvidia"):
                 shot = ["first-run-nvidia", "--hardware", str(hw_file)]
                 failures += run_app("first-run", root / "b", display, shot, {}) != 0
+            if wanted("first-run-nvidia-dark"):
+                dark = app_paths({"GEMMADESK_HOME": str(root / "b2")}).ensure().settings_file
+                dark.write_text(json.dumps({"schema_version": 2, "theme": "dark"}))
+                shot = ["first-run-nvidia-dark", "--hardware", str(hw_file)]
+                failures += run_app("first-run", root / "b2", display, shot, {}) != 0
 
-            if "downloading" in wanted:
+            if wanted("downloading"):
                 failures += shoot_download(root, display)
 
-            if "chatting" in wanted:
+            if wanted("chatting"):
                 seed_chat(root / "d")
                 prompt = ["chatting", "--demo-prompt", "Here is a short poem about the sea:"]
                 failures += run_app("chatting", root / "d", display, prompt, {}) != 0
 
-            if "chatting-dark" in wanted:
+            if wanted("chatting-dark"):
                 seed_chat(root / "e")  # the same in the dark scheme (Settings.theme), as a dark desktop shows it
                 settings = app_paths({"GEMMADESK_HOME": str(root / "e")}).settings_file
                 settings.write_text(json.dumps({"schema_version": 2, "theme": "dark"}))

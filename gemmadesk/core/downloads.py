@@ -42,7 +42,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from gemmadesk.core.catalog import CatalogEntry, ModelFile
-from gemmadesk.core.fit import FitOptions, Verdict, plan_entry
+from gemmadesk.core.fit import FitOptions, Verdict, plan_entry, will_not_run_warning
 from gemmadesk.core.hardware import Hardware
 from gemmadesk.core.hub import SHA256_RE, HubConfig, HubError, RemoteFile, resolve
 from gemmadesk.core.model_check import ModelFileError, check_model_file
@@ -158,7 +158,8 @@ def preflight(entry: CatalogEntry, hw: Hardware, options: FitOptions, store: Mod
         verdict = str(plan.verdict.value)
         will_run = plan.verdict is not Verdict.TOO_LARGE
         if not will_run:
-            messages.append(f"Warning: this model will not run on this machine: {plan.reason}")
+            warning = will_not_run_warning(plan) or ""
+            messages.append(f"Warning: {warning[:1].lower()}{warning[1:]}")
         elif plan.tight:
             messages.append(f"Memory will be tight: {plan.reason}")
         else:

@@ -22,14 +22,23 @@ GPUs share system RAM, so offloading to them frees no RAM and everything must fi
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 
 from gemmadesk.core.catalog import Catalog, CatalogEntry
 from gemmadesk.core.gguf_info import ModelLayout, layout_from_catalog, read_layout
-from gemmadesk.core.hardware import GPU, Hardware
+from gemmadesk.core.hardware import GPU, Hardware, decode_threads
+from gemmadesk.core.speed import (
+    SLOW_TOKENS_PER_S,
+    MeasuredSpeed,
+    Placement,
+    SpeedEstimate,
+    correction_factors,
+    estimate_speed,
+    measured_for,
+)
 
 MiB = 2**20
 GiB = 2**30
@@ -38,10 +47,18 @@ KV_BYTES_PER_ELEMENT = {"f16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32}
 # CUDA context, cuBLAS workspaces and pool slack: NVML showed 526-620 MiB above llama.cpp's own buffers
 # on an H100 (docs/benchmarks.md).
 GPU_RESERVE_BYTES = 640 * MiB
-RAM_RESERVE_BYTES = int(1.5 * GiB)  # OS, the app itself (Qt, Python) and the page cache it needs
+RAM_RESERVE_BYTES = int(1.5 * GiB)  # the most RAM kept back: headroom for the OS, other apps, page cache
+RAM_RESERVE_MIN_BYTES = 512 * MiB
+RAM_RESERVE_FRACTION = 0.10
+
+
+def ram_reserve(total_bytes: int) -> int:
+    """RAM left unplanned: 10 % of RAM, between 512 MiB and 1.5 GiB. What runs now (the OS, this app) is
+    already outside "available"; the reserve is headroom for it to grow. A flat 1.5 GiB took 37 % of a 4 GiB
+    machine and left it no model at all (issue 11)."""
+    return int(min(max(total_bytes * RAM_RESERVE_FRACTION, RAM_RESERVE_MIN_BYTES), RAM_RESERVE_BYTES))
 TIGHT_FRACTION = 0.90
-# Models that read at most this many weight bytes per token run at a usable speed on a CPU.
-CPU_FRIENDLY_SIZES = ("E2B", "E4B", "26B-A4B")
+MIN_FALLBACK_CTX = 2048  # when nothing fits, a shorter context is offered down to this, never below
 QUALITY_RANK = {"E2B": 1, "E4B": 2, "12B": 3, "26B-A4B": 4, "31B": 5}
 
 
@@ -137,6 +154,8 @@ class Plan:
     type_k: str = "f16"
     type_v: str = "f16"
     notes: tuple[str, ...] = ()
+    speed: SpeedEstimate | None = None  # expected decode speed where the verdict puts it (None: too large)
+    fits_now: bool = True  # False: it fits this machine's RAM only once other apps free some
 
     @property
     def fits(self) -> bool:
@@ -158,11 +177,55 @@ class Plan:
 
 @dataclass(frozen=True)
 class Recommendation:
-    plans: tuple[Plan, ...]
-    best: Plan | None
+    plans: tuple[Plan, ...]  # every runnable entry at the context asked for
+    best: Plan | None  # at ``n_ctx``, which is shorter than asked when nothing fitted there
     explanation: str
     alternatives: tuple[str, ...] = field(default=())
     runner_up: Plan | None = None  # the next best choice by the same ranking
+    n_ctx: int = 0  # the context ``best`` is planned for
+    asked_ctx: int = 0  # the context asked for (``n_ctx`` < ``asked_ctx``: nothing fitted at it)
+
+    @property
+    def context_reduced(self) -> bool:
+        return self.best is not None and self.n_ctx < self.asked_ctx
+
+
+@dataclass(frozen=True)
+class MemoryBudget:
+    """The memory figures every text on screen uses, so that they agree: RAM and VRAM in all, and what is
+    free for models after the fixed reserves (system and app; driver and CUDA context)."""
+
+    ram_total: int
+    ram_for_models: int  # available now, minus the reserve (never negative)
+    ram_reserve: int
+    gpu_name: str | None
+    vram_total: int
+    vram_for_models: int  # free now, minus the reserve
+    gpu_reserve: int
+    shared_memory: bool  # the GPU uses system RAM (Apple, integrated): one pool
+
+    def sentence(self) -> str:
+        """The reserve, explained once: "21.4 GiB of RAM free for models (GemmaDesk leaves 1.5 GiB …)"."""
+        text = (f"{_fmt(self.ram_for_models)} of RAM free for models (GemmaDesk leaves {_fmt(self.ram_reserve)} "
+                "for the system and itself)")
+        if self.gpu_name and not self.shared_memory:
+            text += (f"; {_fmt(self.vram_for_models)} of the {self.gpu_name}'s VRAM (it leaves "
+                     f"{_fmt(self.gpu_reserve)} for the driver)")
+        return text
+
+
+def memory_budget(hw: Hardware) -> MemoryBudget:
+    gpu = hw.best_gpu
+    return MemoryBudget(
+        ram_total=hw.ram_total_bytes,
+        ram_for_models=max(hw.ram_available_bytes - ram_reserve(hw.ram_total_bytes), 0),
+        ram_reserve=ram_reserve(hw.ram_total_bytes),
+        gpu_name=gpu.name if gpu else None,
+        vram_total=gpu.total_bytes if gpu else 0,
+        vram_for_models=max(gpu.offload_bytes - GPU_RESERVE_BYTES, 0) if gpu else 0,
+        gpu_reserve=GPU_RESERVE_BYTES,
+        shared_memory=bool(gpu and gpu.memory_kind in ("unified", "integrated")),
+    )
 
 
 @dataclass(frozen=True)
@@ -326,15 +389,24 @@ def plan_layout(
     type_k, type_v, kv_note = _kv_types(options.kv_type, fa)
     notes = tuple(n for n in (fa_note, kv_note) if n)
     n = layout.n_layer
-    ram_budget = hw.ram_available_bytes - RAM_RESERVE_BYTES
-    ram_total_budget = hw.ram_total_bytes - RAM_RESERVE_BYTES
+    reserve = ram_reserve(hw.ram_total_bytes)
+    ram_budget = hw.ram_available_bytes - reserve
+    ram_total_budget = hw.ram_total_bytes - reserve
 
     def est(ngl: int) -> MemoryEstimate:
-        return estimate(layout, options, ngl, flash_attn=fa, type_k=type_k, type_v=type_v, mmproj_bytes=mmproj_bytes)
+        e = estimate(layout, options, ngl, flash_attn=fa, type_k=type_k, type_v=type_v, mmproj_bytes=mmproj_bytes)
+        return replace(e, ram_reserve=reserve)
 
-    def make(verdict: Verdict, ngl: int, e: MemoryEstimate, tight: bool, reason: str) -> Plan:
+    threads = decode_threads(hw.cpu_cores)
+
+    def make(
+        verdict: Verdict, ngl: int, e: MemoryEstimate, tight: bool, reason: str, fits_now: bool = True
+    ) -> Plan:
+        speed = None
+        if verdict is not Verdict.TOO_LARGE:
+            speed = estimate_speed(layout, hw, gpu if ngl else None, ngl, options.n_ctx, threads, type_k, type_v)
         return Plan(entry_id or layout.name, verdict, tight, ngl, n, gpu.name if gpu and ngl else None, e,
-                    options, reason, fa, type_k, type_v, notes)
+                    options, reason, fa, type_k, type_v, notes, speed, fits_now)
 
     if options.n_ctx > layout.n_ctx_train > 0:
         e = est(0)
@@ -352,14 +424,14 @@ def plan_layout(
             if full.gpu_bytes <= gpu_budget and total <= ram_budget:
                 tight = total > TIGHT_FRACTION * ram_budget
                 return make(Verdict.GPU, max_ngl, full, tight,
-                            f"runs on the {gpu.name} (shared memory): needs {_fmt(total)} of "
-                            f"{_fmt(max(ram_budget, 0))} available")
+                            f"runs on the {gpu.name} (shared memory): needs {_fmt(total)} of the "
+                            f"{_fmt(max(ram_budget, 0))} free for models")
         else:
             if full.gpu_bytes <= gpu_budget and full.cpu_bytes <= ram_budget and max_ngl == n + 1:
                 tight = full.gpu_bytes > TIGHT_FRACTION * gpu_budget or full.cpu_bytes > TIGHT_FRACTION * ram_budget
                 return make(Verdict.GPU, max_ngl, full, tight,
-                            f"fits entirely on the {gpu.name}: {_fmt(full.gpu_bytes)} of {_fmt(max(gpu_budget, 0))} "
-                            f"usable VRAM, {_fmt(full.cpu_bytes)} in RAM")
+                            f"fits entirely on the {gpu.name}: {_fmt(full.gpu_bytes)} of the "
+                            f"{_fmt(max(gpu_budget, 0))} of VRAM free for models, and {_fmt(full.cpu_bytes)} of RAM")
             # Partial offload: the most layers whose GPU share fits.
             best = 0
             for ngl in range(min(max_ngl, n), 1, -1):  # ngl 1 would put only the output layer there
@@ -372,21 +444,26 @@ def plan_layout(
                     tight = e.cpu_bytes > TIGHT_FRACTION * ram_budget
                     where = f"{best - 1} of {n} layers on the {gpu.name}"
                     return make(Verdict.PARTIAL, best, e, tight,
-                                f"{where} ({_fmt(e.gpu_bytes)} VRAM), the rest on the CPU "
-                                f"({_fmt(e.cpu_bytes)} RAM); slower than a full fit")
+                                f"{where} ({_fmt(e.gpu_bytes)} of VRAM), the rest on the CPU "
+                                f"({_fmt(e.cpu_bytes)} of RAM); slower than a full fit")
     cpu = est(0)
     why_not_gpu = "no GPU this llama.cpp build can use" if gpu is None else "too large for the GPU"
     if cpu.cpu_bytes <= ram_budget:
         tight = cpu.cpu_bytes > TIGHT_FRACTION * ram_budget
         return make(Verdict.CPU, 0, cpu, tight,
-                    f"runs on the CPU ({why_not_gpu}): needs {_fmt(cpu.cpu_bytes)} of {_fmt(max(ram_budget, 0))} "
-                    "available RAM")
+                    f"runs on the CPU ({why_not_gpu}): needs {_fmt(cpu.cpu_bytes)} of the "
+                    f"{_fmt(max(ram_budget, 0))} of RAM free for models")
     if cpu.cpu_bytes <= ram_total_budget:
         return make(Verdict.CPU, 0, cpu, True,
-                    f"needs {_fmt(cpu.cpu_bytes)} RAM: only {_fmt(max(ram_budget, 0))} is free now; close other apps")
-    room = max(ram_total_budget, 0) + (max(gpu.offload_bytes - GPU_RESERVE_BYTES, 0) if gpu else 0)
+                    f"runs on the CPU once other apps are closed: needs {_fmt(cpu.cpu_bytes)} of RAM and "
+                    f"{_fmt(max(ram_budget, 0))} is free for models now", fits_now=False)
+    if gpu is not None and gpu.memory_kind not in ("unified", "integrated"):
+        where = (f"more than this machine's {_fmt(hw.ram_total_bytes)} of RAM and "
+                 f"{_fmt(gpu.total_bytes)} of VRAM together, after the reserves")
+    else:
+        where = f"more than this machine's {_fmt(hw.ram_total_bytes)} of RAM after the reserve"
     return make(Verdict.TOO_LARGE, 0, cpu, False,
-                f"needs about {_fmt(cpu.cpu_bytes)}; this machine has {_fmt(room)} for models")
+                f"needs about {_fmt(cpu.cpu_bytes)} of memory at {options.n_ctx:,} tokens: {where}")
 
 
 def max_contexts(
@@ -447,69 +524,260 @@ def _preferred_format(entry: CatalogEntry) -> int:
     return 0 if (entry.publisher == "google") == official_first else 1
 
 
-def _tier(plan: Plan, entry: CatalogEntry) -> int:
+def placement_of(plan: Plan) -> Placement:
+    """"cpu", "gpu" (every layer) or "split", as the speed log files measurements."""
+    if plan.n_gpu_layers <= 0:
+        return "cpu"
+    return "gpu" if plan.n_gpu_layers >= plan.n_layers + 1 else "split"
+
+
+def apply_measurements(
+    plans: Sequence[Plan], catalog: Catalog, hw: Hardware, measured: Sequence[MeasuredSpeed]
+) -> tuple[Plan, ...]:
+    """Correct each plan's speed by what this machine measured: a model measured with the same placement
+    shows its measured speed; the others are scaled by the measured/estimated ratio of their placement."""
+    if not measured:
+        return tuple(plans)
+    factors = correction_factors(measured, hw)
+    out = []
+    for plan in plans:
+        speed = plan.speed
+        if speed is not None:
+            placement = placement_of(plan)
+            entry = _entry_or_none(catalog, plan.entry_id)
+            exact = None
+            if entry is not None and entry.file is not None:
+                exact = measured_for(measured, entry.file.filename, entry.file.size_bytes, placement, speed.threads)
+            if exact is not None:
+                speed = speed.scaled(exact / speed.tokens_per_s, "measured")
+            elif placement in factors:
+                speed = speed.scaled(factors[placement], "corrected")
+            plan = replace(plan, speed=speed)
+        out.append(plan)
+    return tuple(out)
+
+
+def _entry_or_none(catalog: Catalog, entry_id: str) -> CatalogEntry | None:
+    try:
+        return catalog.get(entry_id)
+    except KeyError:
+        return None
+
+
+def _tier(plan: Plan) -> int:
     """How well a plan would run, lower is better:
-    0 all on the GPU; 1 mostly on the GPU (>= 85 % of layers); 2 a CPU-friendly model (E2B, E4B, the
-    26B A4B MoE with ~4B active parameters) on the CPU or split; 3 the same but tight; 4 a dense 12B/31B
-    mostly on the CPU (a few tokens per second at best); 5 too large."""
+    0 all on the GPU; 1 mostly on the GPU (>= 85 % of layers); 2 on the CPU or split at a usable speed;
+    3 any of those but tight; 4 slow (under SLOW_TOKENS_PER_S expected); 5 fits only once other apps
+    free memory; 6 the same and slow; 7 too large."""
+    slow = plan.speed is not None and plan.speed.slow
     if not plan.fits:
-        return 5
+        return 7
+    if not plan.fits_now:
+        return 6 if slow else 5
+    if slow:
+        return 4
     if plan.verdict is Verdict.GPU:
         tier = 0
     elif plan.verdict is Verdict.PARTIAL and plan.n_gpu_layers >= 0.85 * plan.n_layers:
         tier = 1
-    elif entry.size in CPU_FRIENDLY_SIZES:
-        tier = 2
     else:
-        return 4
+        tier = 2
     return 3 if plan.tight else tier
 
 
-def _why_not(plan: Plan, entry: CatalogEntry) -> str:
+def speed_phrase(speed: SpeedEstimate | None) -> str:
+    """"about 23 tokens/s", with what it means for slower ones; "" when unknown."""
+    if speed is None:
+        return ""
+    from gemmadesk.core.speed import format_rate
+
+    rate = format_rate(speed.tokens_per_s)
+    where = "measured here" if speed.basis == "measured" else "expected here"
+    if speed.slow:
+        return f"slow: about {rate} tokens/s {where}, slower than people read"
+    if speed.tokens_per_s < 3 * SLOW_TOKENS_PER_S:
+        return f"about {rate} tokens/s {where}, roughly reading speed"
+    return f"about {rate} tokens/s {where}"
+
+
+def _why_not(plan: Plan) -> str:
     """Why a larger model was not picked, as the end of a sentence."""
     e = plan.estimate
     if not plan.fits:
         return f"does not fit ({plan.reason})"
+    if not plan.fits_now:
+        return f"would fit only once other apps are closed ({_fmt(e.cpu_bytes)} of RAM)"
+    if plan.speed is not None and plan.speed.slow:
+        return f"would be {speed_phrase(plan.speed)}"
     if plan.verdict is Verdict.PARTIAL:
         layers = f"{plan.n_gpu_layers - 1} of {plan.n_layers} layers on the GPU"
         return f"would need partial offload ({layers}), which is slower"
-    if plan.verdict is Verdict.CPU and entry.size not in CPU_FRIENDLY_SIZES:
-        return f"would run on the CPU only, a few tokens per second at best ({_fmt(e.cpu_bytes)} of RAM)"
     where = "VRAM" if plan.verdict is Verdict.GPU else "RAM"
     amount = e.gpu_bytes if plan.verdict is Verdict.GPU else e.cpu_bytes
     return f"would only just fit ({_fmt(amount)} of {where})" if plan.tight else f"fits too ({_fmt(amount)} of {where})"
 
 
-def recommend(hw: Hardware, catalog: Catalog, options: FitOptions) -> Recommendation:
-    """Pick the best model for this machine: the best-running tier first, then the largest (best quality)
-    model within it, then the preferred format. Returns every plan, so the UI can show the whole list."""
-    entries = catalog.runnable
-    plans = tuple(plan_entry(e, hw, options, catalog=catalog) for e in entries)
-    by_id = {e.id: e for e in entries}
+def _rank(plans: Sequence[Plan], by_id: dict[str, CatalogEntry]) -> list[Plan]:
+    """Best first: the best-running tier; within it the largest model (among slow ones the fastest);
+    then the preferred format."""
 
-    def key(p: Plan) -> tuple[int, int, int]:
+    def key(p: Plan) -> tuple[int, float, int]:
         e = by_id[p.entry_id]
-        return (_tier(p, e), -QUALITY_RANK[e.size], _preferred_format(e))
+        tier = _tier(p)
+        second = -(p.speed.tokens_per_s if p.speed else 0.0) if tier in (4, 6) else -QUALITY_RANK[e.size]
+        return (tier, second, _preferred_format(e))
 
-    ranked = sorted(plans, key=key)
-    best = ranked[0] if ranked and ranked[0].fits else None
+    return sorted(plans, key=key)
+
+
+def _plans_at(
+    hw: Hardware, catalog: Catalog, options: FitOptions, measured: Sequence[MeasuredSpeed]
+) -> tuple[Plan, ...]:
+    plans = tuple(plan_entry(e, hw, options, catalog=catalog) for e in catalog.runnable)
+    return apply_measurements(plans, catalog, hw, measured)
+
+
+def _shorter_context(
+    hw: Hardware, catalog: Catalog, options: FitOptions, ok: Callable[[Plan], bool],
+    steps: Sequence[int] | None,
+) -> int:
+    """The longest context below ``options.n_ctx`` (and not below MIN_FALLBACK_CTX) at which some plan is
+    ``ok``; 0 if none. ``steps``: only these contexts (the UI's choices), else multiples of 1024."""
+
+    def any_ok(n_ctx: int) -> bool:
+        opts = replace(options, n_ctx=n_ctx)
+        return any(ok(plan_entry(e, hw, opts, catalog=catalog)) for e in catalog.runnable)
+
+    if steps is not None:
+        for c in sorted((c for c in steps if MIN_FALLBACK_CTX <= c < options.n_ctx), reverse=True):
+            if any_ok(c):
+                return c
+        return 0
+    lo, hi = MIN_FALLBACK_CTX // 1024 - 1, (options.n_ctx - 1) // 1024  # lo: "none" sentinel
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if any_ok(mid * 1024) else (lo, mid - 1)
+    return lo * 1024 if lo * 1024 >= MIN_FALLBACK_CTX else 0
+
+
+def recommend(
+    hw: Hardware,
+    catalog: Catalog,
+    options: FitOptions,
+    measured: Sequence[MeasuredSpeed] = (),
+    context_steps: Sequence[int] | None = None,
+) -> Recommendation:
+    """Pick the best model for this machine: the best-running tier first, then the largest (best quality)
+    model within it, then the preferred format. Returns every plan at ``options.n_ctx``, so the UI can show
+    the whole list. When nothing fits in the memory free now at that context, the recommendation is for
+    the longest shorter context (down to 2,048 tokens) where something does, and says so.
+
+    ``measured``: this machine's recorded decode speeds (``speed_log``), which correct the estimates.
+    ``context_steps``: contexts the caller can offer (the UI's list); None: any multiple of 1024."""
+    by_id = {e.id: e for e in catalog.runnable}
+    plans = _plans_at(hw, catalog, options, measured)
+    asked = options.n_ctx
+    ranked = _rank(plans, by_id)
+    usable = [p for p in ranked if p.fits_now and p.fits]
+    prefix = ""
+    n_ctx = asked
+    if not usable:
+        shorter = _shorter_context(hw, catalog, options, lambda p: p.fits and p.fits_now, context_steps)
+        if shorter:
+            n_ctx = shorter
+            prefix = f"Nothing fits at {asked:,} tokens of context, so this is for {shorter:,} tokens: "
+        else:  # nothing fits in the memory free now, even at 2K: what would fit once other apps close
+            fits_later = [p for p in ranked if p.fits]
+            if not fits_later:
+                shorter = _shorter_context(hw, catalog, options, lambda p: p.fits, context_steps)
+                if shorter:
+                    n_ctx = shorter
+                    prefix = f"Nothing fits at {asked:,} tokens of context, so this is for {shorter:,} tokens. "
+        if n_ctx != asked:
+            at = _rank(_plans_at(hw, catalog, replace(options, n_ctx=n_ctx), measured), by_id)
+            usable = [p for p in at if p.fits_now and p.fits] or [p for p in at if p.fits]
+            ranked_at = at
+        else:
+            usable = [p for p in ranked if p.fits]
+            ranked_at = ranked
+    else:
+        ranked_at = ranked
+    best = usable[0] if usable else None
     if best is None:
         smallest = min(plans, key=lambda p: p.estimate.total_bytes)
+        budget = memory_budget(hw)
         return Recommendation(plans, None,
-                              f"No Gemma 4 model fits this machine: the smallest needs about "
-                              f"{_fmt(smallest.estimate.total_bytes)} at {options.n_ctx:,} tokens of context. "
-                              "Try a shorter context or a quantized KV cache.")
+                              f"No Gemma 4 model fits this machine, even at {MIN_FALLBACK_CTX:,} tokens of context: "
+                              f"at {asked:,} tokens the smallest needs about {_fmt(smallest.estimate.total_bytes)} "
+                              f"and this machine has {_fmt(budget.ram_total)} of RAM"
+                              + (f" and {_fmt(budget.vram_total)} of VRAM" if budget.vram_total and
+                                 not budget.shared_memory else "") + ".",
+                              n_ctx=asked, asked_ctx=asked)
     e = by_id[best.entry_id]
-    text = f"{e.label} — {best.reason}."
-    if best.tight:
+    text = prefix + ("Close other apps first. " if not best.fits_now else "") + f"{e.label} — {best.reason}."
+    phrase = speed_phrase(best.speed)
+    if phrase:
+        text += f" Speed: {phrase}."
+    if _tier(best) in (4, 6):
+        text += " Every model that fits is slow on this machine; this is the fastest of them."
+    if best.tight and best.fits_now:
         text += " It is a tight fit; a shorter context or a q8_0 KV cache leaves more room."
     alternatives = []
-    bigger = [p for p in plans if QUALITY_RANK[by_id[p.entry_id].size] > QUALITY_RANK[e.size]
+    bigger = [p for p in ranked_at if QUALITY_RANK[by_id[p.entry_id].size] > QUALITY_RANK[e.size]
               and _preferred_format(by_id[p.entry_id]) == 0]
     if bigger:
         nxt = min(bigger, key=lambda p: QUALITY_RANK[by_id[p.entry_id].size])
-        why = _why_not(nxt, by_id[nxt.entry_id])
+        why = _why_not(nxt)
         alternatives.append(f"{by_id[nxt.entry_id].size} {why}")
         text += f" The next size up, {by_id[nxt.entry_id].size}, {why}."
-    runner_up = next((p for p in ranked[1:] if p.fits and by_id[p.entry_id].size != e.size), None)
-    return Recommendation(plans, best, text, tuple(alternatives), runner_up)
+    runner_up = next((p for p in ranked_at if p.fits and p is not best and by_id[p.entry_id].size != e.size), None)
+    return Recommendation(plans, best, text, tuple(alternatives), runner_up, n_ctx=n_ctx, asked_ctx=asked)
+
+
+def will_not_run_warning(plan: Plan) -> str | None:
+    """The one sentence both the window's download confirmation and ``gemmadesk pull`` show before
+    downloading a model that will not run here; None when it will run."""
+    if plan.fits:
+        return None
+    return f"This model will not run on this machine: it {plan.reason}."
+
+
+def surprising_notes(plans: Sequence[Plan], catalog: Catalog) -> dict[str, str]:
+    """For each plan that needs more memory than a *larger* model of the same format and publisher, one
+    sentence saying why, from the estimate's parts (e.g. E4B at 128K: flash attention is off for it, so
+    its attention buffers and KV cache grow past 12B's, although its KV cache is smaller with it on)."""
+    by_id = {p.entry_id: p for p in plans}
+    notes: dict[str, str] = {}
+    for plan in plans:
+        entry = _entry_or_none(catalog, plan.entry_id)
+        if entry is None or entry.size not in QUALITY_RANK:
+            continue
+        larger = [
+            (e, by_id[e.id]) for e in catalog.runnable
+            if e.id in by_id and e.format == entry.format and e.publisher == entry.publisher
+            and QUALITY_RANK.get(e.size, 0) > QUALITY_RANK[entry.size]
+            and by_id[e.id].estimate.total_bytes < plan.estimate.total_bytes
+        ]
+        if not larger:
+            continue
+        other_entry, other = max(larger, key=lambda x: QUALITY_RANK[x[0].size])
+        a, b = plan.estimate, other.estimate
+        parts = []
+        comp_a, comp_b = a.compute_gpu + a.compute_cpu, b.compute_gpu + b.compute_cpu
+        if comp_a > comp_b:
+            parts.append(f"its working buffers take {_fmt(comp_a)} against {_fmt(comp_b)}")
+        if a.kv_bytes > b.kv_bytes:
+            parts.append(f"its KV cache takes {_fmt(a.kv_bytes)} against {_fmt(b.kv_bytes)}")
+        if not parts:
+            continue
+        why = ""
+        if not plan.flash_attn and other.flash_attn:
+            why = (" because flash attention is off for it"
+                   + (" (llama.cpp's CUDA kernel crashes on this model)" if entry.flash_attn_default == "off" else "")
+                   + ": without it the attention scores of the whole context need a buffer, and the global "
+                   "layers' KV cache an extra copy of V")
+        notes[plan.entry_id] = (
+            f"Gemma 4 {entry.size} needs more memory than the larger {other_entry.size} at "
+            f"{plan.options.n_ctx:,} tokens{why}; {' and '.join(parts)}."
+        )
+    return notes

@@ -53,10 +53,22 @@ class ModelLayout:
     output_tied: bool = False  # output reuses token_embd: in RAM it is the same mmapped bytes
     chat_template: str | None = None
     from_header: bool = True  # False when estimated from catalog data
+    n_expert: int = 0  # mixture of experts: routed experts per layer (26B A4B: 128) ...
+    n_expert_used: int = 0  # ... of which each token uses this many (26B A4B: 8)
+    layer_expert_bytes: tuple[int, ...] = ()  # the routed experts' share of each layer's bytes
 
     @property
     def weight_bytes(self) -> int:
         return sum(self.layer_bytes) + self.input_bytes + self.output_bytes
+
+    def active_layer_bytes(self, i: int) -> int:
+        """Weight bytes of layer ``i`` that one decoded token reads: everything except the experts it does
+        not use (a mixture-of-experts layer reads only ``n_expert_used`` of its ``n_expert`` experts)."""
+        experts = self.layer_expert_bytes[i] if i < len(self.layer_expert_bytes) else 0
+        if not experts or self.n_expert <= 0:
+            return self.layer_bytes[i]
+        used = min(max(self.n_expert_used, 0), self.n_expert)
+        return self.layer_bytes[i] - experts + experts * used // self.n_expert
 
 
 def _per_layer(value: Any, n: int, default: int) -> list[int]:
@@ -113,6 +125,7 @@ def read_layout(path: Path) -> ModelLayout:
         for i in range(n_layer)
     )
     layer_bytes = [0] * n_layer
+    expert_bytes = [0] * n_layer
     input_bytes = output_bytes = token_embd_bytes = 0
     n_vocab = 0
     has_output = False
@@ -120,6 +133,8 @@ def read_layout(path: Path) -> ModelLayout:
         m = _BLK.match(t.name)
         if m and int(m.group(1)) < n_layer:
             layer_bytes[int(m.group(1))] += t.n_bytes
+            if "_exps." in t.name:  # ffn_{gate,up,down,gate_up}_exps: the routed experts
+                expert_bytes[int(m.group(1))] += t.n_bytes
         elif t.name in _OUTPUT_TENSORS:
             output_bytes += t.n_bytes
             has_output = has_output or t.name == "output.weight"
@@ -134,6 +149,7 @@ def read_layout(path: Path) -> ModelLayout:
     n_ff_raw = hp("feed_forward_length", 4 * n_embd)
     n_ff = int(max(n_ff_raw) if isinstance(n_ff_raw, list) else n_ff_raw)
     n_used = int(hp("expert_used_count", 0) or 0)
+    n_expert = int(hp("expert_count", 0) or 0)
     if n_used:
         n_ff += n_used * int(hp("expert_feed_forward_length", 0) or 0)
     template = meta.get("tokenizer.chat_template")
@@ -154,11 +170,18 @@ def read_layout(path: Path) -> ModelLayout:
         output_bytes=output_bytes,
         output_tied=not has_output,
         chat_template=str(template) if template else None,
+        n_expert=n_expert,
+        n_expert_used=n_used,
+        layer_expert_bytes=tuple(expert_bytes) if any(expert_bytes) else (),
     )
 
 
-# Bytes per weight of the types used for token / per-layer embeddings in the catalog files.
-_EMBED_BPW = {"Q4_0": 6.5625 / 8, "UD-Q4_K_XL": 6.5625 / 8, "UD-Q2_K_XL": 4.5 / 8}
+_EXPERT_FF = 704  # expert feed-forward width of 26B A4B (gemma4.expert_feed_forward_length)
+
+# Bytes per weight of the types used for token / per-layer embeddings in the catalog files: Q6_K in
+# Google's Q4_0 files; Q4_K in Unsloth's UD-Q4_K_XL (a measured E4B UD-Q4_K_XL load kept 2,494 MiB of its
+# 4,020 MiB file on the GPU, leaving 0.57 bytes per per-layer-embedding weight in RAM; gemma4-qat-facts 3c).
+_EMBED_BPW = {"Q4_0": 6.5625 / 8, "UD-Q4_K_XL": 4.5 / 8, "UD-Q2_K_XL": 4.5 / 8}
 
 
 def layout_from_catalog(arch: Architecture, file_size: int, fmt: str = "Q4_0") -> ModelLayout:
@@ -184,7 +207,9 @@ def layout_from_catalog(arch: Architecture, file_size: int, fmt: str = "Q4_0") -
     output_bytes = token_embd  # tied embeddings, duplicated onto the output device
     rest = max(file_size - token_embd - ple, 0)
     per_layer = rest // n
-    n_ff = arch.n_ff + (arch.n_expert_used * 704 if arch.n_expert_used else 0)
+    n_ff = arch.n_ff + (arch.n_expert_used * _EXPERT_FF if arch.n_expert_used else 0)
+    # Routed experts: gate, up and down projections of every expert, in Q4_0 (26B A4B: 12.8 of 14.4 GB).
+    experts = min(int(3 * arch.n_embd * _EXPERT_FF * arch.n_expert * 18 / 32), per_layer) if arch.n_expert else 0
     return ModelLayout(
         architecture="gemma4",
         name="",
@@ -202,5 +227,8 @@ def layout_from_catalog(arch: Architecture, file_size: int, fmt: str = "Q4_0") -
         output_bytes=output_bytes,
         output_tied=True,
         from_header=False,
+        n_expert=arch.n_expert,
+        n_expert_used=arch.n_expert_used,
+        layer_expert_bytes=tuple([experts] * n) if experts else (),
     )
 

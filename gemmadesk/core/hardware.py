@@ -47,6 +47,7 @@ class GPU:
     index: int = 0
     usable_by_build: bool = False  # the installed llama.cpp build can offload to it
     backend: str = ""  # the llama.cpp backend that would drive it (CUDA, Metal, Vulkan, ...)
+    bandwidth_bytes_s: float = 0.0  # memory bandwidth (NVML: clock x bus width; else a known-GPU table); 0 = unknown
 
     @property
     def offload_bytes(self) -> int:
@@ -66,6 +67,11 @@ class Hardware:
     gpus: tuple[GPU, ...] = ()
     backend: BackendInfo = field(default_factory=BackendInfo)
     notes: tuple[str, ...] = ()
+    # RAM read bandwidth measured at probe time (bytes/s): one thread, and all physical cores (at most 8)
+    # together; 0 = not measured (a described machine). The speed estimate interpolates between them.
+    ram_bandwidth_1t_bytes_s: float = 0.0
+    ram_bandwidth_bytes_s: float = 0.0
+    ram_bandwidth_threads: int = 0  # how many threads the second figure used
 
     @property
     def usable_gpus(self) -> tuple[GPU, ...]:
@@ -85,7 +91,13 @@ class Hardware:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Hardware:
-        gpus = tuple(GPU(**g) for g in data.get("gpus", ()))
+        gpu_fields = set(GPU.__dataclass_fields__)
+        gpus = []
+        for g in data.get("gpus", ()):
+            known: dict[str, Any] = {k: v for k, v in g.items() if k in gpu_fields}  # newer files: extra keys
+            if "bandwidth_bytes_s" in known:
+                known["bandwidth_bytes_s"] = _positive(known["bandwidth_bytes_s"])
+            gpus.append(GPU(**known))
         backend = BackendInfo.from_dict(data.get("backend") or {})
         return cls(
             os=str(data.get("os", "unknown")),
@@ -95,14 +107,26 @@ class Hardware:
             cpu_threads=int(data.get("cpu_threads", data.get("cpu_cores", 1))),
             ram_total_bytes=int(data["ram_total_bytes"]),
             ram_available_bytes=int(data.get("ram_available_bytes", data["ram_total_bytes"])),
-            gpus=gpus,
+            gpus=tuple(gpus),
             backend=backend,
             notes=tuple(data.get("notes", ())),
+            ram_bandwidth_1t_bytes_s=_positive(data.get("ram_bandwidth_1t_bytes_s")),
+            ram_bandwidth_bytes_s=_positive(data.get("ram_bandwidth_bytes_s")),
+            ram_bandwidth_threads=int(_positive(data.get("ram_bandwidth_threads"))),
         )
 
     @classmethod
     def from_json_file(cls, path: Path) -> Hardware:
         return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+def _positive(value: Any) -> float:
+    """A finite positive number from a hardware file, else 0 (unknown)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return 0.0
+    return number if 0 < number < 1e15 else 0.0
 
 
 # --------------------------------------------------------------------------------------------- probes
@@ -120,6 +144,13 @@ def _probe_nvml() -> list[GPU]:
             if isinstance(name, bytes):
                 name = name.decode()
             mem = pynvml.nvmlDeviceGetMemoryInfo(handle)
+            try:
+                # NVML reports half the effective data rate for GDDR and HBM alike: x2 (double data rate).
+                clock_mhz = pynvml.nvmlDeviceGetMaxClockInfo(handle, pynvml.NVML_CLOCK_MEM)
+                bus_bits = pynvml.nvmlDeviceGetMemoryBusWidth(handle)
+                bandwidth = float(clock_mhz) * 1e6 * 2 * float(bus_bits) / 8
+            except (pynvml.NVMLError, AttributeError, TypeError):
+                bandwidth = 0.0
             gpus.append(
                 GPU(
                     name=str(name),
@@ -129,6 +160,7 @@ def _probe_nvml() -> list[GPU]:
                     free_bytes=int(mem.free),
                     source="nvml",
                     index=i,
+                    bandwidth_bytes_s=bandwidth,
                 )
             )
         return gpus
@@ -271,6 +303,135 @@ def _probe_dxgi() -> list[GPU]:  # pragma: no cover - Windows only
     return gpus
 
 
+# --------------------------------------------------------------------------------------------- bandwidth
+
+# Memory bandwidth of well-known GPUs in GB/s (vendors' specifications), for GPUs NVML does not describe
+# (Apple, AMD, Intel) and for machines described in a file. Longest matching name wins ("M3 Max" before "M3").
+KNOWN_GPU_BANDWIDTH_GBS: dict[str, float] = {
+    "H200": 4800, "H100 PCIe": 2000, "H100": 3350, "A100 80GB": 2039, "A100": 1555, "L40S": 864, "L4": 300,
+    "A10": 600, "T4": 320, "RTX 5090": 1792, "RTX 5080": 960, "RTX 5070 Ti": 896, "RTX 5070": 672,
+    "RTX 4090": 1008, "RTX 4080 SUPER": 736, "RTX 4080": 717, "RTX 4070 Ti": 504, "RTX 4070": 504,
+    "RTX 4060 Ti": 288, "RTX 4060": 272, "RTX 3090": 936, "RTX 3080": 760, "RTX 3070": 448, "RTX 3060": 360,
+    "M1 Ultra": 800, "M1 Max": 400, "M1 Pro": 200, "M1": 68, "M2 Ultra": 800, "M2 Max": 400, "M2 Pro": 200,
+    "M2": 100, "M3 Ultra": 819, "M3 Max": 400, "M3 Pro": 150, "M3": 100, "M4 Max": 546, "M4 Pro": 273,
+    "M4": 120, "RX 7900 XTX": 960, "RX 7900 XT": 800, "RX 7800 XT": 624, "RX 7600": 288, "RX 6900 XT": 512,
+    "RX 6800 XT": 512, "Radeon 890M": 120, "Radeon 780M": 100, "Arc A770": 560, "Arc A750": 512,
+    "Arc B580": 456,
+}  # fmt: skip
+DEFAULT_DISCRETE_GPU_BANDWIDTH = 300e9  # an unknown discrete GPU: a mid-range card
+DEFAULT_RAM_BANDWIDTH = 20e9  # unmeasured RAM: dual-channel DDR4 as one process reads it
+
+
+def known_gpu_bandwidth(name: str) -> float:
+    """Bytes/s from :data:`KNOWN_GPU_BANDWIDTH_GBS` for a GPU name, 0 when it is not listed."""
+    lowered = f" {name.lower()} "
+    best = ""
+    for key in KNOWN_GPU_BANDWIDTH_GBS:
+        k = key.lower()
+        i = lowered.find(k)
+        # whole words only: "M3" must not match "M3 Max" (longer keys win anyway) nor "RTX 4070" match "14070"
+        if i > 0 and not lowered[i - 1].isalnum() and not lowered[i + len(k)].isalnum() and len(key) > len(best):
+            best = key
+    return KNOWN_GPU_BANDWIDTH_GBS[best] * 1e9 if best else 0.0
+
+
+def gpu_bandwidth(gpu: GPU, hw: Hardware | None = None) -> tuple[float, bool]:
+    """(bytes/s, known) for a GPU: NVML's figure, the table, or a default (``known`` False). A shared-memory
+    GPU without an entry reads RAM, so the measured RAM bandwidth stands in for it."""
+    if gpu.bandwidth_bytes_s > 0:
+        return gpu.bandwidth_bytes_s, True
+    table = known_gpu_bandwidth(gpu.name)
+    if table:
+        return table, True
+    if gpu.vendor == "apple":
+        # An unlisted Apple chip: larger memory comes only with the wider-bus Pro/Max/Ultra chips.
+        ram = hw.ram_total_bytes if hw is not None else gpu.total_bytes
+        return (400e9 if ram >= 48 * 2**30 else 200e9 if ram >= 24 * 2**30 else 100e9), False
+    if gpu.memory_kind != "discrete":
+        if hw is not None and hw.ram_bandwidth_bytes_s > 0:
+            return hw.ram_bandwidth_bytes_s, True
+        return 60e9, False
+    return DEFAULT_DISCRETE_GPU_BANDWIDTH, False
+
+
+def _libc_memchr() -> Callable[[Any, int, int], Any] | None:
+    """libc's memchr through ctypes: a vectorised read-only scan that releases the GIL."""
+    import ctypes.util
+
+    name = "msvcrt" if sys.platform == "win32" else ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else ctypes.CDLL(None)
+        fn = libc.memchr
+    except (OSError, AttributeError):
+        return None
+    fn.restype = ctypes.c_void_p
+    fn.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t]
+    return fn
+
+
+def measure_ram_bandwidth(threads: int, seconds: float = 0.12, total_bytes: int = 256 * 2**20) -> float:
+    """Read bandwidth of RAM in bytes/s with ``threads`` threads scanning their own buffers at once (what
+    a decoding llama.cpp does with its weights); the best of three short rounds. 0.0 when it cannot run.
+
+    Each thread's rate is its bytes over its own CPU time, so other processes taking the cores (a busy
+    desktop, a shared machine) do not make the memory look slow; the threads' rates are summed, but never
+    beyond what the wall clock allows when they did run at once. Bounded: ``total_bytes`` of buffers (at
+    least 32 MiB per thread, larger than common caches per core) and about ``3 * seconds`` of wall time."""
+    import threading
+    import time
+
+    memchr = _libc_memchr()
+    if memchr is None or threads < 1:
+        return 0.0
+    size = max(total_bytes // threads, 32 * 2**20)
+    try:
+        buffers = [ctypes.create_string_buffer(size) for _ in range(threads)]  # zero-filled: memchr(…, 1) scans all
+    except MemoryError:
+        return 0.0
+
+    def scan(i: int, start: threading.Barrier, stop: threading.Event, out: list[tuple[int, float]]) -> None:
+        buf = buffers[i]
+        start.wait()
+        cpu0, done = time.thread_time(), 0
+        while not stop.is_set():
+            memchr(buf, 1, size)
+            done += size
+        out[i] = (done, time.thread_time() - cpu0)
+
+    best = 0.0
+    for _ in range(3):
+        start = threading.Barrier(threads + 1)
+        stop = threading.Event()
+        results = [(0, 0.0)] * threads
+        workers = [threading.Thread(target=scan, args=(i, start, stop, results), daemon=True) for i in range(threads)]
+        for w in workers:
+            w.start()
+        start.wait()
+        t0 = time.perf_counter()
+        time.sleep(seconds)
+        stop.set()
+        for w in workers:
+            w.join()
+        wall = time.perf_counter() - t0
+        per_thread = [n / cpu for n, cpu in results if cpu > 0.005]
+        if not per_thread:
+            continue
+        rate = sum(per_thread) if threads == 1 else max(sum(n for n, _ in results) / wall, max(per_thread))
+        best = max(best, rate)
+    return best
+
+
+def decode_threads(physical_cores: int) -> int:
+    """How many threads llama.cpp decodes with on a machine with this many physical cores: all but one.
+
+    llama.cpp's threads meet at a barrier after every operation, so when another process takes one of
+    the cores, every token waits for the thread parked behind it: on the 2-core development machine
+    with one busy-loop neighbour, 2 threads decoded many times slower than 1 (benchmarks/bench_threads.py,
+    docs/benchmarks.md). One core left free absorbs a desktop's background work; decoding is bound by
+    memory bandwidth, which fewer threads than cores already saturate on larger machines."""
+    return max(1, physical_cores - 1)
+
+
 # --------------------------------------------------------------------------------------------- combine
 
 # Which GPU vendors each llama.cpp backend can drive.
@@ -311,8 +472,10 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def probe(*, include_backend: bool = True) -> Hardware:
-    """Probe this machine. Never raises for a failing vendor probe: it becomes a note."""
+def probe(*, include_backend: bool = True, measure_bandwidth: bool = True) -> Hardware:
+    """Probe this machine. Never raises for a failing vendor probe: it becomes a note.
+
+    ``measure_bandwidth`` reads RAM for about 0.8 s to measure its bandwidth (for the speed estimate)."""
     notes: list[str] = []
     vm = psutil.virtual_memory()
     gpus: list[GPU] = []
@@ -346,15 +509,29 @@ def probe(*, include_backend: bool = True) -> Hardware:
                 if gpu.vendor == "apple" and dev.backend == "Metal":
                     gpus[i] = replace(gpu, total_bytes=dev.total_bytes, free_bytes=dev.free_bytes)
     gpus = mark_usable(gpus, backend)
+    gpus = [g if g.bandwidth_bytes_s else replace(g, bandwidth_bytes_s=known_gpu_bandwidth(g.name)) for g in gpus]
+    cores = psutil.cpu_count(logical=False) or os.cpu_count() or 1
+    bw_threads = min(cores, 8)
+    bw_1t = bw_all = 0.0
+    if measure_bandwidth:
+        try:
+            bw_1t = measure_ram_bandwidth(1)
+            bw_all = measure_ram_bandwidth(bw_threads) if bw_threads > 1 else bw_1t
+        except Exception as exc:  # a measurement must never stop the probe
+            log.debug("bandwidth measurement failed", exc_info=True)
+            notes.append(f"RAM bandwidth: not measured ({type(exc).__name__}: {exc})")
     return Hardware(
         os=f"{platform.system()} {platform.release()}".strip(),
         arch=platform.machine(),
         cpu_name=_cpu_name(),
-        cpu_cores=psutil.cpu_count(logical=False) or os.cpu_count() or 1,
+        cpu_cores=cores,
         cpu_threads=psutil.cpu_count(logical=True) or os.cpu_count() or 1,
         ram_total_bytes=int(vm.total),
         ram_available_bytes=int(vm.available),
         gpus=tuple(gpus),
         backend=backend,
         notes=tuple(notes),
+        ram_bandwidth_1t_bytes_s=bw_1t,
+        ram_bandwidth_bytes_s=max(bw_all, bw_1t),
+        ram_bandwidth_threads=bw_threads if bw_all else 0,
     )

@@ -53,6 +53,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--demo-state", choices=DEMO_STATES, help=argparse.SUPPRESS)
     parser.add_argument("--screenshot", default="screenshot.png", help=argparse.SUPPRESS)
     parser.add_argument("--demo-prompt", default="Write a haiku about the sea.", help=argparse.SUPPRESS)
+    parser.add_argument("--demo-size", help=argparse.SUPPRESS)  # WIDTHxHEIGHT of the window, e.g. 800x600
     return parser.parse_known_args(argv)
 
 
@@ -162,6 +163,9 @@ def main(argv: list[str] | None = None) -> int:
     hardware = Hardware.from_json_file(args.hardware) if args.hardware else None
     apply_theme(SettingsStore(paths.settings_file).load().theme)  # before any widget picks its colours
     window = MainWindow(paths, hardware=hardware)
+    if args.demo_size:
+        width, _, height = args.demo_size.partition("x")
+        window.resize(int(width), int(height))
     window.show()
     QTimer.singleShot(FREEZE_AFTER_MS, freeze_startup_objects)
     if args.demo_state:

@@ -305,6 +305,7 @@ class ChatController(QObject):
         self.transcript.update_last(content=answer, thoughts=thoughts, stats=stats.to_dict(), streaming=False)
         self.busy_changed.emit(False)
         self.refresh_conversations()
+        self.setup.refresh_measurements()  # the fit list's speeds now include this reply
 
     @Slot(str)
     def _reply_failed(self, message: str) -> None:

@@ -51,6 +51,7 @@ from gemmadesk.core.engine import (
     TextChunk,
 )
 from gemmadesk.core.history import HistoryStore, PartialSaver
+from gemmadesk.core.speed_log import record_reply
 
 log = logging.getLogger(__name__)
 
@@ -174,6 +175,7 @@ class LlmWorker(QObject):
                             request.message_id, event.answer, event.thoughts, event.stats.to_dict(),
                             "partial" if stopped else "complete",
                         )  # fmt: skip
+                    record_reply(self.engine.report, event.stats)  # the decode-speed record (fit list speeds)
                     self.replyFinished.emit(event.stats, event.answer, event.thoughts)
         except Exception as exc:
             batch.flush()

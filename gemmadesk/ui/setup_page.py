@@ -5,11 +5,13 @@ from __future__ import annotations
 import html
 from typing import Any
 
-from PySide6.QtCore import Signal
-from PySide6.QtWidgets import QVBoxLayout, QWidget
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import QMessageBox, QVBoxLayout, QWidget
 
+from gemmadesk.core.fit import will_not_run_warning
 from gemmadesk.ui.download_controller import DownloadController
 from gemmadesk.ui.download_view import DownloadPanel
+from gemmadesk.ui.fit_model import human_bytes
 from gemmadesk.ui.setup_controller import SetupController
 from gemmadesk.ui.setup_view import SetupView
 
@@ -33,9 +35,11 @@ class SetupPage(QWidget):
         setup.hardware_ready.connect(self.view.show_hardware)
         setup.hardware_failed.connect(self.view.show_error)
         setup.plans_changed.connect(self.view.show_reason)
+        setup.context_adjusted.connect(self.view.set_context)
         self.view.context_changed.connect(setup.set_context)
         self.view.context_changed.connect(self.context_chosen)
         self.view.selection_changed.connect(self._selection_changed)
+        self.confirm_box: QMessageBox | None = None  # open while asking about a model that will not run
 
         self.panel.download_clicked.connect(self.start_download)
         self.panel.resume_clicked.connect(self.start_download)
@@ -88,9 +92,41 @@ class SetupPage(QWidget):
 
     # ------------------------------------------------------------------ actions
     def start_download(self) -> None:
+        """Download the selected model; one that will not run here is downloaded only after the user
+        confirms, with the numbers (the same sentence ``gemmadesk pull`` prints)."""
         entry_id = self.view.selected_entry() or self.downloads.entry_id
-        if not entry_id:
+        if not entry_id or self.confirm_box is not None:
             return
+        warning = None
+        row = self.setup.model.row_of(entry_id)
+        plan = self.setup.model.rows()[row].plan if row >= 0 else None
+        if plan is not None and not self.downloads.active:
+            warning = will_not_run_warning(plan)
+        if warning is None:
+            self._download(entry_id)
+            return
+        entry = self.setup.entry(entry_id)
+        size = human_bytes(entry.file.size_bytes) if entry.file else "it"
+        box = QMessageBox(QMessageBox.Icon.Warning, "Download a model that will not run here?",
+                          f"{entry.label}\n\n{warning}\n\nDownload {size} anyway?", QMessageBox.StandardButton.NoButton,
+                          self)
+        box.setTextFormat(Qt.TextFormat.PlainText)
+        yes = box.addButton("Download anyway", QMessageBox.ButtonRole.AcceptRole)
+        no = box.addButton(QMessageBox.StandardButton.Cancel)
+        box.setDefaultButton(no)
+        box.setEscapeButton(no)
+        self.confirm_box = box
+
+        def answered() -> None:
+            self.confirm_box = None
+            if box.clickedButton() is yes:
+                self._download(entry_id)
+            box.deleteLater()
+
+        box.finished.connect(answered)
+        box.open()
+
+    def _download(self, entry_id: str) -> None:
         entry = self.setup.entry(entry_id)
         self._failed_id = None
         self.panel.set_progress(entry.label, 0, entry.file.size_bytes if entry.file else 0, 0.0, None, "queued")

@@ -18,7 +18,8 @@ from gemmadesk.ui.main_window import MainWindow
 
 def verdicts(model: FitTableModel) -> dict[str, str]:
     return {
-        model.index(r, 0).data(ENTRY_ID_ROLE): model.index(r, 5).data(VERDICT_ROLE) for r in range(model.rowCount())
+        model.index(r, 0).data(ENTRY_ID_ROLE): model.index(r, FitTableModel.VERDICT).data(VERDICT_ROLE)
+        for r in range(model.rowCount())
     }
 
 
@@ -56,8 +57,9 @@ def test_laptop_8gb_gets_small_models_and_too_large_for_big_ones(make_window, la
     assert selected == model.recommended
     assert selected.startswith(("e2b", "e4b"))
     row = model.row_of(selected)
-    assert model.index(row, 4).data() == "CPU"
-    assert "recommended" in model.index(row, 0).data()
+    assert model.index(row, FitTableModel.RUNS_ON).data() == "CPU"
+    assert "★" in model.index(row, 0).data()
+    assert model.index(row, 0).data(0x0B).endswith(", recommended")  # accessible text, in words
     summary = window.setup_page.view.hardware_label.text()
     assert "8.0 GiB RAM" in summary
     assert "Intel Iris Xe" in summary
@@ -71,17 +73,19 @@ def test_desktop_24gb_runs_31b_on_gpu_and_context_updates_live(make_window, desk
     model, view = window.setup.model, window.setup_page.view
     assert model.recommended == "31b-google-q4_0"
     row = model.row_of("31b-google-q4_0")
-    assert model.index(row, 4).data() == "GPU (NVIDIA GeForce RTX 4090)"
+    assert model.index(row, FitTableModel.RUNS_ON).data() == "GPU"
+    assert model.index(row, FitTableModel.RUNS_ON).data(3) == "Everything on the NVIDIA GeForce RTX 4090."
     assert verdicts(model)["31b-google-q4_0"] == "fits"
     assert "usable (CUDA)" in view.hardware_label.text()
-    need_8k = model.index(row, 3).data()
+    need_8k = model.index(row, FitTableModel.MEMORY).data()
 
     view.context_box.setCurrentIndex(view.context_box.findData(131072))  # as a user picking 128K
 
     row = model.row_of("31b-google-q4_0")
-    assert model.index(row, 3).data() != need_8k
+    assert model.index(row, FitTableModel.MEMORY).data() != need_8k
     assert window.setup.options.n_ctx == 131072
-    assert verdicts(model)["31b-google-q4_0"] != "fits" or model.index(row, 4).data() != "GPU (NVIDIA GeForce RTX 4090)"
+    runs_on = model.index(row, FitTableModel.RUNS_ON).data()
+    assert verdicts(model)["31b-google-q4_0"] != "fits" or runs_on != "GPU"
     # The choice is remembered in settings.json for the next start.
     assert '"context_length": 131072' in app_paths().settings_file.read_text()
 
@@ -90,9 +94,10 @@ def test_mac_64gb_runs_everything_on_the_unified_gpu(make_window, mac_64gb: Hard
     window = make_window(mac_64gb)
     model = window.setup.model
     for r in range(model.rowCount()):
-        if model.index(r, 5).data(VERDICT_ROLE) != "info only":
-            assert model.index(r, 5).data(VERDICT_ROLE) == "fits"
-            assert model.index(r, 4).data() == "GPU (Apple M3 Max GPU)"
+        if model.index(r, FitTableModel.VERDICT).data(VERDICT_ROLE) != "info only":
+            assert model.index(r, FitTableModel.VERDICT).data(VERDICT_ROLE) == "fits"
+            assert model.index(r, FitTableModel.RUNS_ON).data() == "GPU"
+            assert model.index(r, FitTableModel.RUNS_ON).data(3) == "Everything on the Apple M3 Max GPU."
     assert model.recommended == "31b-google-q4_0"
     assert "shared memory" in window.setup_page.view.hardware_label.text()
 
@@ -102,9 +107,9 @@ def test_non_runnable_formats_are_information_only(make_window, mac_64gb: Hardwa
     model, view = window.setup.model, window.setup_page.view
     row = model.row_of("31b-google-w4a16-ct")
     index = model.index(row, 0)
-    assert model.index(row, 5).data(VERDICT_ROLE) == "info only"
+    assert model.index(row, FitTableModel.VERDICT).data(VERDICT_ROLE) == "info only"
     assert not model.flags(index) & Qt.ItemFlag.ItemIsSelectable
-    assert "vLLM" in model.index(row, 4).data()
+    assert "vLLM" in model.index(row, FitTableModel.RUNS_ON).data()
     view.table.setCurrentIndex(index)  # clicking it does not offer a download
     assert view.selected_entry() == ""
     assert not window.setup_page.panel.download_button.isEnabled()
@@ -132,8 +137,8 @@ def test_installed_models_are_marked(make_window, laptop_8gb: Hardware, tmp_path
     assert window.stack.currentWidget() is window.setup_page
     model = window.setup.model
     row = model.row_of("e2b-unsloth-ud-q2_k_xl")
-    assert "installed" in model.index(row, 0).data()
-    assert "installed" not in model.index(model.row_of("e4b-google-q4_0"), 0).data()
+    assert "✓" in model.index(row, 0).data() and "installed" in model.index(row, 0).data(0x0B)
+    assert "✓" not in model.index(model.row_of("e4b-google-q4_0"), 0).data()
     window.setup_page.view.select_entry("e2b-unsloth-ud-q2_k_xl")
     assert window.setup_page.panel.chat_button.isVisibleTo(window)
 

@@ -62,10 +62,13 @@ def _is_e4b(info: GGUFInfo) -> bool:
 
 
 def default_threads() -> int:
-    """Physical cores: llama.cpp's decode is memory-bound and hyper-threads only add contention."""
+    """Physical cores but one (``hardware.decode_threads``): hyper-threads only add contention, and one
+    core left free keeps a busy neighbour process from stalling every token (benchmarks/bench_threads.py)."""
     import psutil
 
-    return max(1, psutil.cpu_count(logical=False) or os.cpu_count() or 1)
+    from gemmadesk.core.hardware import decode_threads
+
+    return decode_threads(psutil.cpu_count(logical=False) or os.cpu_count() or 1)
 
 
 class Engine:
