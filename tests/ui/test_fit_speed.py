@@ -3,7 +3,6 @@ confirmation for a model that will not run: real widgets offscreen, real downloa
 
 from __future__ import annotations
 
-import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from gemmadesk.ui.fit_model import MEMORY_BARS_ROLE, SLOW_ROLE, FitTableModel
 from gemmadesk.ui.main_window import MainWindow
 from gemmadesk.ui.setup_view import BAR_COLOURS
 from tests.support.hubserver import HubServer
+from tests.support.tiny_gguf import write_gguf
 
 GiB = 2**30
 LONG = 120_000
@@ -156,9 +156,7 @@ def one_entry_catalog(entry: CatalogEntry) -> Catalog:
 def test_downloading_a_model_that_will_not_run_asks_first_with_the_numbers(
     make_window, qtbot, hub: HubServer, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
-    payload = tmp_path / "served" / "too-big-q4_0.gguf"
-    payload.parent.mkdir()
-    payload.write_bytes(os.urandom(2 * 1024 * 1024))
+    payload = write_gguf(tmp_path / "served" / "too-big-q4_0.gguf", tensor_bytes=2 * 1024 * 1024)
     served = hub.add_file("test/too-big", payload)
     entry = hub.entry_for(served, entry_id="test-too-big")
     tiny = Hardware("Linux", "x86_64", "cpu", 2, 2, 1 * GiB, int(0.8 * GiB))  # 1 GiB: nothing runs here
@@ -189,9 +187,7 @@ def test_downloading_a_model_that_will_not_run_asks_first_with_the_numbers(
 
 def test_a_model_that_fits_downloads_without_a_question(make_window, qtbot, hub: HubServer, tmp_path: Path,
                                                         desktop_24gb_nvidia: Hardware) -> None:  # type: ignore[no-untyped-def]
-    payload = tmp_path / "served" / "fine-q4_0.gguf"
-    payload.parent.mkdir()
-    payload.write_bytes(os.urandom(1024 * 1024))
+    payload = write_gguf(tmp_path / "served" / "fine-q4_0.gguf", tensor_bytes=1024 * 1024)
     served = hub.add_file("test/fine", payload)
     entry = replace(hub.entry_for(served, entry_id="test-fine"))
     window = make_window(desktop_24gb_nvidia, one_entry_catalog(entry))
