@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from gemmadesk.core.catalog import Catalog, CatalogEntry, load_catalog
-from gemmadesk.core.gguf_header import GGUFHeaderError, read_header
+from gemmadesk.core.gguf_file import GGUFError, GGUFFile
 from gemmadesk.core.paths import AppPaths, app_paths, atomic_write_text, hf_cache_dir
 from gemmadesk.core.settings import SettingsStore
 
@@ -203,11 +203,11 @@ class ModelStore:
                 header = _header(path)
             except StoreError:
                 continue
-            if header.get("general.architecture") == "clip":
+            if header.architecture == "clip":
                 continue
             entry = self._match_catalog(path)
             model_id = entry.id if entry is not None else self._free_id("custom-" + _slug(path.stem))
-            name = entry.label if entry is not None else str(header.get("general.name") or path.stem)
+            name = entry.label if entry is not None else header.name
             adopted.append(self.record(model_id=model_id, entry_id=entry.id if entry else None, path=path,
                                        sha256=None, source="download", display_name=name, owned=True))
         return adopted
@@ -303,7 +303,7 @@ class ModelStore:
         if not path.is_file():
             raise StoreError(f"{path} does not exist or is not a file")
         header = _header(path)
-        arch = str(header.get("general.architecture", "?"))
+        arch = header.architecture or "?"
         if arch == "clip":
             raise StoreError(f"{path.name} is a vision projector (mmproj), not a model: import the main GGUF")
         entry = self._match_catalog(path)
@@ -314,7 +314,7 @@ class ModelStore:
                 entry = None  # same name and size but different bytes: treat it as the user's own file
         else:
             sha = None
-        name = str(header.get("general.name") or path.stem)
+        name = header.name
         have = self.find_for_entry(entry.id) if entry is not None else None
         if entry is not None and have is not None and have.path != path and have.status == "ok":
             raise StoreError(f"{entry.label} is already installed at {have.path}")
@@ -370,11 +370,11 @@ else:
         fcntl.flock(fd, fcntl.LOCK_UN)
 
 
-def _header(path: Path) -> dict[str, Any]:
-    """A GGUF's key/value metadata (the shared fast reader: no weights read, truncation detected)."""
+def _header(path: Path) -> GGUFFile:
+    """A GGUF's header (the one GGUF reader: regular files only, no weights read, truncation detected)."""
     try:
-        return read_header(path).metadata
-    except GGUFHeaderError as exc:
+        return GGUFFile.open(path)
+    except GGUFError as exc:
         raise StoreError(str(exc)) from exc
 
 

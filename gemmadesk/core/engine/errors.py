@@ -46,3 +46,8 @@ class ContextOverflowError(EngineError):
 
 class GenerationError(EngineError):
     """llama.cpp failed while decoding (the engine stays loaded)."""
+
+
+class ChatTemplateError(EngineError):
+    """The model's chat template (Jinja code inside the GGUF) failed, refused the conversation, or hit a
+    safety limit (time, memory, size). The engine stays loaded; another model or conversation works."""
