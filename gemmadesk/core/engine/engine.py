@@ -24,8 +24,14 @@ from gemmadesk.core.engine.errors import (
     NotLoadedError,
     UnsupportedModelError,
 )
-from gemmadesk.core.engine.gguf_meta import GGUFInfo, read_gguf_info
-from gemmadesk.core.engine.llama_glue import llama_module, load_progress, log_mark, log_since
+from gemmadesk.core.engine.gguf_meta import GGUFInfo, check_model_file
+from gemmadesk.core.engine.llama_glue import (
+    llama_module,
+    load_progress,
+    log_mark,
+    log_since,
+    templates_not_compiled,
+)
 from gemmadesk.core.engine.trim import fit_messages
 from gemmadesk.core.engine.types import (
     KV_TYPES,
@@ -47,6 +53,7 @@ _OOM = re.compile(r"out of memory|failed to allocate|unable to allocate|alloc\w*
 _UNKNOWN_ARCH = re.compile(r"unknown model architecture: '([^']*)'")
 _GGML_TYPES = {"f16": "GGML_TYPE_F16", "q8_0": "GGML_TYPE_Q8_0", "q4_0": "GGML_TYPE_Q4_0"}
 MIN_REPLY_TOKENS = 64
+_MARKER_TEXT = re.compile(r"<\|[^<>]*>|<[^<>]*\|>")  # Gemma 4's marker spelling: <|turn>, <turn|>, <|"|>
 
 
 def _ggml_type(name: str, lib: Any) -> int:
@@ -73,6 +80,8 @@ class Engine:
         self._llm: Any = None
         self._format: PromptFormat | None = None
         self._report: LoadReport | None = None
+        self._marker_cache: dict[int, bool] = {}
+        self._specials_cache: dict[str, list[str]] = {}
 
     # ----------------------------------------------------------------- loading
     @property
@@ -89,8 +98,8 @@ class Engine:
         The file is checked first (a bad file never unloads the current model); then the current model is
         unloaded and the new one loaded. If the GPU runs out of memory, the load is retried with half the
         layers, then on the CPU only; ``LoadReport.notes`` says so. Raises an :class:`EngineError`."""
-        lib = llama_module()  # before anything that might import numpy (see gguf_header)
-        info = read_gguf_info(settings.model_path)
+        lib = llama_module()  # before anything that might import numpy (see gguf_file)
+        info = check_model_file(settings.model_path)  # regular, complete, loadable: before llama.cpp opens it
         notes: list[str] = []
         n_model_layers = info.arch_int("block_count")
         requested_layers = settings.n_gpu_layers
@@ -174,7 +183,7 @@ class Engine:
 
         mark = log_mark()
         try:
-            with load_progress(progress):
+            with load_progress(progress), templates_not_compiled():  # GemmaDesk renders templates itself
                 return lib.Llama(
                     model_path=str(settings.model_path),
                     n_gpu_layers=n_gpu_layers,
@@ -209,6 +218,7 @@ class Engine:
     def unload(self) -> None:
         """Free the model and its context (idempotent)."""
         llm, self._llm, self._format, self._report = self._llm, None, None, None
+        self._marker_cache, self._specials_cache = {}, {}
         if llm is not None:
             llm.close()
 
@@ -220,15 +230,80 @@ class Engine:
         return self._format
 
     def tokenize_prompt(self, messages: Sequence[ChatMessage], thinking: bool = False) -> list[int]:
-        """The exact tokens the model is given for ``messages`` (BOS added if the model wants it)."""
+        """The exact tokens the model is given for ``messages`` (BOS added if the model wants it).
+
+        Control tokens come only from the template: special-token strings inside a message (``<|turn>``,
+        ``<bos>``, ``<|channel>`` typed or pasted) are tokenized as plain text. A conversation without
+        them is tokenized exactly as the rendered text (so the KV prefix of earlier turns is reused)."""
         llm = self._require()
-        text = self.prompt_format.render(messages, thinking=thinking)
-        tokens: list[int] = llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+        pieces = self.prompt_format.render_pieces(messages, thinking=thinking, specials=self._specials_in)
+        if not any(p.literal for p in pieces):
+            text = "".join(p.text for p in pieces)
+            tokens: list[int] = llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+        else:
+            tokens = []
+            for piece in pieces:
+                if piece.literal:
+                    tokens += self._plain_tokens(piece.text)
+                else:
+                    tokens += llm.tokenize(piece.text.encode("utf-8"), add_bos=False, special=True)
         lib = llama_module()
         bos = llm.token_bos()
         if lib.llama_vocab_get_add_bos(llm._model.vocab) and bos >= 0 and (not tokens or tokens[0] != bos):
             tokens.insert(0, bos)
         return tokens
+
+    def _is_marker_token(self, token: int) -> bool:
+        """Whether ``token`` is one a message must never produce: a control token (``<bos>``,
+        ``<|turn>``), or a user-defined one written like a marker (``<|channel>``, ``<channel|>``).
+        Other user-defined tokens (runs of spaces, HTML tags in Gemma 3) are ordinary text."""
+        cache = self._marker_cache
+        hit = cache.get(token)
+        if hit is None:
+            lib, llm = llama_module(), self._llm
+            attr = int(lib.llama_vocab_get_attr(llm._model.vocab, token))
+            hit = bool(attr & (lib.LLAMA_TOKEN_ATTR_CONTROL | lib.LLAMA_TOKEN_ATTR_UNKNOWN))
+            if not hit and attr & lib.LLAMA_TOKEN_ATTR_USER_DEFINED:
+                hit = _MARKER_TEXT.fullmatch(self._piece(token)) is not None
+            cache[token] = hit
+        return hit
+
+    def _piece(self, token: int) -> str:
+        lib, llm = llama_module(), self._llm
+        return _token_bytes(lib, llm._model.vocab, token, ctypes.create_string_buffer(64)).decode("utf-8", "replace")
+
+    def _specials_in(self, text: str) -> list[str]:
+        """The special-token strings llama.cpp would find in ``text`` (cached per message text)."""
+        if not text:
+            return []
+        found = self._specials_cache.get(text)
+        if found is None:
+            tokens = self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+            found = sorted({self._piece(t) for t in tokens if self._is_marker_token(t)})
+            if len(self._specials_cache) > 4096:
+                self._specials_cache.clear()
+            self._specials_cache[text] = found
+        return found
+
+    def _plain_tokens(self, text: str) -> list[int]:
+        """``text`` as plain text: no control tokens, and a user-defined marker such as ``<|channel>`` (which
+        llama.cpp matches even without special parsing) is cut after its first character, so it is spelled
+        out in ordinary tokens."""
+        llm = self._llm
+        out: list[int] = []
+        while text:
+            tokens: list[int] = llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)
+            markers = {self._piece(t) for t in tokens if self._is_marker_token(t)}
+            if not markers:
+                return out + tokens
+            cut = min((i for m in markers if (i := text.find(m)) >= 0), default=-1)
+            head = text[: cut + 1] if cut >= 0 else ""
+            head_tokens: list[int] = llm.tokenize(head.encode("utf-8"), add_bos=False, special=False)
+            if cut < 0 or any(self._is_marker_token(t) for t in head_tokens):  # cannot happen; be safe anyway
+                return out + [t for ch in text for t in llm.tokenize(ch.encode("utf-8"), add_bos=False, special=False)]
+            out += head_tokens
+            text = text[cut + 1 :]
+        return out
 
     def chat_stream(
         self,
