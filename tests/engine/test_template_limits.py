@@ -57,6 +57,15 @@ def test_each_template_failure_is_one_clear_sentence(template: str, words: str) 
 
 
 @pytest.mark.slow
+def test_values_kept_alive_by_recursion_hit_the_memory_ceiling() -> None:
+    """Each value is under the size cap, but deep recursion keeps hundreds of them alive."""
+    rss = psutil.Process().memory_info().rss
+    with pytest.raises(ChatTemplateError, match="needed more than 512 MiB of memory"):
+        _render("{% macro m(n) %}{% set x = 'x' * 8000000 ~ n %}{{ m(n + 1) }}{{ x|length }}{% endmacro %}{{ m(1) }}")
+    assert psutil.Process().memory_info().rss - rss < 700 * 2**20
+
+
+@pytest.mark.slow
 def test_endless_loops_stop_at_the_deadline() -> None:
     started = time.monotonic()
     with pytest.raises(ChatTemplateError, match="did not finish within 5 seconds"):

@@ -6,8 +6,8 @@ ever (``{% for i in range(100000) %}{% for j in range(100000) %}…``) or alloca
 (``{% set x = 'A' * 1000000000 %}``). :func:`render_limited` adds, for each render:
 
 - a **deadline** (:data:`RENDER_SECONDS`) and a **memory ceiling** (:data:`MEMORY_GROWTH` bytes of growth of
-  this process's resident memory), checked by a trace function on the rendering thread every few
-  thousand Python lines (also inside filters written in Python) and in every sandbox hook;
+  this process's resident memory), checked every few thousand steps: each loop iteration (the code
+  generator adds a tick to every ``{% for %}`` body), call, attribute or item access, operator and filter;
 - **size checks before allocation** for everything that can multiply data in one C call: the ``*``,
   ``+``, ``%`` and ``**`` operators, ``~`` concatenation, output of ``{{ … }}``, and the filters and string
   methods that take a width, count or separator (``center``, ``indent``, ``wordwrap``, ``replace``,
@@ -29,11 +29,9 @@ import contextlib
 import functools
 import json
 import re
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from types import FrameType
 from typing import Any
 
 RENDER_SECONDS = 5.0
@@ -44,8 +42,11 @@ MAX_COUNT = 100_000  # batch/slice counts, like Jinja's own MAX_RANGE
 MAX_NESTING = 200
 _CHECK_EVERY = 2000  # trace events between two clock reads
 _MEMORY_EVERY_S = 0.01
+_BIG = 1 << 20
 
 _state = threading.local()
+_SCALARS = frozenset([str, int, float, bool, type(None)])
+_SIZED = frozenset([str, list, tuple, dict, set, frozenset])
 
 
 class TemplateLimitError(Exception):
@@ -62,10 +63,15 @@ def output_cap(input_chars: int) -> int:
     return (1 << 20) + 4 * input_chars
 
 
-def _rss() -> int:
+@functools.cache
+def _process() -> Any:
     import psutil
 
-    return int(psutil.Process().memory_info().rss)
+    return psutil.Process()
+
+
+def _rss() -> int:
+    return int(_process().memory_info().rss)
 
 
 class _Watch:
@@ -79,6 +85,7 @@ class _Watch:
         self.rss0 = _rss()
         self.next_memory = self.started + _MEMORY_EVERY_S
         self.countdown = _CHECK_EVERY
+        self.big = 0
         self.memo: dict[int, tuple[Any, int]] = {}
 
     def check(self) -> None:
@@ -88,8 +95,11 @@ class _Watch:
             raise TemplateLimitError(f"it did not finish within {self.seconds:g} seconds")
         if now >= self.next_memory:
             self.next_memory = now + _MEMORY_EVERY_S
-            if _rss() - self.rss0 > MEMORY_GROWTH:
-                raise TemplateLimitError(f"it needed more than {MEMORY_GROWTH >> 20} MiB of memory")
+            self.check_memory()
+
+    def check_memory(self) -> None:
+        if _rss() - self.rss0 > MEMORY_GROWTH:
+            raise TemplateLimitError(f"it needed more than {MEMORY_GROWTH >> 20} MiB of memory")
 
     def tick(self) -> None:
         self.countdown -= 1
@@ -97,18 +107,27 @@ class _Watch:
             self.check()
 
     def need(self, size: int, what: str = "a value") -> None:
-        """Refuse to build ``what`` of ``size`` characters/elements if it is over the cap."""
+        """Refuse to build ``what`` of ``size`` characters/elements if it is over the cap; after every
+        32 MiB of large values allowed, look at the memory at once (values kept alive by deep recursion)."""
         self.tick()
         if size > self.cap:
             raise TemplateLimitError(f"it tried to build {what} of {_human(size)}, more than the "
                                      f"{_human(self.cap)} allowed")
+        if size >= _BIG:
+            self.big += size
+            if self.big >= 32 * _BIG:
+                self.big = 0
+                self.check_memory()
 
     def size(self, value: Any, depth: int = 0) -> int:
         """Characters ``str(value)`` or ``tojson`` could produce, counting repeated references each time."""
-        if isinstance(value, str):
+        kind = type(value)
+        if kind is str:
             return len(value)
-        if value is None or isinstance(value, bool | int | float):
+        if kind in _SCALARS:
             return 24
+        if isinstance(value, str):  # Markup and other str subclasses
+            return len(value)
         if depth > MAX_NESTING:
             raise TemplateLimitError("it nested lists or dicts too deeply")
         key = id(value)
@@ -283,6 +302,15 @@ def make_environment() -> Any:
 
     class LimitedEnvironment(ImmutableSandboxedEnvironment):
         intercepted_binops = frozenset(["*", "**", "+", "%"])
+        code_generator_class = _ticking_code_generator()
+
+        def loop_tick(self) -> None:
+            """Called at the top of every ``{% for %}`` iteration by the compiled template."""
+            w = _current()
+            if w is not None:
+                w.countdown -= 1
+                if w.countdown <= 0:
+                    w.check()
 
         def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
             w = _current()
@@ -300,20 +328,27 @@ def make_environment() -> Any:
             if isinstance(owner, str):
                 _check_str_method(w, owner, getattr(target, "__name__", ""), args, kwargs)
             for a in (*args, *kwargs.values()):
-                if not isinstance(a, str):
+                if type(a) not in _SCALARS:
                     w.value(a)
-            return w.value(super().call(__context, __obj, *args, **kwargs), "a result")
+            result = super().call(__context, __obj, *args, **kwargs)
+            if type(result) in _SIZED:
+                w.value(result, "a result")
+            return result
 
         def getattr(self, obj: Any, attribute: str) -> Any:
             w = _current()
             if w is not None:
-                w.tick()
+                w.countdown -= 1
+                if w.countdown <= 0:
+                    w.check()
             return super().getattr(obj, attribute)
 
         def getitem(self, obj: Any, argument: Any) -> Any:
             w = _current()
             if w is not None:
-                w.tick()
+                w.countdown -= 1
+                if w.countdown <= 0:
+                    w.check()
             return super().getitem(obj, argument)
 
     def finalize(value: Any) -> Any:
@@ -332,6 +367,28 @@ def make_environment() -> Any:
     for name, func in list(env.filters.items()):
         env.filters[name] = _guard_filter(name, func)
     return env
+
+
+def _ticking_code_generator() -> Any:
+    """Jinja's code generator, plus a call to ``environment.loop_tick()`` at the top of every loop body, so
+    the deadline and the memory ceiling are checked inside loops that call nothing else (``{% for a in l
+    %}{% for b in l %}{% endfor %}{% endfor %}``). Cheaper than a trace function by an order of magnitude."""
+    from jinja2 import nodes
+    from jinja2.compiler import CodeGenerator, Frame
+
+    class TickingCodeGenerator(CodeGenerator):
+        _loop_bodies: frozenset[int] = frozenset()
+
+        def visit_For(self, node: nodes.For, frame: Frame) -> None:  # noqa: N802
+            self._loop_bodies = self._loop_bodies | {id(node.body)}
+            super().visit_For(node, frame)
+
+        def blockvisit(self, body: Iterable[nodes.Node], frame: Frame) -> None:
+            if id(body) in self._loop_bodies:
+                self.writeline("environment.loop_tick()")
+            super().blockvisit(body, frame)
+
+    return TickingCodeGenerator
 
 
 def _check_binop(w: _Watch, operator: str, left: Any, right: Any) -> None:
@@ -401,31 +458,15 @@ def _limited_join(original: Callable[[Iterable[Any]], str]) -> Callable[[Iterabl
 
 @contextlib.contextmanager
 def _limits(seconds: float, cap: int) -> Iterator[_Watch]:
-    """Run the body under a :class:`_Watch`: the hooks check sizes, a trace function on this thread checks
-    the clock and the memory every few thousand Python lines (template code and filters alike)."""
+    """Run the body under a :class:`_Watch` for this thread: loop ticks and the sandbox hooks check the
+    clock and memory, the hooks check sizes."""
     watch = _Watch(seconds, cap)
-    previous_watch = _current()
-    previous_trace = sys.gettrace()
-
-    def local(frame: FrameType, event: str, arg: Any) -> Any:
-        watch.countdown -= 1
-        if watch.countdown <= 0:
-            watch.check()
-        return local
-
-    def trace(frame: FrameType, event: str, arg: Any) -> Any:
-        if previous_trace is not None:
-            previous_trace(frame, event, arg)  # type: ignore[arg-type]  # a debugger or coverage keeps seeing calls
-        watch.tick()
-        return None if frame.f_code.co_filename == __file__ else local  # our own checks are bounded
-
+    previous = _current()
     _state.watch = watch
-    sys.settrace(trace)
     try:
         yield watch
     finally:
-        sys.settrace(previous_trace)
-        _state.watch = previous_watch
+        _state.watch = previous
 
 
 def compile_template(source: str) -> Any:
