@@ -3,8 +3,8 @@
 
 - GGUF header: ``GGUFFile.open`` (bounded, regular-file-only reader) vs the ``gguf`` package's
   ``GGUFReader`` on a synthetic Gemma 4 GGUF with the real 262,144-token vocabulary and 514,906 merges.
-- Chat template: the real Gemma 4 template rendered with GemmaDesk's limits (trace-function deadline,
-  memory ceiling, size checks) vs the same template in a plain ``ImmutableSandboxedEnvironment``.
+- Chat template: the real Gemma 4 template rendered with GemmaDesk's limits (deadline, memory ceiling,
+  size checks) vs the same template in a plain ``ImmutableSandboxedEnvironment``.
 - Prompt tokens: ``Engine.tokenize_prompt`` (renders, looks for special-token strings inside messages,
   tokenizes) vs rendering plus one ``llama.tokenize`` of the text (how it was done before).
 
@@ -123,8 +123,8 @@ def main() -> int:
         "Medians of the runs; the machine was shared with other engineers' test runs, so absolute times "
         "vary; read the ratios (reference and candidate measured back to back in the same run).", "",
         "| Measure | Value |", "|---|---|", *[f"| {a} | {b} |" for a, b in rows], "",
-        "The template limits cost a trace function on the rendering thread (a clock read every 2,000 Python "
-        "lines) and a size check in each sandbox hook; a conversation without special-token strings is "
+        "The template limits cost a tick in every loop iteration and sandbox hook (a clock read every 2,000 "
+        "ticks) and size checks before operations that can multiply data; a conversation without special-token strings is "
         "tokenized in one call exactly as before, after one cached scan of each new message.",
     ]
     RESULT.parent.mkdir(exist_ok=True)
