@@ -124,8 +124,8 @@ def main() -> int:
         "vary; read the ratios (reference and candidate measured back to back in the same run).", "",
         "| Measure | Value |", "|---|---|", *[f"| {a} | {b} |" for a, b in rows], "",
         "The template limits cost a tick in every loop iteration and sandbox hook (a clock read every 2,000 "
-        "ticks) and size checks before operations that can multiply data; a conversation without special-token strings is "
-        "tokenized in one call exactly as before, after one cached scan of each new message.",
+        "ticks) and size checks before operations that can multiply data; a conversation without special-token "
+        "strings is tokenized in one call exactly as before, after one cached scan of each new message.",
     ]
     RESULT.parent.mkdir(exist_ok=True)
     RESULT.write_text("\n".join(lines) + "\n", encoding="utf-8")

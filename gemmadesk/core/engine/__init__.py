@@ -29,7 +29,8 @@ Public API::
 - Errors are :class:`EngineError` subclasses whose ``str()`` is a user-facing sentence:
   ModelFileError (missing, not GGUF, truncated), UnsupportedModelError (unknown architecture),
   ModelTooLargeError, ModelLoadError, LoadCancelled, NotLoadedError, ContextOverflowError,
-  GenerationError. After any of them the Engine is still usable.
+  GenerationError, ChatTemplateError (the GGUF's chat template failed or hit a limit: see
+  docs/hostile-input.md). After any of them the Engine is still usable.
 - Multi-turn: pass the whole conversation each time (without thoughts); the cached KV prefix is reused.
 - Context overflow rule: see :mod:`gemmadesk.core.engine.trim`.
 """
@@ -37,6 +38,7 @@ Public API::
 from gemmadesk.core.engine.chatformat import PromptFormat, ThoughtParser, split_thoughts
 from gemmadesk.core.engine.engine import Engine, default_threads
 from gemmadesk.core.engine.errors import (
+    ChatTemplateError,
     ContextOverflowError,
     EngineError,
     GenerationError,
@@ -63,6 +65,7 @@ from gemmadesk.core.engine.types import (
 
 __all__ = [
     "ChatMessage",
+    "ChatTemplateError",
     "ContextOverflowError",
     "ContextTrimmed",
     "DirectLoadSettings",
