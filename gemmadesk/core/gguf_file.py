@@ -214,7 +214,8 @@ def open_regular(path: Path) -> IO[bytes]:
     """Open ``path`` for reading only if it is a regular file, without ever blocking on a FIFO (opened
     non-blocking, then checked with ``fstat`` on the open handle, so it cannot be swapped in between).
     Raises :class:`GGUFError` ("missing" / "not_file")."""
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    nonblock = getattr(os, "O_NONBLOCK", 0)  # POSIX: a FIFO opens at once instead of waiting for a writer
+    flags = os.O_RDONLY | nonblock | getattr(os, "O_BINARY", 0)
     try:
         fd = os.open(path, flags)
     except FileNotFoundError:
@@ -232,7 +233,7 @@ def open_regular(path: Path) -> IO[bytes]:
             what = next((text for test, text in _NOT_REGULAR if test(mode)), "not a regular file")
             raise GGUFError(f"“{shown(path.name)}” is {what}, not a GGUF model file: choose a regular .gguf "
                             "file.", "not_file", f"st_mode {mode:o}")
-        if hasattr(os, "set_blocking"):
+        if nonblock:
             os.set_blocking(fd, True)
         return os.fdopen(fd, "rb", buffering=0)
     except BaseException:

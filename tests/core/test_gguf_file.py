@@ -252,7 +252,7 @@ _VALUES = st.one_of(
 )
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=40, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.dictionaries(_KEYS, _VALUES, max_size=8))
 def test_property_what_the_gguf_package_writes_reads_back(tmp_path: Path,
                                                           values: dict[str, tuple[str, object]]) -> None:
@@ -284,7 +284,7 @@ def _seed_file(tmp: Path) -> bytes:
                                                        kv("llama.arr", ARRAY, (STRING, ["a", "bc"]))]).read_bytes()
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.data())
 def test_property_damaged_files_are_a_gguf_error_or_read(tmp_path: Path, data: st.DataObject) -> None:
     """Random byte edits, insertions and cuts of a valid file: the reader returns or raises GGUFError,

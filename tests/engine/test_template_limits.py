@@ -123,3 +123,10 @@ def test_loading_does_not_compile_the_template(gemma4_tiny: Path, tmp_path: Path
     with pytest.raises(EngineError, match="chat template"):
         engine.tokenize_prompt(HI)
     engine.unload()
+
+
+@pytest.mark.slow
+def test_an_oversized_template_is_refused_before_loading(gemma4_tiny: Path, tmp_path: Path) -> None:
+    model = with_chat_template(gemma4_tiny, tmp_path / "big.gguf", "{# x #}" * (MAX_TEMPLATE_CHARS // 7 + 10))
+    with pytest.raises(EngineError, match="too large to be used safely"):
+        Engine().load(DirectLoadSettings(model_path=str(model), n_ctx=512, n_threads=2))
