@@ -100,7 +100,7 @@ def main() -> int:
             def before(msgs: list[ChatMessage] = msgs) -> object:
                 return llm.tokenize(fmt.render(msgs).encode(), add_bos=False, special=True)
 
-            engine._specials_cache.clear()
+            engine._prompt_tokens = None  # a fresh model: no message scanned yet
             started = time.perf_counter()
             cold_tokens = engine.tokenize_prompt(msgs)
             cold = time.perf_counter() - started

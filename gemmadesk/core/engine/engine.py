@@ -32,6 +32,7 @@ from gemmadesk.core.engine.llama_glue import (
     log_since,
     templates_not_compiled,
 )
+from gemmadesk.core.engine.prompt_tokens import PromptTokenizer
 from gemmadesk.core.engine.trim import fit_messages
 from gemmadesk.core.engine.types import (
     KV_TYPES,
@@ -53,7 +54,6 @@ _OOM = re.compile(r"out of memory|failed to allocate|unable to allocate|alloc\w*
 _UNKNOWN_ARCH = re.compile(r"unknown model architecture: '([^']*)'")
 _GGML_TYPES = {"f16": "GGML_TYPE_F16", "q8_0": "GGML_TYPE_Q8_0", "q4_0": "GGML_TYPE_Q4_0"}
 MIN_REPLY_TOKENS = 64
-_MARKER_TEXT = re.compile(r"<\|[^<>]*>|<[^<>]*\|>")  # Gemma 4's marker spelling: <|turn>, <turn|>, <|"|>
 
 
 def _ggml_type(name: str, lib: Any) -> int:
@@ -80,8 +80,7 @@ class Engine:
         self._llm: Any = None
         self._format: PromptFormat | None = None
         self._report: LoadReport | None = None
-        self._marker_cache: dict[int, bool] = {}
-        self._specials_cache: dict[str, list[str]] = {}
+        self._prompt_tokens: PromptTokenizer | None = None
 
     # ----------------------------------------------------------------- loading
     @property
@@ -218,7 +217,7 @@ class Engine:
     def unload(self) -> None:
         """Free the model and its context (idempotent)."""
         llm, self._llm, self._format, self._report = self._llm, None, None, None
-        self._marker_cache, self._specials_cache = {}, {}
+        self._prompt_tokens = None
         if llm is not None:
             llm.close()
 
@@ -230,80 +229,12 @@ class Engine:
         return self._format
 
     def tokenize_prompt(self, messages: Sequence[ChatMessage], thinking: bool = False) -> list[int]:
-        """The exact tokens the model is given for ``messages`` (BOS added if the model wants it).
-
-        Control tokens come only from the template: special-token strings inside a message (``<|turn>``,
-        ``<bos>``, ``<|channel>`` typed or pasted) are tokenized as plain text. A conversation without
-        them is tokenized exactly as the rendered text (so the KV prefix of earlier turns is reused)."""
+        """The exact tokens the model is given for ``messages`` (BOS added if the model wants it). Special-token
+        strings typed or pasted into a message are plain text (see :mod:`prompt_tokens`)."""
         llm = self._require()
-        pieces = self.prompt_format.render_pieces(messages, thinking=thinking, specials=self._specials_in)
-        if not any(p.literal for p in pieces):
-            text = "".join(p.text for p in pieces)
-            tokens: list[int] = llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
-        else:
-            tokens = []
-            for piece in pieces:
-                if piece.literal:
-                    tokens += self._plain_tokens(piece.text)
-                else:
-                    tokens += llm.tokenize(piece.text.encode("utf-8"), add_bos=False, special=True)
-        lib = llama_module()
-        bos = llm.token_bos()
-        if lib.llama_vocab_get_add_bos(llm._model.vocab) and bos >= 0 and (not tokens or tokens[0] != bos):
-            tokens.insert(0, bos)
-        return tokens
-
-    def _is_marker_token(self, token: int) -> bool:
-        """Whether ``token`` is one a message must never produce: a control token (``<bos>``,
-        ``<|turn>``), or a user-defined one written like a marker (``<|channel>``, ``<channel|>``).
-        Other user-defined tokens (runs of spaces, HTML tags in Gemma 3) are ordinary text."""
-        cache = self._marker_cache
-        hit = cache.get(token)
-        if hit is None:
-            lib, llm = llama_module(), self._llm
-            attr = int(lib.llama_vocab_get_attr(llm._model.vocab, token))
-            hit = bool(attr & (lib.LLAMA_TOKEN_ATTR_CONTROL | lib.LLAMA_TOKEN_ATTR_UNKNOWN))
-            if not hit and attr & lib.LLAMA_TOKEN_ATTR_USER_DEFINED:
-                hit = _MARKER_TEXT.fullmatch(self._piece(token)) is not None
-            cache[token] = hit
-        return hit
-
-    def _piece(self, token: int) -> str:
-        lib, llm = llama_module(), self._llm
-        return _token_bytes(lib, llm._model.vocab, token, ctypes.create_string_buffer(64)).decode("utf-8", "replace")
-
-    def _specials_in(self, text: str) -> list[str]:
-        """The special-token strings llama.cpp would find in ``text`` (cached per message text)."""
-        if not text:
-            return []
-        found = self._specials_cache.get(text)
-        if found is None:
-            tokens = self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
-            found = sorted({self._piece(t) for t in tokens if self._is_marker_token(t)})
-            if len(self._specials_cache) > 4096:
-                self._specials_cache.clear()
-            self._specials_cache[text] = found
-        return found
-
-    def _plain_tokens(self, text: str) -> list[int]:
-        """``text`` as plain text: no control tokens, and a user-defined marker such as ``<|channel>`` (which
-        llama.cpp matches even without special parsing) is cut after its first character, so it is spelled
-        out in ordinary tokens."""
-        llm = self._llm
-        out: list[int] = []
-        while text:
-            tokens: list[int] = llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)
-            markers = {self._piece(t) for t in tokens if self._is_marker_token(t)}
-            if not markers:
-                return out + tokens
-            cut = min((i for m in markers if (i := text.find(m)) >= 0), default=-1)
-            head = text[: cut + 1] if cut >= 0 else ""
-            head_tokens: list[int] = llm.tokenize(head.encode("utf-8"), add_bos=False, special=False)
-            if cut < 0 or any(self._is_marker_token(t) for t in head_tokens):  # cannot happen; be safe anyway
-                return out + [t for ch in text for t in llm.tokenize(ch.encode("utf-8"), add_bos=False, special=False)]
-            out += head_tokens
-            text = text[cut + 1 :]
-        return out
+        if self._prompt_tokens is None:
+            self._prompt_tokens = PromptTokenizer(llm, llama_module())
+        return self._prompt_tokens.tokenize(self.prompt_format, messages, thinking)
 
     def chat_stream(
         self,
