@@ -1,4 +1,4 @@
-"""Read what the memory estimate needs from a GGUF file's header (:mod:`gguf_header`, no weights read).
+"""Read what the memory estimate needs from a GGUF file's header (:mod:`gguf_file`, no weights read).
 
 A :class:`ModelLayout` says how many bytes each part of the model has (per repeating layer, the input
 tables that llama.cpp always keeps in host memory, the output layer) plus the attention geometry per layer
@@ -15,14 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from gemmadesk.core.catalog import Architecture
-from gemmadesk.core.gguf_header import GGUFHeaderError, read_header
+from gemmadesk.core.gguf_file import GGUFError, GGUFFile, shown
+
+__all__ = ["GGUFError", "LayerAttention", "ModelLayout", "layout_from_catalog", "read_layout"]
 
 _BLK = re.compile(r"^blk\.(\d+)\.")
 _OUTPUT_TENSORS = ("output.weight", "output_norm.weight")
-
-
-class GGUFError(ValueError):
-    """The file is not a readable GGUF (with a message a person can act on)."""
+_MAX_LAYERS = 4096  # no real model has more; bounds the per-layer lists a header can ask for
 
 
 @dataclass(frozen=True)
@@ -71,49 +70,57 @@ class ModelLayout:
         return self.layer_bytes[i] - experts + experts * used // self.n_expert
 
 
+def _num(value: Any, default: int) -> int:
+    """A header value as a non-negative int; ``default`` for strings, NaN, negatives and other nonsense."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != value or not 0 <= value < 2**62:
+        return default
+    return int(value)
+
+
 def _per_layer(value: Any, n: int, default: int) -> list[int]:
     if isinstance(value, list) and value:
-        values = [int(v) for v in value]
+        values = [_num(v, default) for v in value]
         return values if len(values) == n else (values + [values[-1]] * n)[:n]
-    return [int(value if value is not None else default)] * n
+    return [_num(value, default)] * n
+
+
+def _largest(value: Any, default: int) -> int:
+    if isinstance(value, list):
+        return max((_num(v, 0) for v in value), default=default) or default
+    return _num(value, default)
 
 
 def read_layout(path: Path) -> ModelLayout:
     """Read a GGUF header. Raises :class:`GGUFError` with a clear message for non-GGUF/corrupt files."""
     path = Path(path)
-    try:
-        header = read_header(path)
-    except GGUFHeaderError as exc:
-        if exc.kind == "truncated":
-            raise GGUFError(f"{path.name} is damaged or truncated: {exc}") from exc
-        raise GGUFError(str(exc)) from exc
+    header = GGUFFile.open(path)
     meta = header.metadata
     arch = header.architecture or "unknown"
 
     def hp(key: str, default: Any = None) -> Any:
         return meta.get(f"{arch}.{key}", default)
 
-    n_layer = int(hp("block_count", 0))
-    if n_layer <= 0:
-        raise GGUFError(f"{path.name}: no {arch}.block_count in the header; not a model llama.cpp can load")
-    n_embd = int(hp("embedding_length", 0))
-    heads = hp("attention.head_count", 1)
-    n_head = int(max(heads) if isinstance(heads, list) else heads)
+    n_layer = _num(hp("block_count", 0), 0)
+    if not 0 < n_layer <= _MAX_LAYERS:
+        raise GGUFError(f"“{shown(path.name)}” has no usable {shown(arch, 40)}.block_count in its header, so it is "
+                        "not a model llama.cpp can load: choose another file.", "unloadable", "no block_count")
+    n_embd = _num(hp("embedding_length", 0), 0)
+    n_head = max(_largest(hp("attention.head_count", 1), 1), 1)
     kv_heads = _per_layer(hp("attention.head_count_kv"), n_layer, n_head)
-    key_len = int(hp("attention.key_length", n_embd // max(n_head, 1)))
-    val_len = int(hp("attention.value_length", key_len))
-    key_swa = int(hp("attention.key_length_swa", key_len))
-    val_swa = int(hp("attention.value_length_swa", val_len))
-    window = int(hp("attention.sliding_window", 0) or 0)
+    key_len = _num(hp("attention.key_length"), n_embd // n_head)
+    val_len = _num(hp("attention.value_length"), key_len)
+    key_swa = _num(hp("attention.key_length_swa"), key_len)
+    val_swa = _num(hp("attention.value_length_swa"), val_len)
+    window = _num(hp("attention.sliding_window"), 0)
     pattern = hp("attention.sliding_window_pattern")
     if isinstance(pattern, list) and len(pattern) == n_layer:
         swa = [bool(x) for x in pattern]
     elif window and arch in ("gemma3", "gemma2"):
-        period = int(pattern) if isinstance(pattern, int) and pattern > 0 else 6
+        period = _num(pattern, 0) or 6
         swa = [(i + 1) % period != 0 for i in range(n_layer)]  # gemma3: 5 local, then 1 global
     else:
         swa = [bool(window) and arch != "gemma4"] * n_layer
-    shared = int(hp("attention.shared_kv_layers", 0) or 0)
+    shared = _num(hp("attention.shared_kv_layers"), 0)
     layers = tuple(
         LayerAttention(
             is_swa=swa[i],
@@ -146,22 +153,20 @@ def read_layout(path: Path) -> ModelLayout:
     if not has_output:
         output_bytes += token_embd_bytes  # tied embeddings: llama.cpp duplicates them onto the output device
     n_vocab = header.array_lengths.get("tokenizer.ggml.tokens", n_vocab)
-    n_ff_raw = hp("feed_forward_length", 4 * n_embd)
-    n_ff = int(max(n_ff_raw) if isinstance(n_ff_raw, list) else n_ff_raw)
-    n_used = int(hp("expert_used_count", 0) or 0)
-    n_expert = int(hp("expert_count", 0) or 0)
+    n_ff = _largest(hp("feed_forward_length"), 4 * n_embd)
+    n_used = _num(hp("expert_used_count"), 0)
+    n_expert = _num(hp("expert_count"), 0)
     if n_used:
-        n_ff += n_used * int(hp("expert_feed_forward_length", 0) or 0)
-    template = meta.get("tokenizer.chat_template")
+        n_ff += n_used * _num(hp("expert_feed_forward_length"), 0)
     return ModelLayout(
         architecture=arch,
-        name=str(meta.get("general.name", path.stem)),
+        name=header.name,
         file_size=header.file_bytes,
         n_layer=n_layer,
         n_embd=n_embd,
         n_head=n_head,
         n_vocab=int(n_vocab),
-        n_ctx_train=int(hp("context_length", 0) or 0),
+        n_ctx_train=_num(hp("context_length"), 0),
         sliding_window=window,
         n_ff=n_ff,
         layers=layers,
@@ -169,7 +174,7 @@ def read_layout(path: Path) -> ModelLayout:
         input_bytes=input_bytes,
         output_bytes=output_bytes,
         output_tied=not has_output,
-        chat_template=str(template) if template else None,
+        chat_template=header.chat_template,
         n_expert=n_expert,
         n_expert_used=n_used,
         layer_expert_bytes=tuple(expert_bytes) if any(expert_bytes) else (),

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gemmadesk.core.gguf_header import GGUFHeader, GGUFHeaderError, TensorInfo, read_header
+from gemmadesk.core.gguf_file import GGUFError, GGUFFile, TensorInfo
 
 VISION_TYPES = ("gemma4v", "gemma4uv")
 AUDIO_TYPES = ("gemma4a", "gemma4ua")
@@ -66,7 +66,7 @@ class ProjectorInfo:
 
 
 class _Checker:
-    def __init__(self, header: GGUFHeader, name: str) -> None:
+    def __init__(self, header: GGUFFile, name: str) -> None:
         self.h, self.name = header, name
         self.tensors: dict[str, TensorInfo] = {t.name: t for t in header.tensors}
 
@@ -214,15 +214,15 @@ def read_projector(path: str | Path) -> ProjectorInfo:
     a complete Gemma 4 projector that llama.cpp's graphs can be built from."""
     path = Path(path)
     try:
-        header = read_header(path)
-    except GGUFHeaderError as exc:
-        if exc.kind == "missing":
+        header = GGUFFile.open(path)
+    except GGUFError as exc:
+        if exc.kind in ("missing", "not_file"):
             raise ProjectorFileError(f"The projector file “{path}” does not exist or cannot be read.") from None
         if exc.kind == "truncated":
             raise ProjectorFileError(
-                f"The projector “{path.name}” is incomplete ({exc}); download it again."
+                f"The projector “{path.name}” is incomplete ({exc.detail}); download it again."
             ) from None
-        raise ProjectorFileError(f"“{path.name}” is not a projector (mmproj) GGUF file ({exc}).") from None
+        raise ProjectorFileError(f"“{path.name}” is not a projector (mmproj) GGUF file ({exc.detail}).") from None
     c = _Checker(header, path.name)
     if header.architecture != "clip":
         raise c.fail(f"its architecture is “{header.architecture}”, not a projector's “clip”")

@@ -92,7 +92,7 @@ def test_read_layout_rejects_bad_files(tmp_path: Path, gemma3_gguf: Path) -> Non
         read_layout(text)
     truncated = tmp_path / "cut.gguf"
     truncated.write_bytes(gemma3_gguf.read_bytes()[:4096])
-    with pytest.raises(GGUFError, match="damaged or truncated"):
+    with pytest.raises(GGUFError, match="is incomplete"):
         read_layout(truncated)
 
 
@@ -202,7 +202,7 @@ def test_header_reader_is_fast_and_complete_on_a_gemma4_file(tmp_path: Path) -> 
 def test_block_size_table_matches_the_gguf_package() -> None:
     from gguf.constants import GGML_QUANT_SIZES
 
-    from gemmadesk.core.gguf_header import GGML_BLOCK_SIZES
+    from gemmadesk.core.gguf_file import GGML_BLOCK_SIZES
 
     assert {int(k): tuple(v) for k, v in GGML_QUANT_SIZES.items()} == GGML_BLOCK_SIZES
 

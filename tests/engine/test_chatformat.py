@@ -77,11 +77,26 @@ def test_empty_thought_block_gives_no_thought_chunks() -> None:
 
 def test_text_that_only_looks_like_a_marker_is_kept() -> None:
     parser = ThoughtParser()
-    out = parser.feed("a <|chan") + parser.feed("nel is not <channel|> here") + parser.finish()
-    # "<|channel" without ">" is not the marker, and a closing marker outside a thought is plain text.
-    assert "".join(t for _, t in out) == "a <|channel is not <channel|> here"
+    out = parser.feed("a <|chan") + parser.feed("nel is not a marker here") + parser.finish()
+    # "<|channel" without ">" is not the marker.
+    assert "".join(t for _, t in out) == "a <|channel is not a marker here"
     assert {k for k, _ in out} == {"answer"}
     assert parser.thoughts == ""
+
+
+def test_a_stray_closing_marker_after_the_answer_is_dropped() -> None:
+    """Issue 10 item 10: Gemma 4 sometimes emits ``<channel|>`` after its answer; llama.cpp's parser drops
+    it, and so must we (it was kept in the answer and saved to the history)."""
+    for size in (1, 3, 64):
+        parser = ThoughtParser()
+        text = "<|channel>thought\nplan<channel|>The answer.<channel|>"
+        out = [p for i in range(0, len(text), size) for p in parser.feed(text[i : i + size])] + parser.finish()
+        assert parser.answer == "The answer.", size
+        assert parser.thoughts == "plan", size
+        assert "<channel|>" not in "".join(t for _, t in out)
+    assert split_thoughts("Hi<channel|> there<channel|>") == ("Hi there", "")
+    # Only the exact marker goes: text that merely resembles it stays.
+    assert split_thoughts("a <channel| b <channel> c") == ("a <channel| b <channel> c", "")
 
 
 def test_unterminated_partial_marker_is_flushed_at_the_end() -> None:

@@ -146,7 +146,7 @@ def test_quantized_v_cache_without_flash_attention_falls_back_to_f16(gemma3_gguf
 def test_e4b_gets_flash_attention_off_on_the_gpu(tmp_path: Path) -> None:
     e4b = GGUFInfo(
         tmp_path / "e4b.gguf", 3, 0, 0, 0, {"general.architecture": "gemma4", "gemma4.embedding_length": 2560}
-    )
+    )  # (path, version, file_bytes, data_start, data_end, metadata)
     on_gpu = DirectLoadSettings(model_path="x", n_gpu_layers=43, flash_attn=True, type_k="q8_0", type_v="q8_0")
     flash, type_k, type_v, notes = _resolve_attention(e4b, on_gpu, 43)
     assert (flash, type_k, type_v) == (False, "q8_0", "f16")

@@ -74,7 +74,7 @@ def test_desktop_24gb_runs_31b_on_gpu_and_context_updates_live(make_window, desk
     assert model.recommended == "31b-google-q4_0"
     row = model.row_of("31b-google-q4_0")
     assert model.index(row, FitTableModel.RUNS_ON).data() == "GPU"
-    assert model.index(row, FitTableModel.RUNS_ON).data(3) == "<qt>Everything on the NVIDIA GeForce RTX 4090.</qt>"  # escaped
+    assert model.index(row, FitTableModel.RUNS_ON).data(3) == "<qt>Everything on the NVIDIA GeForce RTX 4090.</qt>"
     assert verdicts(model)["31b-google-q4_0"] == "fits"
     assert "usable (CUDA)" in view.hardware_label.text()
     need_8k = model.index(row, FitTableModel.MEMORY).data()

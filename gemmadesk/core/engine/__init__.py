@@ -29,7 +29,8 @@ Public API::
 - Errors are :class:`EngineError` subclasses whose ``str()`` is a user-facing sentence:
   ModelFileError (missing, not GGUF, truncated), UnsupportedModelError (unknown architecture),
   ModelTooLargeError, ModelLoadError, LoadCancelled, NotLoadedError, ContextOverflowError,
-  GenerationError. After any of them the Engine is still usable.
+  GenerationError, ChatTemplateError (the GGUF's chat template failed or hit a limit: see
+  docs/hostile-input.md). After any of them the Engine is still usable.
 - Multi-turn: pass the whole conversation each time (without thoughts); the cached KV prefix is reused.
 - Context overflow rule: see :mod:`gemmadesk.core.engine.trim`.
 - Images and audio: ``ChatMessage("user", "What is this?", (Attachment("image", path, sha256, mime),))``
@@ -41,6 +42,7 @@ from gemmadesk.core.engine.chatformat import PromptFormat, ThoughtParser, split_
 from gemmadesk.core.engine.engine import Engine, default_threads
 from gemmadesk.core.engine.errors import (
     AttachmentError,
+    ChatTemplateError,
     ContextOverflowError,
     EngineError,
     GenerationError,
@@ -70,6 +72,7 @@ __all__ = [
     "Attachment",
     "AttachmentError",
     "ChatMessage",
+    "ChatTemplateError",
     "ContextOverflowError",
     "ContextTrimmed",
     "DirectLoadSettings",

@@ -25,9 +25,16 @@ from gemmadesk.core.engine.errors import (
     NotLoadedError,
     UnsupportedModelError,
 )
-from gemmadesk.core.engine.gguf_meta import GGUFInfo, read_gguf_info
-from gemmadesk.core.engine.llama_glue import llama_module, load_progress, log_mark, log_since
+from gemmadesk.core.engine.gguf_meta import GGUFInfo, check_model_file
+from gemmadesk.core.engine.llama_glue import (
+    llama_module,
+    load_progress,
+    log_mark,
+    log_since,
+    templates_not_compiled,
+)
 from gemmadesk.core.engine.multimodal import Projector, ProjectorError
+from gemmadesk.core.engine.prompt_tokens import PromptTokenizer
 from gemmadesk.core.engine.trim import fit_messages
 from gemmadesk.core.engine.types import (
     KV_TYPES,
@@ -80,6 +87,7 @@ class Engine:
         self._report: LoadReport | None = None
         self._projector: Projector | None = None
         self._projector_error = ""
+        self._prompt_tokens: PromptTokenizer | None = None
 
     # ----------------------------------------------------------------- loading
     @property
@@ -96,8 +104,8 @@ class Engine:
         The file is checked first (a bad file never unloads the current model); then the current model is
         unloaded and the new one loaded. If the GPU runs out of memory, the load is retried with half the
         layers, then on the CPU only; ``LoadReport.notes`` says so. Raises an :class:`EngineError`."""
-        lib = llama_module()  # before anything that might import numpy (see gguf_header)
-        info = read_gguf_info(settings.model_path)
+        lib = llama_module()  # before anything that might import numpy (see gguf_file)
+        info = check_model_file(settings.model_path)  # regular, complete, loadable: before llama.cpp opens it
         notes: list[str] = []
         n_model_layers = info.arch_int("block_count")
         requested_layers = settings.n_gpu_layers
@@ -185,7 +193,7 @@ class Engine:
 
         mark = log_mark()
         try:
-            with load_progress(progress):
+            with load_progress(progress), templates_not_compiled():  # GemmaDesk renders templates itself
                 return lib.Llama(
                     model_path=str(settings.model_path),
                     n_gpu_layers=n_gpu_layers,
@@ -252,6 +260,7 @@ class Engine:
         if projector is not None:
             projector.close()
         llm, self._llm, self._format, self._report = self._llm, None, None, None
+        self._prompt_tokens = None
         if llm is not None:
             llm.close()
 
@@ -263,15 +272,12 @@ class Engine:
         return self._format
 
     def tokenize_prompt(self, messages: Sequence[ChatMessage], thinking: bool = False) -> list[int]:
-        """The exact tokens the model is given for ``messages`` (BOS added if the model wants it)."""
+        """The exact tokens the model is given for ``messages`` (BOS added if the model wants it). Special-token
+        strings typed or pasted into a message are plain text (see :mod:`prompt_tokens`)."""
         llm = self._require()
-        text = self.prompt_format.render(messages, thinking=thinking)
-        tokens: list[int] = llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
-        lib = llama_module()
-        bos = llm.token_bos()
-        if lib.llama_vocab_get_add_bos(llm._model.vocab) and bos >= 0 and (not tokens or tokens[0] != bos):
-            tokens.insert(0, bos)
-        return tokens
+        if self._prompt_tokens is None:
+            self._prompt_tokens = PromptTokenizer(llm, llama_module())
+        return self._prompt_tokens.tokenize(self.prompt_format, messages, thinking)
 
     def chat_stream(
         self,

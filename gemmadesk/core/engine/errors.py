@@ -51,3 +51,8 @@ class GenerationError(EngineError):
 class AttachmentError(EngineError):
     """An attached image or audio file the loaded model cannot take: no projector, a projector without
     that kind of input, a file that is not what it claims, changed on disk, or that fails to decode."""
+
+
+class ChatTemplateError(EngineError):
+    """The model's chat template (Jinja code inside the GGUF) failed, refused the conversation, or hit a
+    safety limit (time, memory, size). The engine stays loaded; another model or conversation works."""

@@ -5,6 +5,11 @@
 - ``Llama()`` has no load-progress parameter, although llama.cpp's model params have one. While a
   ``Llama`` is being built we wrap ``llama_model_default_params`` so its result carries our callback.
   One load at a time (a lock), and the wrapper is removed right after.
+- ``Llama()`` compiles every chat template found in the GGUF with plain Jinja, without limits (Jinja
+  evaluates constant expressions while compiling: ``{{ 'a'|center(10**10) }}`` allocates 10 GB, and a
+  template with a syntax error fails the whole load). GemmaDesk renders templates itself, with limits
+  (:mod:`template_sandbox`), and never uses ``create_chat_completion``, so while a ``Llama`` is built
+  :func:`templates_not_compiled` puts an inert stand-in where llama-cpp-python looks up its formatter.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ log = logging.getLogger("gemmadesk.llama")
 _RECENT: deque[str] = deque(maxlen=200)
 _hook_lock = threading.Lock()
 _load_lock = threading.Lock()
+_template_lock = threading.Lock()
 _log_callback: Any = None  # the ctypes callback must stay referenced while installed
 _mtmd_hooked = False
 # ggml levels: 1 debug, 2 info, 3 warn, 4 error, 5 continuation. Its warnings are routine (e.g. "n_ctx <
@@ -102,3 +108,32 @@ def load_progress(on_progress: Callable[[float], bool] | None) -> Iterator[None]
             yield
         finally:
             lib.llama_cpp.llama_model_default_params = original
+
+
+class _UncompiledTemplate:
+    """Stands in for ``llama_chat_format.Jinja2ChatFormatter`` while a ``Llama`` is built (see the module
+    docstring): keeps the template text, compiles nothing."""
+
+    def __init__(self, template: str, *args: Any, **kwargs: Any) -> None:
+        self.template = template
+
+    def to_chat_handler(self) -> Callable[..., Any]:
+        def handler(*args: Any, **kwargs: Any) -> Any:
+            raise RuntimeError("GemmaDesk renders chat templates itself (core/engine/template_sandbox.py)")
+
+        return handler
+
+
+@contextmanager
+def templates_not_compiled() -> Iterator[None]:
+    """While active, ``llama_cpp.Llama()`` does not compile the GGUF's chat templates."""
+    import importlib
+
+    formats: Any = importlib.import_module("llama_cpp.llama_chat_format")
+    with _template_lock:
+        original = formats.Jinja2ChatFormatter
+        formats.Jinja2ChatFormatter = _UncompiledTemplate
+        try:
+            yield
+        finally:
+            formats.Jinja2ChatFormatter = original
