@@ -33,8 +33,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from gemmadesk.core.engine.types import ChatMessage, Role
 from gemmadesk.core.paths import app_paths
+from gemmadesk.core.types import ChatMessage, Role
 
 Status = Literal["complete", "partial"]
 DEFAULT_TITLE = "New chat"

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from gemmadesk.core.engine.types import ChatMessage
+from gemmadesk.core.types import ChatMessage
 
 THOUGHT_OPEN = "<|channel>"
 THOUGHT_CLOSE = "<channel|>"
