@@ -32,7 +32,7 @@ from typing import Any
 from gemmadesk.core.catalog import Catalog, CatalogEntry, load_catalog
 from gemmadesk.core.gguf_header import GGUFHeaderError, read_header
 from gemmadesk.core.paths import AppPaths, app_paths, atomic_write_text, hf_cache_dir
-from gemmadesk.core.settings import SettingsStore
+from gemmadesk.core.settings import Settings, SettingsStore
 
 log = logging.getLogger(__name__)
 
@@ -91,9 +91,11 @@ class ModelStore:
         use_hf_cache: bool | None = None,
         models_dir: Path | None = None,
         catalog: Catalog | None = None,
+        settings: Settings | None = None,
     ) -> None:
+        """``settings``: the user's settings as the app already read them (read from disk when None)."""
         self.paths = paths or app_paths()
-        settings = SettingsStore(self.paths.settings_file).load()
+        settings = settings or SettingsStore(self.paths.settings_file).load()
         self.use_hf_cache = settings.use_hf_cache if use_hf_cache is None else use_hf_cache
         custom = models_dir or (Path(settings.models_dir).expanduser() if settings.models_dir else None)
         self.models_dir = custom or self.paths.models_dir

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 
 from PySide6.QtCore import QObject, Signal
 
@@ -35,7 +36,7 @@ class SetupController(QObject):
         tasks: TaskRunner,
         store: ModelStore,
         catalog: Catalog | None = None,
-        n_ctx: int = 8192,
+        options: FitOptions | None = None,
         prober: Callable[[], Hardware] = hw_mod.probe,
         parent: QObject | None = None,
     ) -> None:
@@ -46,7 +47,7 @@ class SetupController(QObject):
         self.catalog = catalog or current_catalog()
         self.model = FitTableModel(self)
         self.hardware: Hardware | None = None
-        self.options = FitOptions(n_ctx=n_ctx)
+        self.options = options or FitOptions()  # the user's planning options (Settings), context included
         self.recommendation: Recommendation | None = None
 
     def probe(self) -> None:
@@ -62,7 +63,7 @@ class SetupController(QObject):
 
     def set_context(self, n_ctx: int) -> None:
         if n_ctx != self.options.n_ctx:
-            self.options = FitOptions(n_ctx=n_ctx)
+            self.options = replace(self.options, n_ctx=n_ctx)
             self.recompute()
 
     def recompute(self) -> None:

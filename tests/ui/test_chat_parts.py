@@ -143,17 +143,18 @@ def test_sidebar_new_rename_search_delete_with_confirmation(qtbot, window: MainW
 
 def test_keyboard_enter_shift_enter_ctrl_n_ctrl_f(qtbot, window: MainWindow) -> None:  # type: ignore[no-untyped-def]
     composer = window.chat_view.composer
-    sent: list[tuple[str, int]] = []
-    composer.send.connect(lambda text, row: sent.append((text, row)))
+    sent: list[tuple[str, int | None]] = []
+    composer.send.connect(lambda text, message_id: sent.append((text, message_id)))
     composer.edit.setFocus()
     qtbot.keyClicks(composer.edit, "line one")
     qtbot.keyClick(composer.edit, Qt.Key.Key_Return, Qt.KeyboardModifier.ShiftModifier)
     qtbot.keyClicks(composer.edit, "line two")
     assert composer.edit.toPlainText() == "line one\nline two"
     qtbot.keyClick(composer.edit, Qt.Key.Key_Return)
-    assert sent == [("line one\nline two", -1)]
+    assert sent == [("line one\nline two", None)]
     assert window.notice.isVisible()
     assert "No model is loaded" in window.notice.text()
+    assert composer.edit.toPlainText() == "line one\nline two", "a message that was not sent is not lost"
 
     before = window.chat.history.list_conversations()
     qtbot.keyClick(window, Qt.Key.Key_N, Qt.KeyboardModifier.ControlModifier)
@@ -250,8 +251,27 @@ def test_app_main_starts_paints_and_logs(tmp_path) -> None:  # type: ignore[no-u
 
     shot = tmp_path / "shot.png"
     env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
-    cmd = [sys.executable, "-m", "gemmadesk.ui.app", "--demo-state", "first-run", "--screenshot", str(shot)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+    code = f"""
+import sys
+from PySide6.QtCore import QTimer
+from PySide6.QtWidgets import QApplication
+from gemmadesk.ui.app import main
+from gemmadesk.ui.main_window import MainWindow
+
+app = QApplication(sys.argv[:1])
+
+def shoot():
+    window = next(w for w in QApplication.topLevelWidgets() if isinstance(w, MainWindow) and w.isVisible())
+    if window.setup.model.rowCount() == 0:  # the fit list is not there yet
+        QTimer.singleShot(100, shoot)
+        return
+    window.grab().save({str(shot)!r})
+    window.close()
+
+QTimer.singleShot(200, shoot)
+sys.exit(main([]))
+"""
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert shot.stat().st_size > 10_000
     log = app_paths().log_file.read_text(encoding="utf-8")
