@@ -65,6 +65,12 @@ def main(argv: list[str] | None = None) -> int:
     if func is None:
         parser.print_help()
         return 2
+    from gemmadesk.core.crash import EXIT_INTERNAL_ERROR, install_excepthooks, record
+    from gemmadesk.core.paths import app_paths
+
+    log_file = app_paths().log_file
+    # Last chance, for errors nobody caught: the traceback goes to the log file, one line to the terminal.
+    uninstall = install_excepthooks(lambda line: print(f"error: {line}", file=sys.stderr), log_file)
     try:
         return int(func(args))
     except KeyboardInterrupt:
@@ -72,6 +78,11 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except Exception as exc:
+        print(f"error: {record((type(exc), exc, exc.__traceback__), log_file, f'`{args.command}`')}", file=sys.stderr)
+        return EXIT_INTERNAL_ERROR
+    finally:
+        uninstall()
 
 
 if __name__ == "__main__":
