@@ -98,7 +98,7 @@ def main(argv: list[str]) -> int:
             fetch_test_assets()
             env.setdefault("QT_QPA_PLATFORM", "offscreen")
             sh(PY, "-m", "ruff", "check", "gemmadesk", "tests", "benchmarks", "scripts", "bootstrap.py")
-            sh(PY, "-m", "mypy", "gemmadesk")
+            sh(PY, "-m", "mypy", "gemmadesk", "tests")
             sh(PY, "-m", "pytest", *rest, env=env)
         elif action == "bench":
             fetch_test_assets()

@@ -31,7 +31,7 @@ RESULT = ROOT / "benchmarks" / "results" / "turns.md"
 
 import llama_cpp  # noqa: E402,F401  (llama.cpp's native libraries before numpy)
 
-from gemmadesk.core.engine import ChatMessage, DirectLoadSettings, Engine, ReplyDone, SamplingParams  # noqa: E402
+from gemmadesk.core.engine import ChatMessage, Engine, LoadSettings, ReplyDone, SamplingParams  # noqa: E402
 
 QUESTION = "Tell me one short fact about the number {n}, in a sentence of about twenty words please."
 
@@ -71,16 +71,15 @@ def bare_tps(engine: Engine, n_tokens: int) -> float:
 
 
 def pipeline_tps(path: Path, n_tokens: int, runs: int) -> tuple[list[float], list[float]]:
-    from PySide6.QtCore import QCoreApplication, QEventLoop, QTimer
-
     from gemmadesk.ui.llm_worker import LlmController
+    from PySide6.QtCore import QCoreApplication, QEventLoop, QTimer
 
     app = QCoreApplication.instance() or QCoreApplication([])
     ctl = LlmController()
     loop = QEventLoop()
     ctl.loaded.connect(lambda _r: loop.quit())
     ctl.loadFailed.connect(lambda msg: (print(msg), loop.quit()))
-    ctl.load(DirectLoadSettings(model_path=str(path), n_ctx=4096, n_threads=1))
+    ctl.load(LoadSettings(model_path=str(path), n_ctx=4096, n_threads=1))
     loop.exec()
     piped, bare = [], []
     for _ in range(runs):
@@ -105,7 +104,7 @@ def main() -> int:
     args = ap.parse_args()
     path = gemma3_path()
     engine = Engine()
-    engine.load(DirectLoadSettings(model_path=str(path), n_ctx=8192, n_threads=1))
+    engine.load(LoadSettings(model_path=str(path), n_ctx=8192, n_threads=1))
     ratios, t1s, t10s = [], [], []
     for run in range(args.runs):
         turns = conversation_ttfts(engine, 10, args.tokens, run)

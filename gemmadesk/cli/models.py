@@ -6,9 +6,10 @@ import argparse
 import sys
 from dataclasses import asdict
 
-from gemmadesk.cli.common import add_hardware_arg, human_bytes, load_hardware, print_json
+from gemmadesk.cli.common import add_hardware_arg, load_hardware, print_json
 from gemmadesk.core.catalog_refresh import current_catalog, refresh
 from gemmadesk.core.fit import FitOptions, Plan, entry_layout, max_contexts, recommend
+from gemmadesk.core.units import human_bytes
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

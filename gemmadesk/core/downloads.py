@@ -51,6 +51,7 @@ from gemmadesk.core.transfer import (
     exclusive,
     fetch,
 )
+from gemmadesk.core.units import human_bytes as _fmt
 
 __all__ = [
     "DownloadCancelled", "DownloadControl", "DownloadError", "DownloadPaused", "DownloadState", "Preflight",
@@ -70,10 +71,6 @@ class Preflight:
     bytes_free: int
     verdict: str | None = None  # the fit Verdict value, when the fit check ran
     will_run: bool = True
-
-
-def _fmt(n: float) -> str:
-    return f"{n / GiB:.2f} GiB" if n >= GiB / 10 else f"{n / 2**20:.1f} MiB"
 
 
 def disk_margin(size: int) -> int:

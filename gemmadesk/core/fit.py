@@ -32,9 +32,8 @@ from gemmadesk.core.catalog import Catalog, CatalogEntry
 from gemmadesk.core.gguf_info import ModelLayout, layout_from_catalog, read_layout
 from gemmadesk.core.hardware import Hardware
 from gemmadesk.core.types import FlashAttnMode, KvType, LoadSettings
-
-MiB = 2**20
-GiB = 2**30
+from gemmadesk.core.units import GiB, MiB
+from gemmadesk.core.units import human_bytes as _fmt
 
 KV_BYTES_PER_ELEMENT = {KvType.F16: 2.0, KvType.Q8_0: 34 / 32, KvType.Q4_0: 18 / 32}
 # CUDA context, cuBLAS workspaces and pool slack: NVML showed 526-620 MiB above llama.cpp's own buffers
@@ -269,10 +268,6 @@ def _ple_dim(layout: ModelLayout) -> int:
 
 
 # ------------------------------------------------------------------------------------------ planning
-
-
-def _fmt(n: int) -> str:
-    return f"{n / GiB:.1f} GiB" if n >= GiB else f"{n / MiB:.0f} MiB"
 
 
 def plan_layout(

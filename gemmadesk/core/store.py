@@ -33,6 +33,7 @@ from gemmadesk.core.catalog import Catalog, CatalogEntry, load_catalog
 from gemmadesk.core.gguf_header import GGUFHeaderError, read_header
 from gemmadesk.core.paths import AppPaths, app_paths, atomic_write_text, hf_cache_dir
 from gemmadesk.core.settings import Settings, SettingsStore
+from gemmadesk.core.units import human_bytes
 
 log = logging.getLogger(__name__)
 
@@ -328,7 +329,7 @@ class ModelStore:
             path=path,
             sha256=sha,
             source="import",
-            display_name=entry.label if entry is not None else f"{name} ({arch}, {size / 2**30:.2f} GiB)",
+            display_name=entry.label if entry is not None else f"{name} ({arch}, {human_bytes(size)})",
             owned=False,
         )
 

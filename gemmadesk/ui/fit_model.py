@@ -15,24 +15,13 @@ from PySide6.QtGui import QColor
 
 from gemmadesk.core.catalog import CatalogEntry
 from gemmadesk.core.fit import Plan, Verdict
+from gemmadesk.core.units import human_bytes
 
 _Index = QModelIndex | QPersistentModelIndex
 
 ENTRY_ID_ROLE = Qt.ItemDataRole.UserRole + 1
 VERDICT_ROLE = Qt.ItemDataRole.UserRole + 2  # "fits" | "tight" | "too large" | "info only"
 RECOMMENDED_ROLE = Qt.ItemDataRole.UserRole + 3
-
-
-def human_bytes(n: int | float | None) -> str:
-    """Binary units, as the fit estimator's reasons use (GiB), so the numbers on screen agree."""
-    if n is None:
-        return "—"
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(value) < 1024:
-            return f"{value:.0f} {unit}" if unit in ("B", "KiB") else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} TiB"
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,8 @@ from PySide6.QtWidgets import (
 )
 
 from gemmadesk.core.hardware import Hardware
-from gemmadesk.ui.fit_model import ENTRY_ID_ROLE, RECOMMENDED_ROLE, VERDICT_ROLE, FitTableModel, human_bytes
+from gemmadesk.core.units import human_bytes
+from gemmadesk.ui.fit_model import ENTRY_ID_ROLE, RECOMMENDED_ROLE, VERDICT_ROLE, FitTableModel
 from gemmadesk.ui.setup_controller import CONTEXT_CHOICES
 
 BADGE_COLOURS = {"fits": "#2e7d32", "tight": "#b26a00", "too large": "#c62828", "info only": "#607d8b"}

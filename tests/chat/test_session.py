@@ -22,6 +22,7 @@ from gemmadesk.core.types import (
     ReplyStats,
     SamplingParams,
     StopReason,
+    StreamEvent,
     TextChunk,
 )
 from tests.chat.conftest import load
@@ -199,7 +200,7 @@ def test_api_messages_assemble_the_system_prompt_once_and_drop_thoughts() -> Non
 def test_stop_strings_cut_the_answer_even_across_pieces() -> None:
     stop = threading.Event()
     pieces = ["Hel", "lo wo", "rld. ST", "OP and more", " text"]
-    events = [ContextTrimmed(1, "n"), TextChunk(ChunkKind.THOUGHT, "think STOP")]
+    events: list[StreamEvent] = [ContextTrimmed(1, "n"), TextChunk(ChunkKind.THOUGHT, "think STOP")]
     events += [TextChunk(ChunkKind.ANSWER, p) for p in pieces]
     events.append(ReplyDone("Hello world. STOP and more text", "think STOP", ReplyStats(stop_reason=StopReason.EOS)))
     out = list(cut_at_stop_strings(events, ["STOP", "zzz"], stop))
@@ -210,7 +211,7 @@ def test_stop_strings_cut_the_answer_even_across_pieces() -> None:
     assert TextChunk(ChunkKind.THOUGHT, "think STOP") in out, "thoughts are never cut"
     assert out[-1] == ReplyDone("Hello world.", "think STOP", ReplyStats(stop_reason=StopReason.STOP_STRING))
     # Without a match, held-back text is released at the end and nothing changes.
-    plain = [TextChunk(ChunkKind.ANSWER, "ab S"), ReplyDone("ab S", "")]
+    plain: list[StreamEvent] = [TextChunk(ChunkKind.ANSWER, "ab S"), ReplyDone("ab S", "")]
     out = list(cut_at_stop_strings(plain, ["STOP"], threading.Event()))
     assert "".join(e.text for e in out if isinstance(e, TextChunk)) == "ab S" and out[-1] == plain[-1]
 

@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from PySide6.QtCore import Qt, QUrl
 from PySide6.QtGui import QGuiApplication
-from PySide6.QtWidgets import QApplication, QMessageBox
+from PySide6.QtWidgets import QApplication, QMenu, QMessageBox
 
 from gemmadesk import __version__
 from gemmadesk.core.hardware import Hardware
@@ -35,7 +35,7 @@ class _Counter(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def counting_server() -> Iterator[tuple[str, list[str]]]:
-    handler = type("H", (_Counter,), {"hits": []})
+    handler: type[_Counter] = type("H", (_Counter,), {"hits": []})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -111,8 +111,10 @@ def test_transcript_model_and_streaming_rows(qtmodeltester) -> None:  # type: ig
 def test_sidebar_new_rename_search_delete_with_confirmation(qtbot, window: MainWindow, qtmodeltester) -> None:  # type: ignore[no-untyped-def]
     ctl, side = window.chat, window.chat_view.sidebar
     first = ctl.new_conversation()
+    assert first is not None
     ctl.history.add_message(first, "user", "tell me about lighthouses")
     second = ctl.new_conversation()
+    assert second is not None
     ctl.history.add_message(second, "user", "a recipe for bread")
     ctl.refresh_conversations()
     assert ctl.conversations.rowCount() == 2
@@ -185,6 +187,7 @@ def test_help_menu_about_and_log_file(window: MainWindow) -> None:
     titles = [a.text() for a in window.menuBar().actions()]
     assert "&Help" in titles
     help_menu = window.menuBar().actions()[titles.index("&Help")].menu()
+    assert isinstance(help_menu, QMenu)
     assert any("log" in a.text().lower() for a in help_menu.actions())
 
 

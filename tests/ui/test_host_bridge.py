@@ -163,7 +163,8 @@ bridge = HostBridge()
 class Driver(QObject):
     @Slot(object)
     def loaded(self, _h):
-        h = ChatSession(bridge.host, None).run([ChatMessage("user", "Tell a long story")], SamplingParams(max_tokens=5000))
+        messages = [ChatMessage("user", "Tell a long story")]
+        h = ChatSession(bridge.host, None).run(messages, SamplingParams(max_tokens=5000))
         bridge.relay(h, self.chunk, self.ignore, self.ignore)
     @Slot(object)
     def chunk(self, _e):
@@ -173,7 +174,8 @@ class Driver(QObject):
         pass
 
 d = Driver()
-bridge.relay(bridge.host.load("m", LoadSettings(model_path={str(gemma3_gguf)!r}, n_ctx=512)), d.ignore, d.loaded, d.ignore)
+load = bridge.host.load("m", LoadSettings(model_path={str(gemma3_gguf)!r}, n_ctx=512))
+bridge.relay(load, d.ignore, d.loaded, d.ignore)
 QTimer.singleShot(120_000, lambda: sys.exit(3))
 app.exec()
 print("thread running after quit:", bridge.thread_.isRunning(), "status:", bridge.state.status)

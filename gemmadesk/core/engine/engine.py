@@ -44,6 +44,7 @@ from gemmadesk.core.types import (
     StreamEvent,
     TextChunk,
 )
+from gemmadesk.core.units import human_bytes
 
 log = logging.getLogger(__name__)
 
@@ -167,8 +168,8 @@ class Engine:
         ram = psutil.virtual_memory().total
         if n_gpu_layers == 0 and info.file_bytes > ram:
             raise ModelTooLargeError(
-                f"“{info.name}” needs at least {info.file_bytes / 2**30:.1f} GiB of memory; this machine has "
-                f"{ram / 2**30:.1f} GiB in all. Choose a smaller model."
+                f"“{info.name}” needs at least {human_bytes(info.file_bytes)} of memory; this machine has "
+                f"{human_bytes(ram)} in all. Choose a smaller model."
             )
 
     def _construct(
