@@ -28,7 +28,15 @@ from gemmadesk.core.history import HistoryError, HistoryStore
 from gemmadesk.core.history import Message as Row
 from gemmadesk.core.settings import Settings
 from gemmadesk.core.store import InstalledModel, ModelStore
-from gemmadesk.core.types import ContextTrimmed, LoadProgress, LoadReport, ReplyDone, SamplingParams, TextChunk
+from gemmadesk.core.types import (
+    ContextTrimmed,
+    LoadProgress,
+    LoadReport,
+    LoadSettings,
+    ReplyDone,
+    SamplingParams,
+    TextChunk,
+)
 from gemmadesk.ui.conversation_model import ConversationListModel
 from gemmadesk.ui.host_bridge import HostBridge
 from gemmadesk.ui.notice import NoticeLevel
@@ -128,6 +136,14 @@ class ChatController(QObject):
                 pass  # an entry this catalog no longer lists: plan from the file itself
         return plan_for_file(model.path, hw, options)
 
+    def load_settings_for(
+        self, model: InstalledModel, n_ctx: int | None = None, plan: Plan | None = None
+    ) -> tuple[Plan, LoadSettings]:
+        """The fit plan for this machine and the load settings from it, with the user's thread count."""
+        plan = plan or self.plan_for(model, n_ctx or self.settings.context_length)
+        load = plan.load_settings(model.path, model.mmproj_path)
+        return plan, replace(load, n_threads=self.settings.n_threads or None)
+
     def load_model(self, model_id: str, n_ctx: int | None = None) -> None:
         if self.busy:
             self._tell(NoticeLevel.INFO, "A reply is still being written.", "Stop it first, then switch models.")
@@ -144,6 +160,7 @@ class ChatController(QObject):
             log.warning("cannot plan %s: %s", model_id, exc)
             self._tell(NoticeLevel.ERROR, f"Cannot open this model: {exc}", "Check the file or download it again.")
             return
+        settings = self.load_settings_for(model, plan=plan)[1]
         if plan.verdict == Verdict.TOO_LARGE:
             self.notice.emit(
                 NoticeLevel.WARNING,
@@ -155,7 +172,6 @@ class ChatController(QObject):
         self.model_id = model_id
         self.report = None  # nothing is sent while the new model loads
         self._plan = plan
-        settings = replace(plan.load_settings(model.path, model.mmproj_path), n_threads=self.settings.n_threads or None)
         handle = self.bridge.host.load(model_id, settings)
         self._load = handle
         self.model_loading.emit(model.display_name, 0.0)

@@ -286,3 +286,59 @@ def test_app_icon_has_every_packaged_size(qapp) -> None:  # type: ignore[no-unty
 
     sizes = {s.width() for s in app_icon().availableSizes()}
     assert {16, 32, 48, 256} <= sizes
+
+
+def test_settings_are_read_once_and_every_field_is_used(qtbot, monkeypatch, laptop_8gb: Hardware,
+                                                         gemma3_gguf) -> None:  # type: ignore[no-untyped-def]
+    """Issue 12 item 6: settings.json is read once at start and passed down, and the fields do something:
+    a new chat's defaults, the planner's KV type and flash attention, the load's thread count."""
+    import json
+    import logging
+
+    from gemmadesk.core.settings import SettingsStore
+    from gemmadesk.ui import app as app_module
+
+    paths = app_paths().ensure()
+    paths.settings_file.write_text(json.dumps({
+        "schema_version": 3, "temperature": 0.3, "top_p": 0.8, "top_k": 20, "max_tokens": 333,
+        "system_prompt": "Answer in French.", "enable_thinking": True, "kv_cache_type": "q8_0",
+        "flash_attn": "off", "n_threads": 3, "context_length": 4096,
+    }))  # fmt: skip
+    reads: list[object] = []
+    real_load = SettingsStore.load
+
+    def counting_load(self: SettingsStore):  # type: ignore[no-untyped-def]
+        reads.append(self.path)  # a spy: the real load runs
+        return real_load(self)
+
+    monkeypatch.setattr(SettingsStore, "load", counting_load)
+    root_handlers = list(logging.getLogger().handlers)
+    try:
+        _app, window = app_module.build(["--hardware", str(_hardware_file(laptop_8gb))])
+        qtbot.addWidget(window)
+        assert reads == [paths.settings_file], "settings.json is read once at start"
+        panel, composer = window.chat_view.settings_panel, window.chat_view.composer
+        assert (panel.temperature.value(), panel.top_p.value(), panel.top_k.value()) == (0.3, 0.8, 20)
+        assert panel.max_tokens.value() == 333
+        assert panel.system_prompt.toPlainText() == "Answer in French."
+        assert composer.thinking.isChecked()
+        options = window.setup.options
+        assert (options.n_ctx, options.kv_type, options.flash_attn) == (4096, "q8_0", "off")
+        model = window.store.import_file(gemma3_gguf)
+        _plan, load = window.chat.load_settings_for(model, 2048)
+        assert (load.n_threads, load.n_ctx, load.type_k, load.flash_attn) == (3, 2048, "q8_0", False)
+        cid = window.chat.new_conversation()
+        assert cid is not None and window.chat.history.get_conversation(cid).system_prompt == "Answer in French."
+        window.close()
+    finally:
+        for handler in [h for h in logging.getLogger().handlers if h not in root_handlers]:
+            logging.getLogger().removeHandler(handler)
+            handler.close()
+
+
+def _hardware_file(hw: Hardware) -> object:
+    import json
+
+    path = app_paths().config_dir / "hw.json"
+    path.write_text(json.dumps(hw.to_dict()))
+    return path
