@@ -51,6 +51,7 @@ from gemmadesk.core.transfer import (
     exclusive,
     fetch,
 )
+from gemmadesk.core.types import ModelSource
 from gemmadesk.core.units import human_bytes as _fmt
 
 __all__ = [
@@ -241,7 +242,7 @@ def download(
 class _Obtained:
     path: Path
     sha256: str
-    source: str  # "download" | "hf-cache"
+    source: ModelSource  # DOWNLOAD or HF_CACHE
     owned: bool  # False for a copy the user already had in the HF cache
 
 
@@ -278,7 +279,8 @@ def _obtain(entry: CatalogEntry, mf: ModelFile, store: ModelStore, cfg: HubConfi
                 )
             target = _install(part, remote, store)
         meter.state(DownloadState.DONE)
-        return _Obtained(target, digest, "hf-cache" if store.use_hf_cache else "download", owned=True)
+        source = ModelSource.HF_CACHE if store.use_hf_cache else ModelSource.DOWNLOAD
+        return _Obtained(target, digest, source, owned=True)
     except DownloadPaused:
         meter.state(DownloadState.PAUSED)
         raise
@@ -375,4 +377,4 @@ def _from_hf_cache(mf: ModelFile, store: ModelStore, meter: Meter,
     if digest != expected:
         return None  # damaged or foreign: download our own verified copy instead
     meter.state(DownloadState.DONE)
-    return _Obtained(candidate, digest, "hf-cache", owned=False)
+    return _Obtained(candidate, digest, ModelSource.HF_CACHE, owned=False)

@@ -33,6 +33,7 @@ from gemmadesk.core.catalog import Catalog, CatalogEntry, load_catalog
 from gemmadesk.core.gguf_header import GGUFHeaderError, read_header
 from gemmadesk.core.paths import AppPaths, app_paths, atomic_write_text, hf_cache_dir
 from gemmadesk.core.settings import Settings, SettingsStore
+from gemmadesk.core.types import ModelSource
 from gemmadesk.core.units import human_bytes
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,7 @@ class InstalledModel:
     size_bytes: int
     sha256: str | None
     mmproj_path: Path | None
-    source: str  # "download" | "import" | "hf-cache"
+    source: ModelSource
     status: str  # "ok" | "missing" | "changed"
     display_name: str
     owned: bool = True  # False: the file belongs to the user (import, pre-existing HF cache); never deleted
@@ -176,7 +177,7 @@ class ModelStore:
             size_bytes=int(rec.get("size_bytes", 0)),
             sha256=rec.get("sha256"),
             mmproj_path=mmproj,
-            source=str(rec.get("source", "download")),
+            source=ModelSource.parse(rec.get("source", "download")),
             status=status,
             display_name=str(rec.get("display_name", rec["id"])),
             owned=bool(rec.get("owned", True)),
@@ -212,7 +213,7 @@ class ModelStore:
             model_id = entry.id if entry is not None else self._free_id("custom-" + _slug(path.stem))
             name = entry.label if entry is not None else str(header.get("general.name") or path.stem)
             adopted.append(self.record(model_id=model_id, entry_id=entry.id if entry else None, path=path,
-                                       sha256=None, source="download", display_name=name, owned=True))
+                                       sha256=None, source=ModelSource.DOWNLOAD, display_name=name, owned=True))
         return adopted
 
     def get(self, model_id: str) -> InstalledModel:
@@ -231,7 +232,7 @@ class ModelStore:
         entry_id: str | None,
         path: Path,
         sha256: str | None,
-        source: str,
+        source: ModelSource,
         display_name: str,
         owned: bool,
         mmproj_path: Path | None = None,
@@ -328,7 +329,7 @@ class ModelStore:
             entry_id=entry.id if entry is not None else None,
             path=path,
             sha256=sha,
-            source="import",
+            source=ModelSource.IMPORT,
             display_name=entry.label if entry is not None else f"{name} ({arch}, {human_bytes(size)})",
             owned=False,
         )

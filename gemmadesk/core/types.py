@@ -49,6 +49,19 @@ class ChunkKind(StrEnum):
     THOUGHT = "thought"  # shown apart, never fed back to the model
 
 
+class ModelSource(StrEnum):
+    """How an installed model came to be listed."""
+
+    DOWNLOAD = "download"  # downloaded by GemmaDesk into its models folder
+    IMPORT = "import"  # the user's own file, referenced where it is
+    HF_CACHE = "hf-cache"  # found in (or downloaded into) the Hugging Face cache
+
+    @classmethod
+    def parse(cls, value: object) -> ModelSource:
+        """A manifest's value; anything unknown counts as a download (the most cautious reading)."""
+        return cls(value) if isinstance(value, str) and value in set(cls) else cls.DOWNLOAD
+
+
 class AttachmentKind(StrEnum):
     IMAGE = "image"
     AUDIO = "audio"

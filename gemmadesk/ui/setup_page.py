@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import html
-from typing import Any
+from typing import TYPE_CHECKING
 
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QVBoxLayout, QWidget
@@ -12,6 +12,9 @@ from gemmadesk.ui.download_controller import DownloadController
 from gemmadesk.ui.download_view import DownloadPanel
 from gemmadesk.ui.setup_controller import SetupController
 from gemmadesk.ui.setup_view import SetupView
+
+if TYPE_CHECKING:  # the downloads module is imported on the first download, not at start-up
+    from gemmadesk.core.downloads import Progress
 
 
 class SetupPage(QWidget):
@@ -76,8 +79,7 @@ class SetupPage(QWidget):
             self.chat_requested.emit(installed.id)
 
     # ------------------------------------------------------------------ download reports
-    def _progress(self, p: Any) -> None:
-        """``p`` is a ``downloads.Progress`` (that module is imported lazily, so no annotation)."""
+    def _progress(self, p: Progress) -> None:
         self.panel.set_progress(
             self._label(p.entry_id), p.bytes_done, p.bytes_total, p.speed_bps, p.eta_s, p.state.value
         )
