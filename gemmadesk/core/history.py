@@ -193,8 +193,8 @@ class HistoryStore:
     def create_conversation(
         self, title: str = DEFAULT_TITLE, system_prompt: str = "", model: str | None = None
     ) -> Conversation:
-        now = time.time()
         with self._tx() as db:
+            now = time.time()
             cur = db.execute(
                 "INSERT INTO conversations (title, created_at, updated_at, system_prompt, model) "
                 "VALUES (?, ?, ?, ?, ?)",

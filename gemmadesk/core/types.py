@@ -18,6 +18,23 @@ from typing import Any, Literal
 Role = Literal["system", "user", "assistant"]
 
 
+def _plain(value: Any) -> Any:
+    if isinstance(value, StrEnum):
+        return str(value)
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def as_json(obj: Any) -> dict[str, Any]:
+    """A dataclass as plain JSON data: enum members as their strings, tuples as lists, paths as strings."""
+    return {key: _plain(value) for key, value in asdict(obj).items()}
+
+
 class KvType(StrEnum):
     """Element type of llama.cpp's KV cache."""
 
@@ -96,17 +113,15 @@ class SamplingParams:
     temperature: float = 1.0
     top_p: float = 0.95
     top_k: int = 64
+    seed: int | None = None
     min_p: float = 0.0
     repeat_penalty: float = 1.0
     max_tokens: int = 2048
-    seed: int | None = None
-    thinking: bool = False
     stop: tuple[str, ...] = ()
+    thinking: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["stop"] = list(self.stop)
-        return data
+        return as_json(self)
 
 
 @dataclass(frozen=True)
@@ -151,7 +166,7 @@ class LoadReport:
     notes: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return as_json(self)
 
 
 @dataclass
@@ -169,9 +184,7 @@ class ReplyStats:
     trimmed_messages: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["stop_reason"] = str(self.stop_reason)
-        return data
+        return as_json(self)
 
 
 @dataclass(frozen=True)

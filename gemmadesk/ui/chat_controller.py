@@ -175,7 +175,7 @@ class ChatController(QObject):
         handle = self.bridge.host.load(model_id, settings)
         self._load = handle
         self.model_loading.emit(model.display_name, 0.0)
-        self.bridge.relay(handle, self._load_event, self._loaded, self._load_failed, self)
+        self.bridge.relay(handle, self._load_event, self._load_ended, self._load_ended, self)
 
     @Slot(object)
     def _load_event(self, event: object) -> None:
@@ -183,29 +183,22 @@ class ChatController(QObject):
             self.model_loading.emit(self._model_name(), event.fraction)
 
     @Slot(object)
-    def _loaded(self, handle: RequestHandle) -> None:
+    def _load_ended(self, handle: RequestHandle) -> None:
+        """The load request ended (finished or failed): show what the host has loaded now."""
         if self._closed or handle is not self._load:
             return
         self._load = None
         state = self.bridge.state
-        self.report = state.report
-        if self.report is not None:
-            self.model_ready.emit(self._model_name(), self.placement_banner(self.report))
-
-    @Slot(object)
-    def _load_failed(self, handle: RequestHandle) -> None:
-        if self._closed or handle is not self._load:
-            return
-        self._load = None
-        state = self.bridge.state
-        if state.ready and state.report is not None:  # the previous model is still loaded
+        if handle.error is None or (state.ready and state.report is not None):  # loaded, or the previous one kept
             self.model_id, self.report = state.model_id, state.report
-            self.model_ready.emit(self._model_name(), self.placement_banner(state.report))
+            if self.report is not None:
+                self.model_ready.emit(self._model_name(), self.placement_banner(self.report))
         else:
             self.model_id, self.report = None, None
             self.model_loading.emit("", -1.0)
-        step = "Try a smaller model or a shorter context; the log has details."
-        self._tell(NoticeLevel.ERROR, str(handle.error), step)
+        if handle.error is not None:
+            step = "Try a smaller model or a shorter context; the log has details."
+            self._tell(NoticeLevel.ERROR, str(handle.error), step)
 
     def placement_banner(self, report: LoadReport) -> str:
         """Why the model (partly) runs on the CPU, in words; empty when it is all on the GPU."""

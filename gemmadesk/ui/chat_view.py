@@ -166,21 +166,20 @@ class ChatView(QWidget):
         self.setTabOrder(self.composer.thinking, self.sidebar.search)
 
     def _wire(self) -> None:
-        ctl = self.ctl
-        self.composer.send.connect(self._send)
-        self.composer.stop.connect(ctl.stop)
-        self.messages.regenerate_requested.connect(ctl.regenerate)
-        self.messages.edit_requested.connect(self._edit_requested)
-        self.settings_panel.changed.connect(self._settings_changed)
-        self.settings_panel.context_chosen.connect(ctl.set_context)
-        ctl.bridge.stateChanged.connect(self._host_state)
-        self.composer.thinking.toggled.connect(self._settings_changed)
-        ctl.busy_changed.connect(self._busy)
-        ctl.model_loading.connect(self._loading)
-        ctl.model_ready.connect(self._ready)
-        ctl.models_changed.connect(self._models)
-        ctl.conversation_opened.connect(self._opened)
-        ctl.notice.connect(lambda level, text, step: self.notice.show_message(text, level, step))
+        ctl, composer, panel = self.ctl, self.composer, self.settings_panel
+        wiring = (
+            (composer.send, self._send), (composer.stop, ctl.stop), (composer.thinking.toggled, self._settings_changed),
+            (self.messages.regenerate_requested, ctl.regenerate), (self.messages.edit_requested, self._edit_requested),
+            (panel.changed, self._settings_changed), (panel.context_chosen, ctl.set_context),
+            (ctl.bridge.stateChanged, self._host_state), (ctl.busy_changed, self._busy),
+            (ctl.model_loading, self._loading), (ctl.model_ready, self._ready), (ctl.models_changed, self._models),
+            (ctl.conversation_opened, self._opened), (ctl.notice, self._notice),
+        )
+        for signal, slot in wiring:
+            signal.connect(slot)
+
+    def _notice(self, level: str, text: str, next_step: str) -> None:
+        self.notice.show_message(text, level, next_step)
 
     def _shortcuts(self) -> None:
         QShortcut(QKeySequence.StandardKey.Find, self, self.sidebar.search.setFocus)

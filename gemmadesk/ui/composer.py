@@ -38,6 +38,12 @@ class MessageEdit(QPlainTextEdit):
             return
         super().keyPressEvent(event)
 
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setAccessibleName("Message")
+        self.setPlaceholderText("Message Gemma… (Enter sends, Shift+Enter for a new line)")
+        self.setFixedHeight(72)
+
 
 class Composer(QWidget):
     send = Signal(str, object)  # text, id of the message being edited (None: a new message)
@@ -46,9 +52,6 @@ class Composer(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.edit = MessageEdit()
-        self.edit.setAccessibleName("Message")
-        self.edit.setPlaceholderText("Message Gemma… (Enter sends, Shift+Enter for a new line)")
-        self.edit.setFixedHeight(72)
         self.edit.submit.connect(self._submit)
         self.edit.escape.connect(self.escape)
         self.editing_label = QLabel("Editing an earlier message: sending replaces it and everything after it.")

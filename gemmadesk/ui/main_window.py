@@ -30,14 +30,9 @@ log = logging.getLogger(__name__)
 
 
 class MainWindow(QMainWindow):
-    def __init__(
-        self,
-        paths: AppPaths | None = None,
-        hardware: Hardware | None = None,
-        catalog: Catalog | None = None,
-        settings: Settings | None = None,
-        settings_store: SettingsStore | None = None,
-    ) -> None:
+    def __init__(self, paths: AppPaths | None = None, hardware: Hardware | None = None,
+                 catalog: Catalog | None = None, settings: Settings | None = None,
+                 settings_store: SettingsStore | None = None) -> None:  # fmt: skip
         """``hardware``/``catalog`` replace the probe and the bundled catalog (``--hardware``, tests);
         ``settings``/``settings_store``: the user's settings as ``app.build`` read them (read here when
         None). They are read once and passed down; this window is the one that saves them."""

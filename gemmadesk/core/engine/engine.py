@@ -92,14 +92,7 @@ class Engine:
         report = self._report
         if report is None:
             return BackendInfo(name="", n_ctx=0)
-        return BackendInfo(
-            name=report.model_name,
-            n_ctx=report.n_ctx,
-            supports_thinking=report.supports_thinking,
-            supports_images=False,
-            supports_audio=False,
-            is_remote=False,
-        )
+        return BackendInfo(report.model_name, report.n_ctx, supports_thinking=report.supports_thinking)
 
     def load(self, settings: LoadSettings, on_progress: Callable[[float], bool] | None = None) -> LoadReport:
         """Load ``settings.model_path``. ``on_progress(fraction)`` returning False cancels.
@@ -354,15 +347,9 @@ class Engine:
         reason = StopReason.LENGTH
         first_at = 0.0
         n_out = 0
-        generator = llm.generate(
-            tokens,
-            top_k=params.top_k,
-            top_p=params.top_p,
-            min_p=params.min_p,
-            temp=params.temperature,
-            repeat_penalty=params.repeat_penalty,
-            reset=True,
-        )
+        sampling = {"top_k": params.top_k, "top_p": params.top_p, "min_p": params.min_p, "temp": params.temperature,
+                    "repeat_penalty": params.repeat_penalty}  # fmt: skip
+        generator = llm.generate(tokens, reset=True, **sampling)
         try:
             while n_out < budget:
                 if stop is not None and stop.is_set():
