@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -41,16 +42,19 @@ def _logged_to(log_file: Path) -> bool:
 
 
 def record(exc_info: ExcInfo, log_file: Path | None, where: str = "") -> str:
-    """Log the traceback (and append it to ``log_file`` when no handler writes there); returns
-    :func:`summary`. Never raises: a failing log must not hide the error it reports."""
+    """Write the traceback to the log (through the app's log handler, or appended to ``log_file`` when no
+    handler writes there: the command line logs to stderr only); returns :func:`summary`. Never raises:
+    a failing log must not hide the error it reports."""
     exc = exc_info[1]
+    place = f" in {where}" if where else ""
     try:
-        log.critical("uncaught error%s", f" in {where}" if where else "", exc_info=exc_info)
         if log_file is not None and not _logged_to(log_file):
             log_file.parent.mkdir(parents=True, exist_ok=True)
             with log_file.open("a", encoding="utf-8") as fh:
-                fh.write(f"CRITICAL uncaught error{f' in {where}' if where else ''}\n")
+                fh.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} CRITICAL gemmadesk.crash: uncaught error{place}\n")
                 fh.write("".join(traceback.format_exception(*exc_info)))
+        else:
+            log.critical("uncaught error%s", place, exc_info=exc_info)
     except Exception:  # pragma: no cover - a broken log file or disk
         pass
     return summary(exc, log_file)
