@@ -23,6 +23,7 @@ from pathlib import Path
 from PySide6.QtCore import QObject, Signal, Slot
 
 from gemmadesk.core.chat import ChatSession, HostState, ReplyHandle, RequestHandle, sampling_from_row
+from gemmadesk.core.engine.errors import EngineError
 from gemmadesk.core.fit import Plan, Verdict, plan_entry, plan_for_file
 from gemmadesk.core.history import HistoryError, HistoryStore
 from gemmadesk.core.history import Message as Row
@@ -114,6 +115,9 @@ class ChatController(QObject):
             log.warning("could not %s: %r", what, exc)
             text = str(exc) if isinstance(exc, HistoryError) else f"Could not {what}: the chat history failed ({exc})."
             self._tell(NoticeLevel.ERROR, text, "Try again; if it keeps failing, the log file has details.")
+        except EngineError as exc:
+            log.warning("could not %s: %s", what, exc)
+            self._tell(NoticeLevel.ERROR, str(exc), "Load a model, then try again.")
 
     # ------------------------------------------------------------------ models
     def installed_models(self) -> list[InstalledModel]:
