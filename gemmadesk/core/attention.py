@@ -38,7 +38,7 @@ def flash_attn_crashes_on_gpu(architecture: str, embedding_length: int) -> bool:
 
 
 def choose_attention(
-    mode: FlashAttnMode | bool,
+    mode: FlashAttnMode | str | bool,
     type_k: KvType | str,
     type_v: KvType | str,
     *,
