@@ -131,7 +131,7 @@ def main(argv: list[str]) -> int:
             fetch_test_assets()
             env.setdefault("QT_QPA_PLATFORM", "offscreen")
             sh(py, "-m", "ruff", "check", "gemmadesk", "tests", "benchmarks", "scripts", "bootstrap.py")
-            sh(py, "-m", "mypy", "gemmadesk")
+            sh(py, "-m", "mypy", "gemmadesk", "tests")
             sh(py, "-m", "pytest", *rest, env=env)
         elif action == "bench":
             fetch_test_assets()

@@ -33,8 +33,8 @@ sys.path.insert(0, str(ROOT))
 
 from gemmadesk.core.engine import (  # noqa: E402
     ChatMessage,
-    DirectLoadSettings,
     Engine,
+    LoadSettings,
     ReplyDone,
     SamplingParams,
     TextChunk,
@@ -139,7 +139,7 @@ def main() -> int:
     )
     args = ap.parse_args()
     engine = Engine()
-    report = engine.load(DirectLoadSettings(model_path=str(gemma3_path()), n_ctx=4096, n_threads=args.threads))
+    report = engine.load(LoadSettings(model_path=str(gemma3_path()), n_ctx=4096, n_threads=args.threads))
     print(f"loaded {report.model_name}: {report.n_threads} threads, n_ctx {report.n_ctx}")
     engine_reply(engine, 16, seed=99)  # warm-up
 
@@ -208,7 +208,7 @@ def gemma4_rows(args: argparse.Namespace) -> tuple[float, float, float, int, int
     with tempfile.TemporaryDirectory() as tmp:
         path = write_gemma4_gguf(Path(tmp) / "g4.gguf", "tiny")
         engine = Engine()
-        engine.load(DirectLoadSettings(model_path=str(path), n_ctx=2048, n_threads=args.threads))
+        engine.load(LoadSettings(model_path=str(path), n_ctx=2048, n_threads=args.threads))
         engine_reply(engine, 8, seed=99)
         bare, eng, ratio = speed_rows(engine, args.runs, args.tokens)
         _, prompt_tokens, evaluated = turn2_ttft(engine, reuse=True)

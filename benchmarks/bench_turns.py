@@ -5,9 +5,9 @@ On the real Gemma 3 270M GGUF, CPU, one llama.cpp thread:
 
 1. Time to first token at turn 10 vs turn 1 of one conversation, with new user messages of the same
    size: with the KV prefix reused, turn 10 should cost about what turn 1 did (target: within 1.2x).
-2. Generated tokens/s through the whole app pipeline (``LlmController``: the LLM QThread, queued
-   signals, ~30 ms token batching, delivery to a Qt event loop) vs a bare llama-cpp-python loop on the
-   same loaded model and sampler (target: 0.97 or better).
+2. Generated tokens/s through the whole app pipeline (``ChatSession`` on the window's ``HostBridge``: the
+   model host's QThread, queued signals, ~30 ms token batching, delivery to a Qt event loop) vs a bare
+   llama-cpp-python loop on the same loaded model and sampler (target: 0.97 or better).
 
     python3 benchmarks/bench_turns.py [--runs 3] [--tokens 48]
 """
@@ -31,7 +31,7 @@ RESULT = ROOT / "benchmarks" / "results" / "turns.md"
 
 import llama_cpp  # noqa: E402,F401  (llama.cpp's native libraries before numpy)
 
-from gemmadesk.core.engine import ChatMessage, DirectLoadSettings, Engine, ReplyDone, SamplingParams  # noqa: E402
+from gemmadesk.core.engine import ChatMessage, Engine, LoadSettings, ReplyDone, SamplingParams  # noqa: E402
 
 QUESTION = "Tell me one short fact about the number {n}, in a sentence of about twenty words please."
 
@@ -71,29 +71,48 @@ def bare_tps(engine: Engine, n_tokens: int) -> float:
 
 
 def pipeline_tps(path: Path, n_tokens: int, runs: int) -> tuple[list[float], list[float]]:
-    from PySide6.QtCore import QCoreApplication, QEventLoop, QTimer
+    """Tokens/s through the app's pipeline: a ChatSession turn on the window's HostBridge (the model host's
+    worker QThread, one relay per request batching text into queued signals, delivered to @Slot methods in
+    a Qt event loop), then the bare loop on the same loaded model, run as a job on the same worker."""
+    from PySide6.QtCore import QCoreApplication, QEventLoop, QObject, QTimer, Slot
 
-    from gemmadesk.ui.llm_worker import LlmController
+    from gemmadesk.core.chat import ChatSession
+    from gemmadesk.ui.host_bridge import HostBridge
 
     app = QCoreApplication.instance() or QCoreApplication([])
-    ctl = LlmController()
+    bridge = HostBridge()
     loop = QEventLoop()
-    ctl.loaded.connect(lambda _r: loop.quit())
-    ctl.loadFailed.connect(lambda msg: (print(msg), loop.quit()))
-    ctl.load(DirectLoadSettings(model_path=str(path), n_ctx=4096, n_threads=1))
-    loop.exec()
-    piped, bare = [], []
-    for _ in range(runs):
-        stats: list[object] = []
-        ctl.replyFinished.connect(lambda s, _a, _t, out=stats: (out.append(s), loop.quit()))
-        ctl.generate([ChatMessage("user", "Write a long story about a lighthouse keeper.")],
-                     SamplingParams(max_tokens=n_tokens, seed=1))
+
+    class Receiver(QObject):
+        def __init__(self) -> None:
+            super().__init__()
+            self.last: object = None
+
+        @Slot(object)
+        def on_event(self, event: object) -> None:
+            self.last = event
+
+        @Slot(object)
+        def done(self, handle: object) -> None:
+            loop.quit()
+
+    def wait_for(handle: object) -> object:
+        receiver = Receiver()
+        bridge.relay(handle, receiver.on_event, receiver.done, receiver.done)  # type: ignore[arg-type]
         QTimer.singleShot(300_000, loop.quit)
         loop.exec()
-        ctl.replyFinished.disconnect()
-        piped.append(stats[0].generated_tokens_per_s)  # type: ignore[attr-defined]
-        bare.append(bare_tps(ctl.engine, n_tokens))  # same model, same thread count, worker idle
-    ctl.shutdown()
+        return receiver.last
+
+    wait_for(bridge.host.load("bench", LoadSettings(model_path=str(path), n_ctx=4096, n_threads=1)))
+    session = ChatSession(bridge.host, None)
+    piped, bare = [], []
+    for _ in range(runs):
+        done = wait_for(session.run([ChatMessage("user", "Write a long story about a lighthouse keeper.")],
+                                    SamplingParams(max_tokens=n_tokens, seed=1)))
+        piped.append(done.stats.generated_tokens_per_s)  # type: ignore[attr-defined]
+        measured = bridge.host.submit(lambda engine, _stop: iter([bare_tps(engine, n_tokens)]))  # type: ignore[arg-type]
+        bare.append(float(next(iter(measured))))  # same model and thread count, nothing else running
+    bridge.shutdown()
     del app
     return piped, bare
 
@@ -105,7 +124,7 @@ def main() -> int:
     args = ap.parse_args()
     path = gemma3_path()
     engine = Engine()
-    engine.load(DirectLoadSettings(model_path=str(path), n_ctx=8192, n_threads=1))
+    engine.load(LoadSettings(model_path=str(path), n_ctx=8192, n_threads=1))
     ratios, t1s, t10s = [], [], []
     for run in range(args.runs):
         turns = conversation_ttfts(engine, 10, args.tokens, run)
@@ -135,7 +154,7 @@ def main() -> int:
         f"| Time to first token, turn 10, same new-message size (median) | {statistics.median(t10s) * 1000:.0f} ms "
         "| | |",
         f"| Ratio turn 10 / turn 1 (median of runs) | {ttft_ratio:.2f} | ≤ 1.2 | {yes(ttft_ratio <= 1.2)} |",
-        f"| Generated tok/s through LlmController (QThread + signals + batching) | {statistics.median(piped):.1f} "
+        f"| Generated tok/s through the app pipeline (HostBridge + relay signals) | {statistics.median(piped):.1f} "
         "| | |",
         f"| Bare `Llama.generate` loop on the same loaded model | {statistics.median(bare):.1f} | | |",
         f"| Ratio pipeline / bare (median of pairs) | {pipe_ratio:.3f} | ≥ 0.97 | {yes(pipe_ratio >= 0.97)} |",

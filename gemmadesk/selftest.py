@@ -279,11 +279,11 @@ def check_window(timeout_s: float = 60.0) -> str:
 
 def check_hardware() -> str:
     from gemmadesk.core.hardware import probe
+    from gemmadesk.core.units import human_bytes
 
     hw = probe(include_backend=False)
-    gib = hw.ram_total_bytes / 2**30
     gpus = ", ".join(g.name for g in hw.gpus) or "no GPU found"
-    return f"{hw.cpu_threads} threads, {gib:.1f} GiB RAM, {gpus}"
+    return f"{hw.cpu_threads} threads, {human_bytes(hw.ram_total_bytes)} RAM, {gpus}"
 
 
 def check_llama() -> str:

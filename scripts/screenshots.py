@@ -3,8 +3,8 @@
     python scripts/screenshots.py                      # all of them; needs Xvfb (apt-get install xvfb)
     python scripts/screenshots.py first-run chatting    # only the shots whose name starts with these
 
-Each state runs ``python -m gemmadesk.ui.app --demo-state STATE --screenshot FILE`` (the same ``main`` that
-``gemmadesk`` calls; the CLI router sends dashed options elsewhere) in a fresh GEMMADESK_HOME
+Each state runs ``python scripts/demo.py --demo-state STATE --screenshot FILE`` (the window built by the same
+``gemmadesk.ui.app.build`` that ``gemmadesk`` uses, driven by scripts/demo.py) in a fresh GEMMADESK_HOME
 on a private X display (the real xcb platform, not offscreen):
 
 - ``first-run.png``: this machine, probed for real, no model installed: the memory-fit list (memory bars,
@@ -73,7 +73,7 @@ def run_app(state: str, home: Path, display: str, extra: list[str], env_extra: d
     shot = OUT / f"{extra.pop(0)}.png"
     env = dict(os.environ, GEMMADESK_HOME=str(home), DISPLAY=display, QT_QPA_PLATFORM="xcb", **env_extra)
     env.pop("QT_QPA_PLATFORM_PLUGIN_PATH", None)
-    cmd = [sys.executable, "-m", "gemmadesk.ui.app", "--demo-state", state, "--screenshot", str(shot), *extra]
+    cmd = [sys.executable, str(REPO / "scripts" / "demo.py"), "--demo-state", state, "--screenshot", str(shot), *extra]
     started = time.monotonic()
     code = subprocess.run(cmd, env=env, cwd=REPO, timeout=300).returncode
     print(f"{shot.relative_to(REPO)}: exit {code} in {time.monotonic() - started:.1f} s")

@@ -57,3 +57,35 @@ def test_ui_windows_stay_small() -> None:
         if (n := len(p.read_text(encoding="utf-8").splitlines())) > 450
     }
     assert not too_big, too_big
+
+
+def _lint_imports(root: Path) -> subprocess.CompletedProcess[str]:
+    """import-linter's contracts of ``root``/pyproject.toml on ``root``/gemmadesk (a fresh process)."""
+    code = "import sys; from importlinter.cli import lint_imports; sys.exit(lint_imports(no_cache=True))"
+    env = {"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin", "NO_COLOR": "1", "LANG": "C.UTF-8"}
+    return subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, env=env,
+                          timeout=300)  # fmt: skip
+
+
+def test_import_contracts_are_kept() -> None:
+    """The layers of docs/design/chat-core.md (import-linter, configured in pyproject.toml)."""
+    proc = _lint_imports(REPO)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert "0 broken" in proc.stdout and "5 kept" in proc.stdout
+
+
+def test_import_contracts_catch_a_violation(tmp_path: Path) -> None:
+    """The contracts are not vacuous: the leaf importing the engine, or core importing a server, breaks them."""
+    import shutil
+
+    shutil.copytree(REPO / "gemmadesk", tmp_path / "gemmadesk", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "pyproject.toml", tmp_path / "pyproject.toml")
+    types_py = tmp_path / "gemmadesk" / "core" / "types.py"
+    types_py.write_text(types_py.read_text(encoding="utf-8") + "\nimport gemmadesk.core.engine  # noqa\n")
+    (tmp_path / "gemmadesk" / "server").mkdir()
+    (tmp_path / "gemmadesk" / "server" / "__init__.py").write_text("")
+    (tmp_path / "gemmadesk" / "core" / "uses_server.py").write_text("import gemmadesk.server\n")
+    proc = _lint_imports(tmp_path)
+    assert proc.returncode != 0
+    assert "core.types is the leaf: it imports nothing from gemmadesk BROKEN" in proc.stdout
+    assert "core never imports the adapters (ui, cli, server) BROKEN" in proc.stdout

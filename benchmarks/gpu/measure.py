@@ -109,10 +109,10 @@ def one(cfg: dict) -> dict:
         del llm
         import threading
 
-        from gemmadesk.core.engine import ChatMessage, DirectLoadSettings, Engine, ReplyDone, SamplingParams
+        from gemmadesk.core.engine import ChatMessage, Engine, LoadSettings, ReplyDone, SamplingParams
 
         engine = Engine()
-        engine.load(DirectLoadSettings(model_path=path, n_ctx=cfg["ctx"], n_gpu_layers=ngl, flash_attn=fa,
+        engine.load(LoadSettings(model_path=path, n_ctx=cfg["ctx"], n_gpu_layers=ngl, flash_attn=fa,
                                        type_k=type_k, type_v=type_v))
         stats = None
         for ev in engine.chat_stream([ChatMessage("user", "Write a long story about a lighthouse keeper.")],

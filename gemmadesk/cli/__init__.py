@@ -65,6 +65,12 @@ def main(argv: list[str] | None = None) -> int:
     if func is None:
         parser.print_help()
         return 2
+    from gemmadesk.core.crash import EXIT_INTERNAL_ERROR, install_excepthooks, record
+    from gemmadesk.core.paths import app_paths
+
+    log_file = app_paths().log_file
+    # Last chance, for errors nobody caught: the traceback goes to the log file, one line to the terminal.
+    uninstall = install_excepthooks(lambda line: print(f"error: {line}", file=sys.stderr), log_file)
     try:
         return int(func(args))
     except KeyboardInterrupt:
@@ -74,10 +80,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except Exception as exc:
         message = _user_message(exc)
-        if message is None:
-            raise
-        print(f"error: {message}", file=sys.stderr)
-        return 1
+        if message is not None:
+            print(f"error: {message}", file=sys.stderr)
+            return 1
+        print(f"error: {record((type(exc), exc, exc.__traceback__), log_file, f'`{args.command}`')}", file=sys.stderr)
+        return EXIT_INTERNAL_ERROR
+    finally:
+        uninstall()
 
 
 # Exceptions whose text is already one sentence for a person (module, class): printed as `error: ...`,
@@ -86,6 +95,7 @@ _USER_ERRORS = (
     ("gemmadesk.core.history", "HistoryError"),
     ("gemmadesk.core.store", "StoreError"),
     ("gemmadesk.core.versioned_file", "NewerFileError"),
+    ("gemmadesk.core.engine.errors", "EngineError"),
 )
 
 

@@ -2,9 +2,11 @@
 
 MODEL is a path to a .gguf file or the id of an installed model (``gemmadesk store list``). Settings
 come from the fit plan for this machine (``gemmadesk.core.fit.plan_for_file``), the same as in the app,
-and conversations are saved to the same history (``--no-history`` to skip). Ctrl+C stops a reply;
-in the interactive chat, ``/new`` starts a new conversation, ``/think on|off`` switches thinking and
-``/quit`` (or Ctrl+D) leaves.
+and the sampling defaults from your settings (as a new chat in the app). The conversation is driven by
+the same chat core as the app (``gemmadesk.core.chat.ChatSession``), so it is saved to the same history
+in the same rows, partial replies included (``--no-history`` to skip). Ctrl+C stops a reply; in the
+interactive chat, ``/new`` starts a new conversation, ``/think on|off`` switches thinking and ``/quit``
+(or Ctrl+D) leaves.
 """
 
 from __future__ import annotations
@@ -14,22 +16,18 @@ import json
 import signal
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from gemmadesk.core.engine import (
-    ChatMessage,
-    ContextTrimmed,
-    DirectLoadSettings,
-    Engine,
-    EngineError,
-    LoadSettingsLike,
-    ReplyDone,
-    SamplingParams,
-    TextChunk,
-)
-from gemmadesk.core.history import HistoryStore
+from gemmadesk.core.types import ContextTrimmed, LoadSettings, ReplyDone, SamplingParams, TextChunk
+
+if TYPE_CHECKING:
+    from gemmadesk.core.chat import ChatSession, ModelHost, RequestHandle
+    from gemmadesk.core.settings import Settings
 
 
 def register(subparsers: Any) -> None:
@@ -37,76 +35,98 @@ def register(subparsers: Any) -> None:
     p.add_argument("model", help="path to a .gguf file, or an installed model id")
     p.add_argument("-p", "--prompt", help="send this one message, print the reply and exit")
     p.add_argument("--json", action="store_true", help="with -p: print reply, thoughts and stats as JSON")
-    p.add_argument("--system", default="", help="system prompt")
-    p.add_argument("--think", action="store_true", help="let the model think first (Gemma 4)")
-    p.add_argument("--ctx", type=int, default=8192, help="context window in tokens (default 8192)")
+    p.add_argument("--system", default=None, help="system prompt (default: the one in your settings)")
+    p.add_argument("--think", action="store_true", default=None, help="let the model think first (Gemma 4)")
+    p.add_argument("--ctx", type=int, default=None, help="context window in tokens (default: your settings, 8192)")
     p.add_argument("--gpu-layers", type=int, default=None, help="override the planned GPU layer count")
-    p.add_argument("--max-tokens", type=int, default=2048)
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--top-p", type=float, default=0.95)
-    p.add_argument("--top-k", type=int, default=64)
+    p.add_argument("--max-tokens", type=int, default=None)
+    p.add_argument("--temperature", type=float, default=None)
+    p.add_argument("--top-p", type=float, default=None)
+    p.add_argument("--top-k", type=int, default=None)
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--no-history", action="store_true", help="do not save the conversation")
     p.set_defaults(func=run)
 
 
-def resolve_model(spec: str) -> Path:
-    """A .gguf path as given, or the file of an installed model id."""
-    path = Path(spec).expanduser()
-    if path.exists() or spec.endswith(".gguf") or "/" in spec:
-        return path
+def resolve_model(spec: str, settings: Settings | None = None) -> tuple[Path, str]:
+    """(the .gguf path, the model id saved with each reply): an installed model's id, else the file name."""
     from gemmadesk.core.store import ModelStore
 
+    store = ModelStore(settings=settings)
+    path = Path(spec).expanduser()
+    if path.exists() or spec.endswith(".gguf") or "/" in spec:
+        try:
+            resolved = path.resolve()
+            installed = next((m for m in store.list() if m.path.resolve() == resolved), None)
+        except (OSError, ValueError):
+            installed = None
+        return path, installed.id if installed is not None else path.name
     try:
-        return ModelStore().get(spec).path
+        return store.get(spec).path, spec
     except KeyError:
         raise SystemExit(
             f"error: “{spec}” is neither a file nor an installed model id (see `gemmadesk store list`)"
         ) from None
 
 
-def load_settings_for(path: Path, n_ctx: int, gpu_layers: int | None) -> tuple[LoadSettingsLike, str]:
+def load_settings_for(path: Path, n_ctx: int, gpu_layers: int | None, settings: Settings) -> tuple[LoadSettings, str]:
     """Settings from the fit plan for this machine (as the app uses), and the plan's one-line reason."""
-    from dataclasses import replace
-
     from gemmadesk.core import hardware
+    from gemmadesk.core.attention import attention_settings
     from gemmadesk.core.fit import FitOptions, plan_for_file
 
+    threads = settings.n_threads or None
+    kv_type, flash_attn, problems = attention_settings(settings.kv_cache_type, settings.flash_attn)
+    for problem in problems:
+        print(f"note: settings: {problem}", file=sys.stderr)
     try:
-        plan = plan_for_file(path, hardware.probe(), FitOptions(n_ctx=n_ctx))
+        options = FitOptions(n_ctx=n_ctx, kv_type=kv_type, flash_attn=flash_attn)
+        plan = plan_for_file(path, hardware.probe(), options)
     except Exception as exc:  # an unreadable file: the engine gives the precise message when loading
-        return DirectLoadSettings(model_path=str(path), n_ctx=n_ctx, n_gpu_layers=gpu_layers or 0), str(exc)
-    settings = plan.load_settings(path)
+        direct = LoadSettings(model_path=str(path), n_ctx=n_ctx, n_gpu_layers=gpu_layers or 0, n_threads=threads)
+        return direct, str(exc)
+    load = replace(plan.load_settings(path), n_threads=threads)
     if gpu_layers is not None:
-        settings = replace(settings, n_gpu_layers=gpu_layers)
-    return settings, plan.reason
+        load = replace(load, n_gpu_layers=gpu_layers)
+    return load, plan.reason
 
 
-class _StopOnInterrupt:
-    """While active, Ctrl+C stops the current reply (the stream then ends cleanly) instead of exiting."""
+def sampling_for(args: argparse.Namespace, settings: Settings) -> SamplingParams:
+    """The command line's options over the defaults of a new chat in the app (your settings)."""
 
-    def __init__(self) -> None:
-        self.event = threading.Event()
-        self._previous: Any = None
+    def pick(value: Any, default: Any) -> Any:
+        return default if value is None else value
 
-    def __enter__(self) -> threading.Event:
-        self.event.clear()
-        self._previous = signal.signal(signal.SIGINT, self._handle)
-        return self.event
-
-    def _handle(self, signum: int, frame: FrameType | None) -> None:
-        self.event.set()
-
-    def __exit__(self, *exc: object) -> None:
-        signal.signal(signal.SIGINT, self._previous)
+    return SamplingParams(
+        temperature=pick(args.temperature, settings.temperature), top_p=pick(args.top_p, settings.top_p),
+        top_k=pick(args.top_k, settings.top_k), max_tokens=pick(args.max_tokens, settings.max_tokens),
+        seed=args.seed, thinking=pick(args.think, settings.enable_thinking),
+    )  # fmt: skip
 
 
-def _reply(engine: Engine, messages: list[ChatMessage], params: SamplingParams, echo: bool) -> ReplyDone:
+@contextmanager
+def _ctrl_c_stops(handle: RequestHandle) -> Iterator[None]:
+    """While active, Ctrl+C stops this reply (the stream then ends cleanly) instead of exiting."""
+
+    def handle_sigint(signum: int, frame: FrameType | None) -> None:
+        handle.stop()
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, handle_sigint)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _reply(handle: RequestHandle, echo: bool) -> ReplyDone:
     dim = sys.stdout.isatty()
     in_thought = False
     done: ReplyDone | None = None
-    with _StopOnInterrupt() as stop:
-        for event in engine.chat_stream(messages, params, stop):
+    with _ctrl_c_stops(handle):
+        for event in handle:
             if isinstance(event, ContextTrimmed):
                 print(f"[{event.notice}]", file=sys.stderr)
             elif isinstance(event, TextChunk) and echo:
@@ -121,68 +141,86 @@ def _reply(engine: Engine, messages: list[ChatMessage], params: SamplingParams, 
                 done = event
     if echo:
         sys.stdout.write(("\x1b[0m" if dim and in_thought else "") + "\n")
-    assert done is not None  # chat_stream always ends with ReplyDone
+    assert done is not None  # a reply always ends with ReplyDone
     return done
 
 
 def run(args: argparse.Namespace) -> int:
-    path = resolve_model(args.model)
-    settings, reason = load_settings_for(path, args.ctx, args.gpu_layers)
-    engine = Engine()
+    from gemmadesk.core.chat import ChatSession, ModelHost
+    from gemmadesk.core.engine.errors import EngineError
+    from gemmadesk.core.history import HistoryError, HistoryStore
+    from gemmadesk.core.paths import app_paths
+    from gemmadesk.core.settings import SettingsStore
+
+    settings = SettingsStore(app_paths().settings_file).load()
+    path, model_id = resolve_model(args.model, settings)
+    load, reason = load_settings_for(path, args.ctx or settings.context_length, args.gpu_layers, settings)
+    host = ModelHost()
+    worker = threading.Thread(target=host.run_forever, name="gemmadesk-llm", daemon=True)
+    worker.start()
     try:
-        report = engine.load(settings)
-    except EngineError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    for note in report.notes:
-        print(f"note: {note}", file=sys.stderr)
-    params = SamplingParams(
-        temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, max_tokens=args.max_tokens,
-        seed=args.seed, thinking=args.think,
-    )  # fmt: skip
-    store = None if args.no_history else HistoryStore()
-    try:
-        if args.prompt is not None:
-            return _one_shot(engine, store, args, params)
-        print(
-            f"{report.model_name} ({report.architecture}, {report.n_ctx:,} tokens context, "
-            f"{report.n_gpu_layers} layers on GPU, prompt format {report.chat_format}). {reason}",
-            file=sys.stderr,
-        )
-        return _interactive(engine, store, args, params)
+        try:
+            for _event in host.load(model_id, load):
+                pass
+        except EngineError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        report = host.state.report
+        assert report is not None
+        for note in report.notes:
+            print(f"note: {note}", file=sys.stderr)
+        try:
+            history = HistoryStore(":memory:" if args.no_history else None)
+        except HistoryError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        try:
+            session = ChatSession(host, history, client="cli")
+            system = settings.system_prompt if args.system is None else args.system
+            params = sampling_for(args, settings)
+            if args.prompt is not None:
+                return _one_shot(session, host, args, system, params)
+            print(
+                f"{report.model_name} ({report.architecture}, {report.n_ctx:,} tokens context, "
+                f"{report.n_gpu_layers} layers on GPU, prompt format {report.chat_format}). {reason}",
+                file=sys.stderr,
+            )
+            return _interactive(session, system, params)
+        finally:
+            history.close()
     finally:
-        engine.unload()
-        if store is not None:
-            store.close()
+        host.shutdown()
 
 
-def _one_shot(engine: Engine, store: HistoryStore | None, args: argparse.Namespace, params: SamplingParams) -> int:
-    messages = [ChatMessage("system", args.system)] if args.system.strip() else []
-    messages.append(ChatMessage("user", args.prompt))
+def _one_shot(
+    session: ChatSession, host: ModelHost, args: argparse.Namespace, system: str, params: SamplingParams
+) -> int:
+    from gemmadesk.core.engine.errors import EngineError
+    from gemmadesk.core.history import HistoryError
+
     try:
-        done = _reply(engine, messages, params, echo=not args.json)
-    except EngineError as exc:
+        session.new(system)
+        done = _reply(session.send(args.prompt, params), echo=not args.json)
+    except (EngineError, HistoryError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    conv_id = None
-    if store is not None:
-        conv_id = _save_turn(store, None, args.system, engine, args.prompt, done, params)
     if args.json:
-        report = engine.report
+        report = host.state.report
         out = {
             "reply": done.answer, "thoughts": done.thoughts, "stats": done.stats.to_dict(),
-            "model": report.to_dict() if report else None, "conversation_id": conv_id,
+            "model": report.to_dict() if report else None,
+            "conversation_id": None if args.no_history else session.conversation_id,
         }  # fmt: skip
         json.dump(out, sys.stdout, indent=2)
         sys.stdout.write("\n")
     return 0
 
 
-def _interactive(engine: Engine, store: HistoryStore | None, args: argparse.Namespace, params: SamplingParams) -> int:
-    from dataclasses import replace
+def _interactive(session: ChatSession, system: str, params: SamplingParams) -> int:
+    from gemmadesk.core.engine.errors import EngineError
+    from gemmadesk.core.history import HistoryError
 
-    history: list[ChatMessage] = []
-    conv_id: int | None = None
+    started = False  # a conversation is created with the first message, as in the app
     while True:
         try:
             line = input("you> ")
@@ -195,40 +233,16 @@ def _interactive(engine: Engine, store: HistoryStore | None, args: argparse.Name
         if text in ("/quit", "/exit"):
             return 0
         if text == "/new":
-            history, conv_id = [], None
+            started = False
             continue
         if text.startswith("/think"):
             params = replace(params, thinking=text.endswith("on"))
             print(f"thinking {'on' if params.thinking else 'off'}", file=sys.stderr)
             continue
-        system = [ChatMessage("system", args.system)] if args.system.strip() else []
         try:
-            done = _reply(engine, [*system, *history, ChatMessage("user", text)], params, echo=True)
-        except EngineError as exc:
+            if not started:
+                session.new(system)
+                started = True
+            _reply(session.send(text, params), echo=True)
+        except (EngineError, HistoryError) as exc:
             print(f"error: {exc}", file=sys.stderr)
-            continue
-        history += [ChatMessage("user", text), ChatMessage("assistant", done.answer)]
-        if store is not None:
-            conv_id = _save_turn(store, conv_id, args.system, engine, text, done, params)
-
-
-def _save_turn(
-    store: HistoryStore,
-    conv_id: int | None,
-    system: str,
-    engine: Engine,
-    text: str,
-    done: ReplyDone,
-    params: SamplingParams,
-) -> int:
-    report = engine.report
-    model = report.model_name if report else None
-    if conv_id is None:
-        conv_id = store.create_conversation(system_prompt=system, model=model).id
-    store.add_message(conv_id, "user", text)
-    stopped = done.stats.stop_reason == "stopped"
-    store.add_message(
-        conv_id, "assistant", done.answer, thoughts=done.thoughts, model=model, settings=params.to_dict(),
-        stats=done.stats.to_dict(), status="partial" if stopped else "complete",
-    )  # fmt: skip
-    return conv_id

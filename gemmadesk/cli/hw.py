@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from gemmadesk.cli.common import add_hardware_arg, human_bytes, load_hardware, print_json
+from gemmadesk.cli.common import add_hardware_arg, load_hardware, print_json
+from gemmadesk.core.units import human_bytes
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

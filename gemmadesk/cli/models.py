@@ -6,7 +6,7 @@ import argparse
 import sys
 from dataclasses import asdict
 
-from gemmadesk.cli.common import add_hardware_arg, human_bytes, load_hardware, print_json
+from gemmadesk.cli.common import add_hardware_arg, load_hardware, print_json
 from gemmadesk.core.catalog import Catalog, CatalogEntry
 from gemmadesk.core.catalog_refresh import current_catalog, refresh
 from gemmadesk.core.fit import (
@@ -20,6 +20,7 @@ from gemmadesk.core.fit import (
 )
 from gemmadesk.core.hardware import Hardware
 from gemmadesk.core.speed import MeasuredSpeed, SpeedEstimate
+from gemmadesk.core.units import human_bytes
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -27,10 +28,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("-c", "--ctx", type=int, default=8192, help="context length in tokens (default 8192)")
     p.add_argument("--kv", choices=("f16", "q8_0", "q4_0"), default="f16", help="KV-cache type")
     p.add_argument("--flash-attn", choices=("auto", "on", "off"), default="auto")
-    p.add_argument("--vision", action="store_true", help="include the vision projector (mmproj)")
-    p.add_argument("--all", action="store_true", help="also list formats this app cannot run")
-    p.add_argument("--refresh", action="store_true", help="first update file sizes and sha256 from the Hub")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    for flag, text in (
+        ("--vision", "include the vision projector (mmproj)"), ("--all", "also list formats this app cannot run"),
+        ("--refresh", "first update file sizes and sha256 from the Hub"), ("--json", "machine-readable output"),
+    ):
+        p.add_argument(flag, action="store_true", help=text)
     add_hardware_arg(p)
     p.set_defaults(func=run)
 

@@ -20,7 +20,8 @@ import sys
 import threading
 from typing import Any
 
-from gemmadesk.cli.common import human_bytes, print_json
+from gemmadesk.cli.common import print_json
+from gemmadesk.core.units import human_bytes
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -63,7 +63,11 @@ def run(args: argparse.Namespace) -> int:
     except BindRefused as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    path = resolve_model(spec)
+    from gemmadesk.core.paths import app_paths
+    from gemmadesk.core.settings import SettingsStore
+
+    user_settings = SettingsStore(app_paths().settings_file).load()  # read once, as the app does
+    path, _installed_id = resolve_model(spec, user_settings)
     if not path.is_file():
         print(f"error: “{path}” does not exist. Give a .gguf file or an installed model id "
               "(see `gemmadesk store list`).", file=sys.stderr)  # fmt: skip
@@ -75,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: cannot listen on {args.host}:{args.port} ({exc.strerror or exc}). "
               "Choose another --port, or stop the program using it.", file=sys.stderr)  # fmt: skip
         return 1
-    settings, _reason = load_settings_for(path, args.ctx, args.gpu_layers)
+    settings, _reason = load_settings_for(path, args.ctx, args.gpu_layers, user_settings)
 
     def loaded(state: Any) -> None:
         if state.status == "ready":

@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from gemmadesk.cli.common import add_hardware_arg, human_bytes, load_hardware, print_json
+from gemmadesk.cli.common import add_hardware_arg, load_hardware, print_json
 from gemmadesk.core.catalog import CatalogEntry
 from gemmadesk.core.catalog_refresh import current_catalog
 from gemmadesk.core.downloads import (
@@ -27,6 +27,7 @@ from gemmadesk.core.downloads import (
 )
 from gemmadesk.core.fit import FitOptions
 from gemmadesk.core.store import InstalledModel, ModelStore, StoreError
+from gemmadesk.core.units import human_bytes
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -34,6 +34,7 @@ from gemmadesk.core.media import (
     open_regular,
 )
 from gemmadesk.core.paths import AppPaths, app_paths
+from gemmadesk.core.types import AttachmentKind
 
 _NAME = re.compile(r"^(?P<sha>[0-9a-f]{64})(?P<ext>\.[a-z0-9]{2,5})$")
 _BLOCK = 1 << 20
@@ -88,7 +89,7 @@ class AttachmentStore:
             except BaseException:
                 tmp.unlink(missing_ok=True)
                 raise
-        return Attachment(info.kind, final, sha, info.mime)
+        return Attachment(AttachmentKind(info.kind), final, sha, info.mime)
 
     def _ensure_root(self) -> Path:
         try:

@@ -85,6 +85,8 @@ from gemmadesk.core.transfer import (
     exclusive,
     fetch,
 )
+from gemmadesk.core.types import ModelSource
+from gemmadesk.core.units import human_bytes as _fmt
 
 __all__ = [
     "DownloadCancelled", "DownloadControl", "DownloadError", "DownloadPaused", "DownloadState", "PartialInfo",
@@ -107,10 +109,6 @@ class Preflight:
     bytes_free: int
     verdict: str | None = None  # the fit Verdict value, when the fit check ran
     will_run: bool = True
-
-
-def _fmt(n: float) -> str:
-    return f"{n / GiB:.2f} GiB" if n >= GiB / 10 else f"{n / 2**20:.1f} MiB"
 
 
 def disk_margin(size: int) -> int:
@@ -275,7 +273,7 @@ def download(
 class _Obtained:
     path: Path
     sha256: str
-    source: str  # "download" | "hf-cache"
+    source: ModelSource  # DOWNLOAD or HF_CACHE
     owned: bool  # False for a copy the user already had in the HF cache
 
 
@@ -320,7 +318,8 @@ def _obtain(entry: CatalogEntry, mf: ModelFile, store: ModelStore, cfg: HubConfi
             _check_contents(part, mf.filename, entry, role, store, cfg)
             target = _install(part, remote, store, entry, role)
         meter.state(DownloadState.DONE)
-        return _Obtained(target, digest, "hf-cache" if store.use_hf_cache else "download", owned=True)
+        source = ModelSource.HF_CACHE if store.use_hf_cache else ModelSource.DOWNLOAD
+        return _Obtained(target, digest, source, owned=True)
     except (UnsafePathError, StoreError) as exc:
         meter.state(DownloadState.FAILED, str(exc))
         raise DownloadError(str(exc)) from exc
@@ -537,4 +536,4 @@ def _from_hf_cache(mf: ModelFile, store: ModelStore, meter: Meter, control: Down
         except ModelFileError:
             return None
     meter.state(DownloadState.DONE)
-    return _Obtained(candidate, digest, "hf-cache", owned=store.owns(candidate))
+    return _Obtained(candidate, digest, ModelSource.HF_CACHE, owned=store.owns(candidate))

@@ -27,9 +27,10 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 
+from gemmadesk.core.attention import choose_attention, flash_attn_crashes_on_gpu
 from gemmadesk.core.catalog import Catalog, CatalogEntry
 from gemmadesk.core.gguf_info import ModelLayout, layout_from_catalog, read_layout
-from gemmadesk.core.hardware import GPU, Hardware, decode_threads
+from gemmadesk.core.hardware import Hardware, decode_threads
 from gemmadesk.core.speed import (
     SLOW_TOKENS_PER_S,
     MeasuredSpeed,
@@ -39,11 +40,11 @@ from gemmadesk.core.speed import (
     estimate_speed,
     measured_for,
 )
+from gemmadesk.core.types import FlashAttnMode, KvType, LoadSettings
+from gemmadesk.core.units import GiB, MiB
+from gemmadesk.core.units import human_bytes as _fmt
 
-MiB = 2**20
-GiB = 2**30
-
-KV_BYTES_PER_ELEMENT = {"f16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32}
+KV_BYTES_PER_ELEMENT = {KvType.F16: 2.0, KvType.Q8_0: 34 / 32, KvType.Q4_0: 18 / 32}
 # CUDA context, cuBLAS workspaces and pool slack: NVML showed 526-620 MiB above llama.cpp's own buffers
 # on an H100 (docs/benchmarks.md).
 GPU_RESERVE_BYTES = 640 * MiB
@@ -81,30 +82,11 @@ class Verdict(StrEnum):
 @dataclass(frozen=True)
 class FitOptions:
     n_ctx: int = 8192
-    kv_type: str = "f16"  # f16 | q8_0 | q4_0
-    flash_attn: str = "auto"  # auto | on | off
+    kv_type: KvType = KvType.F16
+    flash_attn: FlashAttnMode = FlashAttnMode.AUTO
     with_mmproj: bool = False
     n_ubatch: int = 512
     max_gpu_layers: int | None = None  # force a cap (user setting); None: as many as fit
-
-
-@dataclass(frozen=True)
-class LoadSettings:
-    """Everything the engine passes to ``llama_cpp.Llama`` (besides the fixed ``swa_full=False``).
-
-    Made by :meth:`Plan.load_settings`, or by hand (tests, the CLI for a file without a plan)."""
-
-    model_path: str
-    n_ctx: int = 4096
-    n_gpu_layers: int = 0  # llama.cpp order: the output layer first, then the last layers; -1 = all
-    flash_attn: bool = False
-    type_k: str = "f16"
-    type_v: str = "f16"
-    n_threads: int | None = None
-    n_batch: int = 512
-    n_ubatch: int = 512
-    main_gpu: int = 0
-    mmproj_path: str | None = None
 
 
 @dataclass(frozen=True)
@@ -151,8 +133,8 @@ class Plan:
     options: FitOptions
     reason: str
     flash_attn: bool = True
-    type_k: str = "f16"
-    type_v: str = "f16"
+    type_k: KvType = KvType.F16
+    type_v: KvType = KvType.F16
     notes: tuple[str, ...] = ()
     speed: SpeedEstimate | None = None  # expected decode speed where the verdict puts it (None: too large)
     fits_now: bool = True  # False: it fits this machine's RAM only once other apps free some
@@ -245,14 +227,15 @@ def _pad(x: int, p: int = 256) -> int:
 
 
 def kv_bytes_per_layer(
-    layout: ModelLayout, n_ctx: int, type_k: str, type_v: str, n_ubatch: int, flash_attn: bool = True
+    layout: ModelLayout, n_ctx: int, type_k: KvType | str, type_v: KvType | str, n_ubatch: int,
+    flash_attn: bool = True,
 ) -> list[int]:
     """KV-cache bytes of each layer (0 for layers that share another layer's cache).
 
     Without flash attention llama.cpp's CUDA buffers for Gemma 4's global layers held one more F16 V
     per cached token (measured on an H100 for 26B A4B and 31B; the 12B showed three), so that is added.
     """
-    bk, bv = KV_BYTES_PER_ELEMENT[type_k], KV_BYTES_PER_ELEMENT[type_v]
+    bk, bv = KV_BYTES_PER_ELEMENT[KvType(type_k)], KV_BYTES_PER_ELEMENT[KvType(type_v)]
     swa_cells = min(n_ctx, _pad(layout.sliding_window + n_ubatch)) if layout.sliding_window else n_ctx
     out = []
     for la in layout.layers:
@@ -294,8 +277,8 @@ def estimate(
     n_gpu_layers: int,
     *,
     flash_attn: bool,
-    type_k: str,
-    type_v: str,
+    type_k: KvType | str,
+    type_v: KvType | str,
     mmproj_bytes: int = 0,
     gpu_reserve: int = GPU_RESERVE_BYTES,
 ) -> MemoryEstimate:
@@ -350,30 +333,6 @@ def _ple_dim(layout: ModelLayout) -> int:
 # ------------------------------------------------------------------------------------------ planning
 
 
-def resolve_flash_attn(setting: str, entry: CatalogEntry | None, gpu: GPU | None) -> tuple[bool, str | None]:
-    """'auto' turns flash attention on (it shrinks compute buffers at long context), except where the
-    catalog says off (E4B: llama.cpp's CUDA FA kernel crashes on it)."""
-    if setting == "on":
-        return True, None
-    if setting == "off":
-        return False, None
-    if entry is not None and entry.flash_attn_default == "off":
-        return False, "flash attention off: llama.cpp's CUDA kernel crashes on this model (known E4B issue)"
-    return True, None
-
-
-def _kv_types(kv_type: str, flash_attn: bool) -> tuple[str, str, str | None]:
-    if kv_type not in KV_BYTES_PER_ELEMENT:
-        raise ValueError(f"unknown KV cache type {kv_type!r}; use one of {', '.join(KV_BYTES_PER_ELEMENT)}")
-    if kv_type != "f16" and not flash_attn:
-        return kv_type, "f16", "a quantized V cache needs flash attention, so V stays f16"
-    return kv_type, kv_type, None
-
-
-def _fmt(n: int) -> str:
-    return f"{n / GiB:.1f} GiB" if n >= GiB else f"{n / MiB:.0f} MiB"
-
-
 def plan_layout(
     layout: ModelLayout,
     hw: Hardware,
@@ -385,9 +344,13 @@ def plan_layout(
 ) -> Plan:
     """Decide where the model runs on this hardware and what it needs there."""
     gpu = hw.best_gpu
-    fa, fa_note = resolve_flash_attn(options.flash_attn, entry, gpu)
-    type_k, type_v, kv_note = _kv_types(options.kv_type, fa)
-    notes = tuple(n for n in (fa_note, kv_note) if n)
+    attention = choose_attention(
+        options.flash_attn, options.kv_type, options.kv_type,
+        crashes_on_gpu=flash_attn_crashes_on_gpu(layout.architecture, layout.n_embd),
+        on_gpu=gpu is not None and options.max_gpu_layers != 0,
+        default_off=entry is not None and entry.flash_attn_default == "off",
+    )  # fmt: skip
+    fa, type_k, type_v, notes = attention.flash_attn, attention.type_k, attention.type_v, attention.notes
     n = layout.n_layer
     reserve = ram_reserve(hw.ram_total_bytes)
     ram_budget = hw.ram_available_bytes - reserve

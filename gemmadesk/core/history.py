@@ -48,8 +48,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from gemmadesk.core.engine.types import ChatMessage, Role
 from gemmadesk.core.paths import app_paths, atomic_write_text
+from gemmadesk.core.types import ChatMessage, Role
 
 log = logging.getLogger(__name__)
 

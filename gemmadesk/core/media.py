@@ -23,19 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Literal
 
+from gemmadesk.core.types import Attachment as Attachment  # the types leaf holds it; re-exported here
+
 MediaKind = Literal["image", "audio"]
 
-
-@dataclass(frozen=True)
-class Attachment:
-    """An image or audio file attached to a message, as stored (content-addressed) by
-    :class:`gemmadesk.core.attachments.AttachmentStore`. The engine re-checks the file's kind and sha256
-    before the model sees it. (Moves to the ``gemmadesk.core.types`` leaf with ``ChatMessage``.)"""
-
-    kind: MediaKind
-    path: Path
-    sha256: str
-    mime: str
 
 MiB = 2**20
 MAX_IMAGE_BYTES = 64 * MiB

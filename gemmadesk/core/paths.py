@@ -19,6 +19,16 @@ APP_DIR_NAME = "GemmaDesk"
 HOME_ENV = "GEMMADESK_HOME"
 
 
+class _Under:
+    """A file or folder at a fixed name inside one of the app's folders (a read-only attribute)."""
+
+    def __init__(self, folder: str, name: str) -> None:
+        self.folder, self.name = folder, name
+
+    def __get__(self, paths: object, owner: object = None) -> Path:
+        return Path(getattr(paths, self.folder)) / self.name
+
+
 @dataclass(frozen=True)
 class AppPaths:
     config_dir: Path
@@ -26,26 +36,11 @@ class AppPaths:
     cache_dir: Path
     log_dir: Path
 
-    @property
-    def settings_file(self) -> Path:
-        return self.config_dir / "settings.json"
-
-    @property
-    def models_dir(self) -> Path:
-        return self.data_dir / "models"
-
-    @property
-    def history_db(self) -> Path:
-        return self.data_dir / "chats.sqlite3"
-
-    @property
-    def downloads_dir(self) -> Path:
-        """Partial downloads (resumable) live here until verified."""
-        return self.data_dir / "downloads"
-
-    @property
-    def log_file(self) -> Path:
-        return self.log_dir / "gemmadesk.log"
+    settings_file = _Under("config_dir", "settings.json")
+    models_dir = _Under("data_dir", "models")
+    history_db = _Under("data_dir", "chats.sqlite3")
+    downloads_dir = _Under("data_dir", "downloads")  # partial downloads (resumable) live here until verified
+    log_file = _Under("log_dir", "gemmadesk.log")
 
     def ensure(self) -> AppPaths:
         for d in (self.config_dir, self.data_dir, self.cache_dir, self.log_dir):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +20,14 @@ log = logging.getLogger(__name__)
 
 __all__ = ["SCHEMA_VERSION", "NewerFileError", "Settings", "SettingsStore", "from_dict"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 @dataclass
 class Settings:
+    """Every field is read: the context, KV type, flash attention and thread count plan and load models
+    (the app and ``chat``); the sampling fields, system prompt and thinking are a new chat's defaults."""
+
     schema_version: int = SCHEMA_VERSION
     context_length: int = 8192
     kv_cache_type: str = "f16"  # f16 | q8_0 | q4_0
@@ -40,7 +43,6 @@ class Settings:
     last_model: str = ""
     n_threads: int = 0  # 0: let the engine choose
     theme: str = "system"  # system | light | dark
-    recent_imports: list[str] = field(default_factory=list)
 
 
 def _migrate_1_to_2(data: dict[str, Any]) -> dict[str, Any]:
@@ -50,7 +52,13 @@ def _migrate_1_to_2(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _migrate_1_to_2}
+def _migrate_2_to_3(data: dict[str, Any]) -> dict[str, Any]:
+    # v3 drops "recent_imports": nothing ever read it (the model store is the list of imported files).
+    data.pop("recent_imports", None)
+    return data
+
+
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _migrate_1_to_2, 2: _migrate_2_to_3}
 MAX_SETTINGS_BYTES = 1024 * 1024  # a settings file is a few hundred bytes; anything huge is not ours
 
 

@@ -44,7 +44,9 @@ from gemmadesk.core.catalog import Catalog, CatalogEntry, load_catalog
 from gemmadesk.core.model_check import ModelFileError, check_model_file
 from gemmadesk.core.paths import AppPaths, app_paths, atomic_write_text, hf_cache_dir
 from gemmadesk.core.safe_paths import UnsafePathError, check_filename, check_repo_id, inside
-from gemmadesk.core.settings import SettingsStore
+from gemmadesk.core.settings import Settings, SettingsStore
+from gemmadesk.core.types import ModelSource
+from gemmadesk.core.units import human_bytes
 from gemmadesk.core.versioned_file import VersionedFile
 
 log = logging.getLogger(__name__)
@@ -74,7 +76,7 @@ class InstalledModel:
     size_bytes: int
     sha256: str | None
     mmproj_path: Path | None
-    source: str  # "download" | "import" | "hf-cache"
+    source: ModelSource
     status: str  # "ok" | "missing" | "changed"
     display_name: str
     owned: bool = True  # GemmaDesk wrote this very file (its receipt matches): only then may remove() delete it
@@ -270,11 +272,12 @@ class ModelStore:
         use_hf_cache: bool | None = None,
         models_dir: Path | None = None,
         catalog: Catalog | None = None,
+        settings: Settings | None = None,
     ) -> None:
+        """``settings``: the user's settings as the app already read them (read from disk when None)."""
         self.paths = paths or app_paths()
         self.problems: list[str] = []  # things the store recovered from, for the UI to show once
-        settings_store = SettingsStore(self.paths.settings_file)
-        settings = settings_store.load()
+        settings = settings or SettingsStore(self.paths.settings_file).load()
         self.use_hf_cache = settings.use_hf_cache if use_hf_cache is None else use_hf_cache
         custom = models_dir
         if custom is None and settings.models_dir:
@@ -541,7 +544,7 @@ class ModelStore:
             size_bytes=int(rec.get("size_bytes") or 0),
             sha256=rec.get("sha256"),
             mmproj_path=mmproj,
-            source=rec["source"],
+            source=ModelSource.parse(rec["source"]),
             status=status,
             display_name=rec.get("display_name") or rec["id"],
             owned=receipt is not None and receipt.is_intact(),
@@ -590,7 +593,7 @@ class ModelStore:
             st = _stat(path)
             if st is None:
                 continue
-            name = entry.label if entry is not None else str(header.metadata.get("general.name") or path.stem)
+            name = entry.label if entry is not None else header.name
             records.append({"id": model_id, "entry_id": entry.id if entry else None, "path": str(path),
                             "size_bytes": st[0], "mtime_ns": st[1], "sha256": None, "source": "import",
                             "display_name": name[:200], "owned": False})
@@ -614,7 +617,7 @@ class ModelStore:
         entry_id: str | None,
         path: Path,
         sha256: str | None,
-        source: str,
+        source: ModelSource,
         display_name: str,
         owned: bool,
         mmproj_path: Path | None = None,
@@ -751,7 +754,7 @@ class ModelStore:
                 entry = None  # same name and size but different bytes: treat it as the user's own file
         else:
             sha = None
-        name = str(header.metadata.get("general.name") or path.stem)[:200]
+        name = header.name[:200]
         have = self.find_for_entry(entry.id) if entry is not None else None
         if entry is not None and have is not None and have.path != path and have.status == "ok":
             raise StoreError(f"{entry.label} is already installed at {have.path}")
@@ -765,8 +768,8 @@ class ModelStore:
             entry_id=entry.id if entry is not None else None,
             path=path,
             sha256=sha,
-            source="import",
-            display_name=entry.label if entry is not None else f"{name} ({arch}, {size / 2**30:.2f} GiB)",
+            source=ModelSource.IMPORT,
+            display_name=entry.label if entry is not None else f"{name} ({arch}, {human_bytes(size)})",
             owned=False,
         )
 

@@ -38,7 +38,7 @@ from gemmadesk.core.engine import (
     ReplyDone,
     TextChunk,
 )
-from gemmadesk.core.engine.types import StreamEvent
+from gemmadesk.core.types import StreamEvent
 from gemmadesk.server import protocol
 from gemmadesk.server.protocol import ApiError
 from gemmadesk.server.service import ChatService, QueueFullError, RequestHandle, TemplateRefusedError

@@ -34,14 +34,13 @@ from gemmadesk.core.engine import (
     Engine,
     EngineError,
     GenerationError,
-    LoadSettingsLike,
     ReplyDone,
     ReplyStats,
     SamplingParams,
     TextChunk,
 )
 from gemmadesk.core.engine.engine import MIN_REPLY_TOKENS
-from gemmadesk.core.engine.types import StreamEvent
+from gemmadesk.core.types import ChunkKind, LoadSettings, StopReason, StreamEvent
 
 __all__ = [
     "ChatJob",
@@ -263,16 +262,16 @@ def _with_stops(events: Iterator[StreamEvent], stops: Sequence[str], stop: threa
         if isinstance(event, TextChunk) and event.kind == "answer":
             out = scanner.feed(event.text)
             if out:
-                yield TextChunk("answer", out)
+                yield TextChunk(ChunkKind.ANSWER, out)
             if scanner.matched:
                 stop.set()
         elif isinstance(event, ReplyDone):
             tail = scanner.finish()
             if tail:
-                yield TextChunk("answer", tail)
+                yield TextChunk(ChunkKind.ANSWER, tail)
             stats = event.stats
             if scanner.matched:
-                stats = replace(stats, stop_reason="eos")
+                stats = replace(stats, stop_reason=StopReason.EOS)
             yield ReplyDone(scanner.text.strip(), event.thoughts, stats)
         else:
             yield event
@@ -319,7 +318,7 @@ class EngineChatService:
     def __init__(
         self,
         model_id: str,
-        settings: LoadSettingsLike | None,
+        settings: LoadSettings | None,
         *,
         engine: Engine | None = None,
         max_queue: int = 16,

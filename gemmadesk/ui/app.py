@@ -1,7 +1,10 @@
 """Start the desktop app: logging to the log file, the QApplication, the theme, the main window.
 
-``main(argv)`` is what ``gemmadesk`` (no arguments) and ``python -m gemmadesk`` call. Heavy libraries
-(llama_cpp, huggingface_hub) are imported only when first needed, so the window paints quickly.
+``main(argv)`` is what ``gemmadesk`` (no arguments) and ``python -m gemmadesk`` call; :func:`build` makes
+the application and its window without running them (scripts/demo.py drives the window for screenshots).
+Settings are read once here and passed down. Errors nobody caught (any thread) go to the log file and a
+notice in the window (:func:`install_crash_handlers`). Heavy libraries (llama_cpp, huggingface_hub) are
+imported only when first needed, so the window paints quickly.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import argparse
 import logging
 import logging.handlers
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from gemmadesk import APP_ID, APP_NAME, ORG_NAME, __version__
@@ -17,10 +21,13 @@ from gemmadesk.core.paths import AppPaths, app_paths, resources_dir
 
 if TYPE_CHECKING:
     from PySide6.QtGui import QIcon, QPalette
+    from PySide6.QtWidgets import QApplication
+
+    from gemmadesk.ui.main_window import MainWindow
 
 log = logging.getLogger("gemmadesk")
 
-DEMO_STATES = ("first-run", "downloading", "chatting")
+FREEZE_AFTER_MS = 5000
 
 
 def setup_logging(paths: AppPaths) -> None:
@@ -49,11 +56,6 @@ def app_icon() -> QIcon:
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(prog="gemmadesk", add_help=True)
     parser.add_argument("--hardware", help="plan for the machine described in this JSON file (`hw --json`)")
-    # For scripts/screenshots.py: drive the window into a state, save a PNG, quit.
-    parser.add_argument("--demo-state", choices=DEMO_STATES, help=argparse.SUPPRESS)
-    parser.add_argument("--screenshot", default="screenshot.png", help=argparse.SUPPRESS)
-    parser.add_argument("--demo-prompt", default="Write a haiku about the sea.", help=argparse.SUPPRESS)
-    parser.add_argument("--demo-size", help=argparse.SUPPRESS)  # WIDTHxHEIGHT of the window, e.g. 800x600
     return parser.parse_known_args(argv)
 
 
@@ -94,9 +96,6 @@ def _dark_palette() -> QPalette:
     return palette
 
 
-FREEZE_AFTER_MS = 5000
-
-
 def freeze_startup_objects() -> None:
     """Move everything alive after start-up (modules, Qt wrappers, the catalog) out of the garbage collector's
     reach: a full collection then scans only what the session created. Measured: full collections during a
@@ -134,19 +133,30 @@ def report_missing_libraries(message: str) -> int:
     return 3
 
 
-def main(argv: list[str] | None = None) -> int:
-    args, qt_args = parse_args(sys.argv[1:] if argv is None else argv)
+def install_crash_handlers(window: MainWindow, paths: AppPaths) -> Callable[[], None]:
+    """Uncaught errors of any thread: traceback to the log file, one line as a notice in ``window``.
+    Returns a function that removes the handlers."""
+    from PySide6.QtCore import QObject, Signal
+
+    from gemmadesk.core.crash import install_excepthooks
+
+    class _Notifier(QObject):  # lives in the GUI thread; emitting from any thread queues to the window
+        crashed = Signal(str)
+
+    notifier = _Notifier(window)
+    notifier.crashed.connect(window.show_internal_error)
+    uninstall = install_excepthooks(notifier.crashed.emit, paths.log_file)
+    window.destroyed.connect(uninstall)
+    return uninstall
+
+
+def build(argv: list[str]) -> tuple[QApplication, MainWindow]:
+    """The QApplication and the shown main window, with logging, theme and crash handlers in place."""
+    args, qt_args = parse_args(argv)
     paths = app_paths().ensure()
     setup_logging(paths)
     log.info("GemmaDesk %s starting (Python %s)", __version__, sys.version.split()[0])
 
-    from gemmadesk.core.desktop_libs import check_xcb
-
-    missing = check_xcb()
-    if missing is not None and _running_qapplication() is None:
-        return report_missing_libraries(missing.message())
-
-    from PySide6.QtCore import QTimer
     from PySide6.QtWidgets import QApplication
 
     from gemmadesk.core.hardware import Hardware
@@ -161,20 +171,26 @@ def main(argv: list[str] | None = None) -> int:
     app.setDesktopFileName(APP_ID)
     app.setWindowIcon(app_icon())
     hardware = Hardware.from_json_file(args.hardware) if args.hardware else None
-    apply_theme(SettingsStore(paths.settings_file).load().theme)  # before any widget picks its colours
-    window = MainWindow(paths, hardware=hardware)
-    if args.demo_size:
-        width, _, height = args.demo_size.partition("x")
-        window.resize(int(width), int(height))
+    settings_store = SettingsStore(paths.settings_file)
+    settings = settings_store.load()  # the one read at start-up, passed down
+    apply_theme(settings.theme)  # before any widget picks its colours
+    window = MainWindow(paths, hardware=hardware, settings=settings, settings_store=settings_store)
+    install_crash_handlers(window, paths)
     window.show()
+    from PySide6.QtCore import QTimer
+
     QTimer.singleShot(FREEZE_AFTER_MS, freeze_startup_objects)
-    if args.demo_state:
-        from pathlib import Path
+    return app, window
 
-        from gemmadesk.ui.demo import DemoDriver
 
-        driver = DemoDriver(window, args.demo_state, Path(args.screenshot), args.demo_prompt)
-        driver.start()
+def main(argv: list[str] | None = None) -> int:
+    from gemmadesk.core.desktop_libs import check_xcb
+
+    missing = check_xcb()  # before Qt loads its platform plugin, which would abort the process
+    if missing is not None and _running_qapplication() is None:
+        setup_logging(app_paths().ensure())
+        return report_missing_libraries(missing.message())
+    app, _window = build(sys.argv[1:] if argv is None else argv)
     code = int(app.exec())
     log.info("GemmaDesk exiting with %s", code)
     return code

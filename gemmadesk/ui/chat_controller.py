@@ -1,86 +1,125 @@
-"""Chat logic between the views and the core: conversations (HistoryStore), the model (LlmController).
+"""Chat logic between the views and the core: it drives a :class:`ChatSession` on the window's model host.
 
-The window never talks to SQLite or llama.cpp itself; it calls these methods and listens to the
-signals. Generation runs on the LLM thread (``gemmadesk.ui.llm_worker``), which also saves the reply
-as it streams; this controller mirrors it into the :class:`TranscriptModel` batch by batch.
-Per-conversation sampling settings are kept with each reply (``settings`` JSON of the message) and read
-back from the conversation's latest reply; the system prompt is a column of the conversation.
+The window never talks to llama.cpp itself; it calls these methods and listens to the signals. Every
+request (load, reply) runs on the host's worker thread (:mod:`gemmadesk.ui.host_bridge`), which also saves
+the reply as it streams; this controller mirrors it into the :class:`TranscriptModel` batch by batch.
+"Busy" is tracked here only: a reply is running while ``self._reply`` is set.
+
+Per-conversation sampling settings are stored with each reply (``settings`` of the message) and read back
+from the conversation's latest reply; a new conversation starts from the user's defaults (``Settings``).
+What is loaded, with which context, is the host's: :attr:`HostBridge.stateChanged` is what views observe.
+History failures in these slots (a locked or damaged database) become notices, never tracebacks.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, replace
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 from PySide6.QtCore import QObject, Signal, Slot
 
-from gemmadesk.core.engine import LoadReport, ReplyStats, SamplingParams
-from gemmadesk.core.fit import FitOptions, Plan, Verdict, plan_entry, plan_for_file
+from gemmadesk.core.chat import ChatSession, HostState, ReplyHandle, RequestHandle, sampling_from_row
+from gemmadesk.core.engine.errors import EngineError
+from gemmadesk.core.fit import Plan, Verdict, plan_entry, plan_for_file
 from gemmadesk.core.history import HistoryError, HistoryStore
+from gemmadesk.core.history import Message as Row
+from gemmadesk.core.settings import Settings
 from gemmadesk.core.store import InstalledModel, ModelStore
-from gemmadesk.ui.chat_settings import ConversationSettings
+from gemmadesk.core.types import (
+    ContextTrimmed,
+    LoadProgress,
+    LoadReport,
+    LoadSettings,
+    ReplyDone,
+    SamplingParams,
+    TextChunk,
+)
 from gemmadesk.ui.conversation_model import ConversationListModel
+from gemmadesk.ui.host_bridge import HostBridge
+from gemmadesk.ui.notice import NoticeLevel
 from gemmadesk.ui.setup_controller import SetupController
 from gemmadesk.ui.transcript_model import Message, TranscriptModel
 
 log = logging.getLogger(__name__)
 
+HISTORY_FAILURES = (HistoryError, sqlite3.Error, OSError)
 
-def _to_view(m: Any) -> Message:
-    return Message(m.role, m.content, m.thoughts, dict(m.stats), error="", id=m.id)
+
+def _to_view(m: Row, streaming: bool = False) -> Message:
+    return Message(m.role, m.content, m.thoughts, dict(m.stats), error="", id=m.id, streaming=streaming)
+
+
+def default_params(settings: Settings) -> SamplingParams:
+    """A new conversation's sampling settings: the user's defaults."""
+    return SamplingParams(temperature=settings.temperature, top_p=settings.top_p, top_k=settings.top_k,
+                          max_tokens=settings.max_tokens, thinking=settings.enable_thinking)  # fmt: skip
 
 
 class ChatController(QObject):
     busy_changed = Signal(bool)
-    model_loading = Signal(str, float)  # model name, fraction 0..1
+    model_loading = Signal(str, float)  # model name, fraction 0..1 (-1: loading ended without a model)
     model_ready = Signal(str, str)  # model name, placement banner ("" when fully on the GPU)
     notice = Signal(str, str, str)  # level, what happened, what to do next
-    conversation_opened = Signal(int, object)  # id, ConversationSettings
+    conversation_opened = Signal(int)  # id; read params/system_prompt from the controller
     models_changed = Signal(list)  # [(model id, display name)]
 
-    def __init__(self, setup: SetupController, history: HistoryStore, parent: QObject | None = None) -> None:
+    def __init__(
+        self, setup: SetupController, history: HistoryStore, settings: Settings, parent: QObject | None = None
+    ) -> None:
         super().__init__(parent)
         self.setup = setup
         self.store: ModelStore = setup.store
         self.history = history
+        self.settings = settings
+        self.bridge = HostBridge(parent=self)
+        self.session = ChatSession(self.bridge.host, history)
         self.transcript = TranscriptModel(self)
         self.conversations = ConversationListModel(self)
         self.conversations.rename_requested.connect(self.rename)
-        self.conversation_id: int | None = None
-        self.settings = ConversationSettings()
-        self.model_id: str | None = None
-        self.report: LoadReport | None = None
-        self._llm: Any = None  # LlmController, created on the first load (it starts a thread)
-        self._busy = False
-        self._closed = False  # after shutdown() late worker signals are ignored
+        self.params = default_params(settings)
+        self.system_prompt = settings.system_prompt
+        self.model_id: str | None = None  # what the window loaded (or is loading)
+        self.report: LoadReport | None = None  # what the window shows as ready; None while loading
+        self._plan: Plan | None = None
+        self._load: RequestHandle | None = None
+        self._reply: ReplyHandle | None = None
+        self._closed = False
         self._query = ""
 
-    # ------------------------------------------------------------------ models
     @property
-    def llm(self) -> Any:
-        if self._llm is None:
-            from gemmadesk.ui.llm_worker import LlmController
-
-            self._llm = LlmController(self)
-            # To @Slot methods of this GUI-thread object (queued from the LLM thread); slots ignore
-            # anything that arrives after shutdown().
-            llm = self._llm
-            llm.loadProgress.connect(self._load_progress)
-            llm.loaded.connect(self._loaded)
-            llm.loadFailed.connect(self._load_failed)
-            llm.replyChunk.connect(self._chunk)
-            llm.replyFinished.connect(self._finished)
-            llm.replyFailed.connect(self._reply_failed)
-            llm.contextTrimmed.connect(self._trimmed)
-        return self._llm
+    def conversation_id(self) -> int | None:
+        return self.session.conversation_id
 
     @property
     def busy(self) -> bool:
-        """A reply is being generated (set on send, cleared when its last event reached this thread)."""
-        return self._busy
+        """A reply is being generated: from send until its end reached this thread."""
+        return self._reply is not None
 
+    @property
+    def host_state(self) -> HostState:
+        return self.bridge.state
+
+    def _tell(self, level: NoticeLevel, text: str, next_step: str) -> None:
+        self.notice.emit(str(level), text, next_step)
+
+    @contextmanager
+    def _history_guard(self, what: str) -> Iterator[None]:
+        """A failing history call in a slot becomes a notice (and a log entry), not a lost traceback."""
+        try:
+            yield
+        except HISTORY_FAILURES as exc:
+            log.warning("could not %s: %r", what, exc)
+            text = str(exc) if isinstance(exc, HistoryError) else f"Could not {what}: the chat history failed ({exc})."
+            self._tell(NoticeLevel.ERROR, text, "Try again; if it keeps failing, the log file has details.")
+        except EngineError as exc:
+            log.warning("could not %s: %s", what, exc)
+            self._tell(NoticeLevel.ERROR, str(exc), "Load a model, then try again.")
+
+    # ------------------------------------------------------------------ models
     def installed_models(self) -> list[InstalledModel]:
         """Every recorded model, including ones whose file vanished or changed: the switcher lists
         them so that picking one explains the problem instead of the model silently disappearing."""
@@ -93,7 +132,7 @@ class ChatController(QObject):
         hw = self.setup.hardware
         if hw is None:
             raise RuntimeError("hardware not inspected yet")
-        options = FitOptions(n_ctx=n_ctx)
+        options = replace(self.setup.options, n_ctx=n_ctx)
         if model.entry_id:
             try:
                 return plan_entry(self.setup.entry(model.entry_id), hw, options, gguf_path=model.path)
@@ -101,56 +140,75 @@ class ChatController(QObject):
                 pass  # an entry this catalog no longer lists: plan from the file itself
         return plan_for_file(model.path, hw, options)
 
+    def load_settings_for(
+        self, model: InstalledModel, n_ctx: int | None = None, plan: Plan | None = None
+    ) -> tuple[Plan, LoadSettings]:
+        """The fit plan for this machine and the load settings from it, with the user's thread count."""
+        plan = plan or self.plan_for(model, n_ctx or self.settings.context_length)
+        load = plan.load_settings(model.path, model.mmproj_path)
+        return plan, replace(load, n_threads=self.settings.n_threads or None)
+
     def load_model(self, model_id: str, n_ctx: int | None = None) -> None:
         if self.busy:
-            self.notice.emit("info", "A reply is still being written.", "Stop it first, then switch models.")
+            self._tell(NoticeLevel.INFO, "A reply is still being written.", "Stop it first, then switch models.")
             return
         try:
             model = self.store.get(model_id)
             if model.status != "ok":
                 what = "is missing" if model.status == "missing" else "changed since it was installed"
-                self.notice.emit("error", f"The file of {model.display_name} {what}: {model.path}",
+                self._tell(NoticeLevel.ERROR, f"The file of {model.display_name} {what}: {model.path}",
                                  "Download it again (File → Models…), or put the original file back.")  # fmt: skip
                 return
-            plan = self.plan_for(model, n_ctx or self.settings.n_ctx)
+            plan = self.plan_for(model, n_ctx or self.settings.context_length)
         except Exception as exc:
             log.warning("cannot plan %s: %s", model_id, exc)
-            self.notice.emit("error", f"Cannot open this model: {exc}", "Check the file or download it again.")
+            self._tell(NoticeLevel.ERROR, f"Cannot open this model: {exc}", "Check the file or download it again.")
             return
+        settings = self.load_settings_for(model, plan=plan)[1]
         if plan.verdict == Verdict.TOO_LARGE:
             self.notice.emit(
-                "warning",
+                NoticeLevel.WARNING,
                 f"{model.display_name} may not fit: {plan.reason}",
                 "Choose a shorter context in the chat settings, or a smaller model.",
             )
+        if self._load is not None:
+            self._load.stop()  # a newer choice replaces a load still running
         self.model_id = model_id
         self.report = None  # nothing is sent while the new model loads
         self._plan = plan
+        handle = self.bridge.host.load(model_id, settings)
+        self._load = handle
         self.model_loading.emit(model.display_name, 0.0)
-        self.llm.load(plan.load_settings(model.path, model.mmproj_path))
-
-    @Slot(str)
-    def _trimmed(self, text: str) -> None:
-        if not self._closed:
-            self.notice.emit("info", text, "")
-
-    @Slot(float)
-    def _load_progress(self, fraction: float) -> None:
-        if self.model_id and not self._closed:
-            self.model_loading.emit(self._model_name(), fraction)
+        self.bridge.relay(handle, self._load_event, self._load_ended, self._load_ended, self)
 
     @Slot(object)
-    def _loaded(self, report: LoadReport) -> None:
-        if self._closed:
+    def _load_event(self, event: object) -> None:
+        if isinstance(event, LoadProgress) and not self._closed and self._load is not None:
+            self.model_loading.emit(self._model_name(), event.fraction)
+
+    @Slot(object)
+    def _load_ended(self, handle: RequestHandle) -> None:
+        """The load request ended (finished or failed): show what the host has loaded now."""
+        if self._closed or handle is not self._load:
             return
-        self.report = report
-        self.model_ready.emit(self._model_name(), self.placement_banner(report))
+        self._load = None
+        state = self.bridge.state
+        if handle.error is None or (state.ready and state.report is not None):  # loaded, or the previous one kept
+            self.model_id, self.report = state.model_id, state.report
+            if self.report is not None:
+                self.model_ready.emit(self._model_name(), self.placement_banner(self.report))
+        else:
+            self.model_id, self.report = None, None
+            self.model_loading.emit("", -1.0)
+        if handle.error is not None:
+            step = "Try a smaller model or a shorter context; the log has details."
+            self._tell(NoticeLevel.ERROR, str(handle.error), step)
 
     def placement_banner(self, report: LoadReport) -> str:
         """Why the model (partly) runs on the CPU, in words; empty when it is all on the GPU."""
         if report.n_gpu_layers >= report.n_layers + 1 and report.n_gpu_layers > 0:
             return ""
-        reason = self._plan.reason if getattr(self, "_plan", None) else ""
+        reason = self._plan.reason if self._plan is not None else ""
         hw = self.setup.hardware
         if report.n_gpu_layers <= 0:
             why = "no GPU that this llama.cpp build can use" if hw is None or not hw.usable_gpus else reason
@@ -160,166 +218,188 @@ class ChatController(QObject):
             f"({reason}). A shorter context or a smaller model would fit entirely."
         )
 
-    @Slot(str)
-    def _load_failed(self, message: str) -> None:
-        if self._closed:
-            return
-        self.model_id = None
-        self.model_loading.emit("", -1.0)
-        self.notice.emit("error", message, "Try a smaller model or a shorter context; the log has details.")
-
     def _model_name(self) -> str:
         try:
             return self.store.get(self.model_id).display_name if self.model_id else ""
         except Exception:
             return self.model_id or ""
 
+    def set_context(self, n_ctx: int) -> None:
+        """The chat panel's context length: reload the model with it (the host then reports it)."""
+        loaded = self.bridge.state.settings
+        if self.model_id and not self.busy and (loaded is None or loaded.n_ctx != n_ctx):
+            self.load_model(self.model_id, n_ctx)
+
     # ------------------------------------------------------------------ conversations
     def refresh_conversations(self, query: str | None = None) -> None:
         if query is not None:
             self._query = query.strip()
-        convs = self.history.list_conversations()
-        if self._query:
-            hits = {h.conversation_id for h in self.history.search(self._query, limit=500)}
-            convs = [c for c in convs if c.id in hits]
-        self.conversations.set_conversations(convs)
+        with self._history_guard("list the conversations"):
+            convs = self.history.list_conversations()
+            if self._query:
+                hits = {h.conversation_id for h in self.history.search(self._query, limit=500)}
+                convs = [c for c in convs if c.id in hits]
+            self.conversations.set_conversations(convs)
 
-    def new_conversation(self) -> int:
-        conv = self.history.create_conversation(system_prompt=self.settings.system_prompt, model=self.model_id)
-        self._query = ""
-        self.refresh_conversations()
-        self.open_conversation(conv.id)
-        return conv.id
+    def new_conversation(self, keep_settings: bool = False) -> int | None:
+        """Start and open a new conversation: with the user's default settings (File → New chat), or with
+        what the chat panel shows now (the first message sent with no conversation open)."""
+        self.stop()
+        if not keep_settings:
+            self.params, self.system_prompt = default_params(self.settings), self.settings.system_prompt
+        with self._history_guard("start a new conversation"):
+            cid = self.session.new(self.system_prompt)
+            self._query = ""
+            self.refresh_conversations()
+            self.open_conversation(cid)
+            return cid
+        return None
 
     def open_conversation(self, conversation_id: int) -> None:
         if self.busy:
             self.stop()
         try:
-            conv = self.history.get_conversation(conversation_id)
-            messages = self.history.messages(conversation_id)
-        except HistoryError as exc:
-            self.notice.emit("error", str(exc), "Pick another conversation.")
+            conv = self.session.open(conversation_id)
+            rows = self.session.messages()
+        except HISTORY_FAILURES as exc:
+            self._tell(NoticeLevel.ERROR, f"Cannot open this conversation: {exc}", "Pick another conversation.")
             return
-        self.conversation_id = conversation_id
-        settings = replace(self.settings)  # a conversation without replies keeps the current settings
-        for m in reversed(messages):
+        params = self.params  # a conversation without replies keeps the current settings
+        for m in reversed(rows):
             if m.role == "assistant" and m.settings:
-                fields = ConversationSettings.__dataclass_fields__
-                known = {k: v for k, v in m.settings.items() if k in fields}
-                settings = ConversationSettings(**known)
+                params = sampling_from_row(m.settings, params)
                 break
-        settings.system_prompt = conv.system_prompt
-        self.settings = settings
-        self.transcript.set_messages([_to_view(m) for m in messages])
-        self.conversation_opened.emit(conversation_id, settings)
+        self.params = params
+        self.system_prompt = conv.system_prompt
+        self.transcript.set_messages([_to_view(m) for m in rows])
+        self.conversation_opened.emit(conversation_id)
 
     def rename(self, conversation_id: int, title: str) -> None:
-        self.history.rename(conversation_id, title)
+        with self._history_guard("rename the conversation"):
+            self.history.rename(conversation_id, title)
         self.refresh_conversations()
 
     def delete(self, conversation_id: int) -> None:
-        self.history.delete_conversation(conversation_id)
-        if conversation_id == self.conversation_id:
-            self.conversation_id = None
-            self.transcript.set_messages([])
+        with self._history_guard("delete the conversation"):
+            if conversation_id == self.conversation_id:
+                self.stop()
+            self.history.delete_conversation(conversation_id)
+            if conversation_id == self.conversation_id:
+                self.session.close()
+                self.transcript.set_messages([])
         self.refresh_conversations()
 
-    def update_settings(self, settings: ConversationSettings) -> None:
-        reload = settings.n_ctx != self.settings.n_ctx
-        self.settings = settings
-        if self.conversation_id is not None:
-            self.history.set_system_prompt(self.conversation_id, settings.system_prompt)
-        if reload and self.model_id and not self.busy:
-            self.load_model(self.model_id, settings.n_ctx)
+    def update_settings(self, system_prompt: str, params: SamplingParams) -> None:
+        """The open conversation's settings (from the chat panel and the Thinking box)."""
+        self.params = params
+        if system_prompt != self.system_prompt:
+            self.system_prompt = system_prompt
+            if self.conversation_id is not None:
+                with self._history_guard("save the system prompt"):
+                    self.session.set_system_prompt(system_prompt)
 
     # ------------------------------------------------------------------ replies
-    def send(self, text: str) -> None:
+    def send(self, text: str) -> bool:
+        """Send ``text`` in the open conversation (a new one if none); False when it was not accepted."""
         if not self._ready():
-            return
-        if self.conversation_id is None:
-            self.new_conversation()
-        assert self.conversation_id is not None
-        saved = self.history.add_message(self.conversation_id, "user", text)
-        self.transcript.append(_to_view(saved))
-        self._generate()
-        self.refresh_conversations()
+            return False
+        if self.conversation_id is None and self.new_conversation(keep_settings=True) is None:
+            return False
+        with self._history_guard("save your message"):
+            handle = self.session.send(text, self.params)
+            if handle.user_message is not None:
+                self.transcript.append(_to_view(handle.user_message))
+            self._start(handle)
+            self.refresh_conversations()
+            return True
+        return False
 
-    def edit_and_resend(self, row: int, text: str) -> None:
-        msg_id = self.transcript.message(row).id
-        if not self._ready() or msg_id is None or self.conversation_id is None:
-            return
-        remaining = self.history.edit_user_message(msg_id, text)
-        self.transcript.set_messages([_to_view(m) for m in remaining])
-        self._generate()
+    def edit_and_resend(self, message_id: int, text: str) -> bool:
+        """Replace one of your messages of the open conversation and everything after it, then reply."""
+        if not self._ready():
+            return False
+        with self._history_guard("edit the message"):
+            handle = self.session.edit(message_id, text, self.params)
+            self._show_rows(handle)
+            self._start(handle, append=False)
+            return True
+        return False
 
     def regenerate(self) -> None:
         if not self._ready() or self.conversation_id is None:
             return
-        remaining = self.history.remove_last_reply(self.conversation_id)
-        self.transcript.set_messages([_to_view(m) for m in remaining])
-        self._generate()
+        with self._history_guard("regenerate the reply"):
+            handle = self.session.regenerate(self.params)
+            self._show_rows(handle)
+            self._start(handle, append=False)
+
+    def _show_rows(self, handle: ReplyHandle) -> None:
+        rows = self.session.messages()
+        self.transcript.set_messages([_to_view(m, streaming=m.id == handle.reply_id) for m in rows])
 
     def stop(self) -> None:
-        if self._llm is not None:
-            self._llm.stop()
+        if self._reply is not None:
+            self._reply.stop()
 
     def _ready(self) -> bool:
         if self.busy:
             return False
         if self.report is None:
-            self.notice.emit("info", "No model is loaded yet.", "Pick an installed model above, or download one.")
+            self._tell(NoticeLevel.INFO, "No model is loaded yet.", "Pick an installed model above, or download one.")
             return False
         return True
 
-    def _generate(self) -> None:
-        assert self.conversation_id is not None
-        s = self.settings
-        params = SamplingParams(
-            temperature=s.temperature,
-            top_p=s.top_p,
-            top_k=s.top_k,
-            max_tokens=s.max_tokens,
-            thinking=s.thinking,
-        )
-        messages = self.history.chat_messages(self.conversation_id)
-        reply_id = self.history.begin_reply(self.conversation_id, model=self._model_name(), settings=asdict(s))
-        self.transcript.append(Message("assistant", "", streaming=True, id=reply_id))
-        self._busy = True
-        self.llm.generate(messages, params, history=self.history, message_id=reply_id)
+    def _start(self, handle: ReplyHandle, append: bool = True) -> None:
+        if append:
+            self.transcript.append(Message("assistant", "", streaming=True, id=handle.reply_id))
+        self._reply = handle
+        self.bridge.relay(handle, self._reply_event, self._reply_finished, self._reply_failed, self)
         self.busy_changed.emit(True)
 
-    @Slot(str, str)
-    def _chunk(self, kind: str, text: str) -> None:
-        if self._closed:
-            return
-        if kind == "thought":
-            self.transcript.append_to_last(thought=text)
-        else:
-            self.transcript.append_to_last(answer=text)
+    def _shows_reply(self) -> bool:
+        """The transcript shows the conversation of the running reply (not another one opened meanwhile)."""
+        return self._reply is not None and self._reply.conversation_id == self.conversation_id
 
-    @Slot(object, str, str)
-    def _finished(self, stats: ReplyStats, answer: str, thoughts: str) -> None:
+    @Slot(object)
+    def _reply_event(self, event: object) -> None:
         if self._closed:
             return
-        self._busy = False
-        self.transcript.update_last(content=answer, thoughts=thoughts, stats=stats.to_dict(), streaming=False)
+        if isinstance(event, ContextTrimmed):
+            self._tell(NoticeLevel.INFO, event.notice, "")
+        elif not self._shows_reply():
+            return
+        elif isinstance(event, TextChunk):
+            if event.kind == "thought":
+                self.transcript.append_to_last(thought=event.text)
+            else:
+                self.transcript.append_to_last(answer=event.text)
+        elif isinstance(event, ReplyDone):
+            self.transcript.update_last(content=event.answer, thoughts=event.thoughts, stats=event.stats.to_dict(),
+                                        streaming=False)  # fmt: skip
+
+    @Slot(object)
+    def _reply_finished(self, _handle: object) -> None:
+        if self._closed:
+            return
+        self._reply = None
         self.busy_changed.emit(False)
         self.refresh_conversations()
         self.setup.refresh_measurements()  # the fit list's speeds now include this reply
 
-    @Slot(str)
-    def _reply_failed(self, message: str) -> None:
+    @Slot(object)
+    def _reply_failed(self, handle: ReplyHandle) -> None:
         if self._closed:
             return
-        self._busy = False
-        self.transcript.update_last(streaming=False, error=message)
+        message = str(handle.error)
+        if self._shows_reply():
+            self.transcript.update_last(streaming=False, error=message)
+        self._reply = None
         self.busy_changed.emit(False)
-        self.notice.emit("error", message, "The conversation is saved; try again or shorten it.")
+        self._tell(NoticeLevel.ERROR, message, "The conversation is saved; try again or shorten it.")
 
     def shutdown(self) -> None:
         self._closed = True
-        if self._llm is not None:
-            self._llm.shutdown()
+        self.bridge.shutdown()
 
     def model_path(self) -> Path | None:
         return self.store.get(self.model_id).path if self.model_id else None

@@ -1,28 +1,24 @@
-"""Per-conversation settings: system prompt, sampling, context length."""
+"""The chat settings: the open conversation's system prompt and sampling, and the loaded model's context.
+
+The context box shows what the model host has loaded (``set_context``, fed from the host's state) and
+reports a choice with ``context_chosen``: the model is reloaded with it; the box never keeps a value of
+its own that could disagree with the loaded model.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import replace
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QComboBox, QDoubleSpinBox, QFormLayout, QLabel, QPlainTextEdit, QSpinBox, QWidget
 
+from gemmadesk.core.types import SamplingParams
 from gemmadesk.ui.setup_controller import CONTEXT_CHOICES
 
 
-@dataclass
-class ConversationSettings:
-    system_prompt: str = ""
-    temperature: float = 1.0
-    top_p: float = 0.95
-    top_k: int = 64
-    max_tokens: int = 2048
-    n_ctx: int = 8192
-    thinking: bool = False
-
-
 class ChatSettingsPanel(QWidget):
-    changed = Signal()
+    changed = Signal()  # system prompt or sampling edited
+    context_chosen = Signal(int)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -48,37 +44,49 @@ class ChatSettingsPanel(QWidget):
         self.system_prompt.textChanged.connect(self.changed)
         for w in (self.temperature, self.top_p, self.top_k, self.max_tokens):
             w.valueChanged.connect(self.changed)
-        self.n_ctx.currentIndexChanged.connect(self.changed)
+        self.n_ctx.activated.connect(self._context_activated)
+        self._params = SamplingParams()
         for row in range(form.rowCount()):  # fixed captions: plain text, never guessed as HTML
             item = form.itemAt(row, QFormLayout.ItemRole.LabelRole)
             caption = item.widget() if item is not None else None
             if isinstance(caption, QLabel):
                 caption.setTextFormat(Qt.TextFormat.PlainText)
 
-    def set_values(self, s: ConversationSettings) -> None:
-        widgets = (self.system_prompt, self.temperature, self.top_p, self.top_k, self.max_tokens, self.n_ctx)
+    def set_values(self, system_prompt: str, params: SamplingParams) -> None:
+        widgets = (self.system_prompt, self.temperature, self.top_p, self.top_k, self.max_tokens)
         for w in widgets:
             w.blockSignals(True)
-        self.system_prompt.setPlainText(s.system_prompt)
-        self.temperature.setValue(s.temperature)
-        self.top_p.setValue(s.top_p)
-        self.top_k.setValue(s.top_k)
-        self.max_tokens.setValue(s.max_tokens)
-        i = self.n_ctx.findData(s.n_ctx)
-        self.n_ctx.setCurrentIndex(i if i >= 0 else self.n_ctx.findData(8192))
+        self._params = params
+        self.system_prompt.setPlainText(system_prompt)
+        self.temperature.setValue(params.temperature)
+        self.top_p.setValue(params.top_p)
+        self.top_k.setValue(params.top_k)
+        self.max_tokens.setValue(params.max_tokens)
         for w in widgets:
             w.blockSignals(False)
 
-    def values(self, thinking: bool) -> ConversationSettings:
-        return ConversationSettings(
-            system_prompt=self.system_prompt.toPlainText(),
+    def _context_activated(self, index: int) -> None:
+        self.context_chosen.emit(int(self.n_ctx.itemData(index)))
+
+    def set_context(self, n_ctx: int) -> None:
+        """Show the loaded model's context length (a length not in the list is added)."""
+        i = self.n_ctx.findData(n_ctx)
+        if i < 0:
+            self.n_ctx.addItem(f"{n_ctx:,} tokens", n_ctx)
+            i = self.n_ctx.count() - 1
+        self.n_ctx.setCurrentIndex(i)
+
+    def values(self, thinking: bool) -> tuple[str, SamplingParams]:
+        """(system prompt, sampling); fields this panel does not show keep their values."""
+        params = replace(
+            self._params,
             temperature=self.temperature.value(),
             top_p=self.top_p.value(),
             top_k=self.top_k.value(),
             max_tokens=self.max_tokens.value(),
-            n_ctx=int(self.n_ctx.currentData()),
             thinking=thinking,
         )
+        return self.system_prompt.toPlainText(), params
 
 
 def _double(lo: float, hi: float, step: float, name: str) -> QDoubleSpinBox:

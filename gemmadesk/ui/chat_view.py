@@ -4,7 +4,7 @@ goes to :class:`ChatController`."""
 
 from __future__ import annotations
 
-from PySide6.QtCore import QItemSelectionModel, Qt
+from PySide6.QtCore import QItemSelectionModel, Qt, Slot
 from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -22,8 +22,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from gemmadesk.core.chat import HostState
 from gemmadesk.ui.chat_controller import ChatController
-from gemmadesk.ui.chat_settings import ChatSettingsPanel, ConversationSettings
+from gemmadesk.ui.chat_settings import ChatSettingsPanel
 from gemmadesk.ui.composer import Composer
 from gemmadesk.ui.conversation_model import CONVERSATION_ID_ROLE
 from gemmadesk.ui.message_view import MessageView
@@ -49,7 +50,7 @@ class Sidebar(QWidget):
         self.new_button = QPushButton("+ New chat")
         self.new_button.setAccessibleName("New chat")
         self.new_button.setToolTip("New chat (Ctrl+N)")
-        self.new_button.clicked.connect(ctl.new_conversation)
+        self.new_button.clicked.connect(lambda: ctl.new_conversation())
         self.rename_button = QPushButton("Rename")
         self.rename_button.setAccessibleName("Rename conversation")
         self.rename_button.clicked.connect(lambda: self.list.edit(self.list.currentIndex()))
@@ -132,7 +133,9 @@ class ChatView(QWidget):
         self.messages = MessageView(ctl.transcript)
         self.composer = Composer()
         self.settings_panel = ChatSettingsPanel()
-        self.settings_panel.set_values(ctl.settings)
+        self.settings_panel.set_values(ctl.system_prompt, ctl.params)
+        self.settings_panel.set_context(ctl.settings.context_length)
+        self.composer.thinking.setChecked(ctl.params.thinking)
         self.settings_panel.hide()
         self.settings_toggle.toggled.connect(self.settings_panel.setVisible)
 
@@ -167,35 +170,44 @@ class ChatView(QWidget):
         self.setTabOrder(self.composer.thinking, self.sidebar.search)
 
     def _wire(self) -> None:
-        ctl = self.ctl
-        self.composer.send.connect(self._send)
-        self.composer.stop.connect(ctl.stop)
-        self.messages.regenerate_requested.connect(ctl.regenerate)
-        self.messages.edit_requested.connect(
-            lambda row: self.composer.start_edit(row, ctl.transcript.message(row).content)
+        ctl, composer, panel = self.ctl, self.composer, self.settings_panel
+        wiring = (
+            (composer.send, self._send), (composer.stop, ctl.stop), (composer.thinking.toggled, self._settings_changed),
+            (self.messages.regenerate_requested, ctl.regenerate), (self.messages.edit_requested, self._edit_requested),
+            (panel.changed, self._settings_changed), (panel.context_chosen, ctl.set_context),
+            (ctl.bridge.stateChanged, self._host_state), (ctl.busy_changed, self._busy),
+            (ctl.model_loading, self._loading), (ctl.model_ready, self._ready), (ctl.models_changed, self._models),
+            (ctl.conversation_opened, self._opened), (ctl.notice, self._notice),
         )
-        self.settings_panel.changed.connect(self._settings_changed)
-        self.composer.thinking.toggled.connect(self._settings_changed)
-        ctl.busy_changed.connect(self._busy)
-        ctl.model_loading.connect(self._loading)
-        ctl.model_ready.connect(self._ready)
-        ctl.models_changed.connect(self._models)
-        ctl.conversation_opened.connect(self._opened)
-        ctl.notice.connect(lambda level, text, step: self.notice.show_message(text, level, step))
+        for signal, slot in wiring:
+            signal.connect(slot)
+
+    def _notice(self, level: str, text: str, next_step: str) -> None:
+        self.notice.show_message(text, level, next_step)
 
     def _shortcuts(self) -> None:
         QShortcut(QKeySequence.StandardKey.Find, self, self.sidebar.search.setFocus)
-        QShortcut(QKeySequence(Qt.Key.Key_Escape), self, self.ctl.stop)
+        QShortcut(QKeySequence(Qt.Key.Key_Escape), self, self.composer.escape)
 
     # ------------------------------------------------------------------ reactions
-    def _send(self, text: str, row: int) -> None:
-        if row >= 0:
-            self.ctl.edit_and_resend(row, text)
-        else:
-            self.ctl.send(text)
+    def _send(self, text: str, message_id: int | None) -> None:
+        accepted = self.ctl.send(text) if message_id is None else self.ctl.edit_and_resend(message_id, text)
+        if accepted:
+            self.composer.sent()
+
+    def _edit_requested(self, row: int) -> None:
+        message = self.ctl.transcript.message(row)
+        if message.id is not None:
+            self.composer.start_edit(message.id, message.content)
 
     def _settings_changed(self) -> None:
-        self.ctl.update_settings(self.settings_panel.values(self.composer.thinking.isChecked()))
+        self.ctl.update_settings(*self.settings_panel.values(self.composer.thinking.isChecked()))
+
+    @Slot(object)
+    def _host_state(self, state: HostState) -> None:
+        """The context box shows what is loaded: the host's state, never a copy of its own."""
+        if state.settings is not None:
+            self.settings_panel.set_context(state.settings.n_ctx)
 
     def _busy(self, busy: bool) -> None:
         self.composer.set_busy(busy)
@@ -233,9 +245,10 @@ class ChatView(QWidget):
         i = self.model_box.findData(self.ctl.model_id)
         self.model_box.setCurrentIndex(i)
 
-    def _opened(self, _cid: int, settings: ConversationSettings) -> None:
-        self.settings_panel.set_values(settings)
+    def _opened(self, _cid: int) -> None:
+        self.composer.cancel_edit()  # an edit belongs to the conversation it was started in
+        self.settings_panel.set_values(self.ctl.system_prompt, self.ctl.params)
         self.composer.thinking.blockSignals(True)
-        self.composer.thinking.setChecked(settings.thinking)
+        self.composer.thinking.setChecked(self.ctl.params.thinking)
         self.composer.thinking.blockSignals(False)
         self.sidebar._reselect()

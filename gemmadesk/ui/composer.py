@@ -1,4 +1,10 @@
-"""Where the user types: Enter sends, Shift+Enter starts a new line, Esc stops a reply."""
+"""Where the user types: Enter sends, Shift+Enter starts a new line, Esc ends an edit or stops a reply.
+
+Editing an earlier message shows a banner with a Cancel button; the edit is tied to that message's id
+(``editing``), and the chat view cancels it whenever another conversation is opened. The composer keeps
+no "busy" state of its own: the chat controller decides whether a message is accepted (``set_busy`` only
+switches Send and Stop), and the view clears the text once it was (:meth:`Composer.sent`).
+"""
 
 from __future__ import annotations
 
@@ -17,7 +23,7 @@ from PySide6.QtWidgets import (
 
 class MessageEdit(QPlainTextEdit):
     submit = Signal()
-    stop = Signal()
+    escape = Signal()
 
     def keyPressEvent(self, event: QKeyEvent) -> None:
         key = event.key()
@@ -28,26 +34,38 @@ class MessageEdit(QPlainTextEdit):
                 self.submit.emit()
             return
         if key == Qt.Key.Key_Escape:
-            self.stop.emit()
+            self.escape.emit()
             return
         super().keyPressEvent(event)
 
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setAccessibleName("Message")
+        self.setPlaceholderText("Message Gemma… (Enter sends, Shift+Enter for a new line)")
+        self.setFixedHeight(72)
+
 
 class Composer(QWidget):
-    send = Signal(str, int)  # text, row being edited (-1: a new message)
+    send = Signal(str, object)  # text, id of the message being edited (None: a new message)
     stop = Signal()
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.edit = MessageEdit()
-        self.edit.setAccessibleName("Message")
-        self.edit.setPlaceholderText("Message Gemma… (Enter sends, Shift+Enter for a new line)")
-        self.edit.setFixedHeight(72)
         self.edit.submit.connect(self._submit)
-        self.edit.stop.connect(self.stop)
-        self.editing_label = QLabel()
+        self.edit.escape.connect(self.escape)
+        self.editing_label = QLabel("Editing an earlier message: sending replaces it and everything after it.")
         self.editing_label.setTextFormat(Qt.TextFormat.PlainText)
-        self.editing_label.hide()
+        self.cancel_edit_button = QPushButton("Cancel edit")
+        self.cancel_edit_button.setAccessibleName("Cancel editing the earlier message")
+        self.cancel_edit_button.setToolTip("Cancel the edit (Esc)")
+        self.cancel_edit_button.clicked.connect(self.cancel_edit)
+        self.editing_bar = QWidget()
+        bar = QHBoxLayout(self.editing_bar)
+        bar.setContentsMargins(0, 0, 0, 0)
+        bar.addWidget(self.editing_label, 1)
+        bar.addWidget(self.cancel_edit_button)
+        self.editing_bar.hide()
         self.thinking = QCheckBox("&Thinking")
         self.thinking.setAccessibleName("Let the model think before answering")
         self.send_button = QPushButton("&Send")
@@ -67,29 +85,48 @@ class Composer(QWidget):
         row.addLayout(side)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(self.editing_label)
+        layout.addWidget(self.editing_bar)
         layout.addLayout(row)
-        self.editing_row = -1
-        self.busy = False
+        self.editing: int | None = None  # id of the message being edited
+        self._draft = ""  # what was typed before the edit began
 
     def set_busy(self, busy: bool) -> None:
         """While a reply streams the Stop button replaces Send (typing the next message stays possible)."""
-        self.busy = busy
         self.send_button.setVisible(not busy)
         self.stop_button.setVisible(busy)
 
-    def start_edit(self, row: int, text: str) -> None:
-        self.editing_row = row
+    def start_edit(self, message_id: int, text: str) -> None:
+        if self.editing is None:
+            self._draft = self.edit.toPlainText()
+        self.editing = message_id
         self.edit.setPlainText(text)
-        self.editing_label.setText("Editing an earlier message: sending replaces it and everything after it.")
-        self.editing_label.show()
+        self.editing_bar.show()
         self.edit.setFocus()
+
+    def cancel_edit(self) -> None:
+        """End an edit without sending; what was typed before it comes back."""
+        if self.editing is None:
+            return
+        self.editing = None
+        self.editing_bar.hide()
+        self.edit.setPlainText(self._draft)
+        self._draft = ""
+
+    def sent(self) -> None:
+        """The message was accepted: clear the box and end any edit."""
+        self.editing = None
+        self._draft = ""
+        self.editing_bar.hide()
+        self.edit.clear()
+
+    def escape(self) -> None:
+        """Esc: end an edit if one is open, else stop the reply."""
+        if self.editing is not None:
+            self.cancel_edit()
+        else:
+            self.stop.emit()
 
     def _submit(self) -> None:
         text = self.edit.toPlainText().strip()
-        if not text or self.busy:
-            return
-        row, self.editing_row = self.editing_row, -1
-        self.editing_label.hide()
-        self.edit.clear()
-        self.send.emit(text, row)
+        if text:
+            self.send.emit(text, self.editing)

@@ -10,15 +10,18 @@ space). How much of a partial is on disk is looked up on the thread pool too (:m
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QObject, Signal, Slot
 
 from gemmadesk.core.catalog import CatalogEntry
 from gemmadesk.core.fit import FitOptions
 from gemmadesk.core.hardware import Hardware
-from gemmadesk.core.store import ModelStore
+from gemmadesk.core.store import InstalledModel, ModelStore
 from gemmadesk.ui.tasks import TaskError, TaskRunner
+
+if TYPE_CHECKING:  # imported for real on the first download (it pulls in huggingface_hub)
+    from gemmadesk.core.downloads import DownloadControl, Progress, RetryPolicy
 
 log = logging.getLogger(__name__)
 
@@ -44,12 +47,12 @@ class DownloadController(QObject):
         self._store = store
         self._relay = _Relay(self)
         self._relay.progress.connect(self._on_progress)
-        self._control: Any = None  # downloads.DownloadControl while a download runs
+        self._control: DownloadControl | None = None  # while a download runs
         self.entry_id: str | None = None
-        self.retry: Any = None  # downloads.RetryPolicy; None: the downloader's default (patient) policy
+        self.retry: RetryPolicy | None = None  # None: the downloader's default (patient) policy
 
     @Slot(object)
-    def _on_progress(self, progress: Any) -> None:
+    def _on_progress(self, progress: Progress) -> None:
         """Queued from the download thread to this GUI-thread slot (a @Slot, see tasks.py on why)."""
         self.progress.emit(progress)
 
@@ -67,7 +70,7 @@ class DownloadController(QObject):
         self.entry_id = entry.id
         store, relay, retry = self._store, self._relay, self.retry
 
-        def job() -> Any:
+        def job() -> InstalledModel:
             if hw is not None:
                 pre = downloads.preflight(entry, hw, options, store)
                 if not pre.ok:
@@ -115,7 +118,7 @@ class DownloadController(QObject):
         if self._tasks.wait():
             self._control = None  # the worker ended; its queued report may arrive after the window is gone
 
-    def _done(self, installed: Any) -> None:
+    def _done(self, installed: InstalledModel) -> None:
         self._control = None
         self.finished.emit(installed)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
-from gemmadesk.ui.fit_model import human_bytes
+from gemmadesk.core.units import human_bytes
 
 
 def format_eta(seconds: float | None) -> str:

@@ -16,6 +16,7 @@ from PySide6.QtGui import QColor
 from gemmadesk.core.catalog import CatalogEntry
 from gemmadesk.core.fit import MemoryBudget, Plan, Verdict
 from gemmadesk.core.speed import format_rate
+from gemmadesk.core.units import human_bytes
 from gemmadesk.ui.richtext import plain_tooltip
 
 _Index = QModelIndex | QPersistentModelIndex
@@ -26,18 +27,6 @@ RECOMMENDED_ROLE = Qt.ItemDataRole.UserRole + 3
 MEMORY_BARS_ROLE = Qt.ItemDataRole.UserRole + 4  # tuple[MemoryBar, ...] for the memory column
 SLOW_ROLE = Qt.ItemDataRole.UserRole + 5  # True when the expected speed is slow
 NOTE_ROLE = Qt.ItemDataRole.UserRole + 6  # why this row's numbers may surprise ("" when they do not)
-
-
-def human_bytes(n: int | float | None) -> str:
-    """Binary units, as the fit estimator's reasons use (GiB), so the numbers on screen agree."""
-    if n is None:
-        return "—"
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(value) < 1024:
-            return f"{value:.0f} {unit}" if unit in ("B", "KiB") else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} TiB"
 
 
 @dataclass(frozen=True)

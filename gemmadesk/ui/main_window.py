@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import logging
 
-from PySide6.QtCore import QByteArray, QSettings, Qt, QUrl
+from PySide6.QtCore import QByteArray, QSettings, Qt, QUrl, Slot
 from PySide6.QtGui import QAction, QCloseEvent, QDesktopServices, QKeySequence
 from PySide6.QtWidgets import QMainWindow, QMessageBox, QStackedWidget, QVBoxLayout, QWidget
 
 from gemmadesk import APP_NAME, __version__
+from gemmadesk.core.attention import attention_settings
 from gemmadesk.core.catalog import Catalog
+from gemmadesk.core.chat import HostState
+from gemmadesk.core.fit import FitOptions
 from gemmadesk.core.hardware import Hardware
 from gemmadesk.core.history import HistoryError, HistoryStore
 from gemmadesk.core.paths import AppPaths, app_paths
@@ -28,21 +31,26 @@ log = logging.getLogger(__name__)
 
 
 class MainWindow(QMainWindow):
-    def __init__(
-        self, paths: AppPaths | None = None, hardware: Hardware | None = None, catalog: Catalog | None = None
-    ) -> None:
-        """``hardware``/``catalog`` replace the probe and the bundled catalog (``--hardware``, tests)."""
+    def __init__(self, paths: AppPaths | None = None, hardware: Hardware | None = None,
+                 catalog: Catalog | None = None, settings: Settings | None = None,
+                 settings_store: SettingsStore | None = None) -> None:  # fmt: skip
+        """``hardware``/``catalog`` replace the probe and the bundled catalog (``--hardware``, tests);
+        ``settings``/``settings_store``: the user's settings as ``app.build`` read them (read here when
+        None). They are read once and passed down; this window is the one that saves them."""
         super().__init__()
         self.paths = (paths or app_paths()).ensure()
         self.setWindowTitle(APP_NAME)
-        self.settings_store = SettingsStore(self.paths.settings_file)
-        self.settings: Settings = self.settings_store.load()
+        self.settings_store = settings_store or SettingsStore(self.paths.settings_file)
+        self.settings: Settings = settings if settings is not None else self.settings_store.load()
         self.tasks = TaskRunner(self)
-        self.store = ModelStore(self.paths)
-        self.setup = SetupController(self.tasks, self.store, catalog, n_ctx=self.settings.context_length, parent=self)
+        self.store = ModelStore(self.paths, settings=self.settings)
+        kv_type, flash_attn, attention_problems = attention_settings(self.settings.kv_cache_type,
+                                                                     self.settings.flash_attn)  # fmt: skip
+        options = FitOptions(n_ctx=self.settings.context_length, kv_type=kv_type, flash_attn=flash_attn)
+        self.setup = SetupController(self.tasks, self.store, catalog, options=options, parent=self)
         self.downloads = DownloadController(self.tasks, self.store, self)
         self.notice = NoticeBar()
-        self.chat = ChatController(self.setup, self._open_history(), self)
+        self.chat = ChatController(self.setup, self._open_history(), self.settings, self)
 
         self.stack = QStackedWidget()
         self.setup_page = SetupPage(self.setup, self.downloads)
@@ -59,10 +67,11 @@ class MainWindow(QMainWindow):
         self.setup_page.context_chosen.connect(self._remember_context)
         self.setup_page.chat_requested.connect(self.open_chat)
         self.chat.model_ready.connect(self._remember_model)
+        self.chat.bridge.stateChanged.connect(self._host_state)
         self.setup.hardware_failed.connect(
             lambda msg: self.notice.show_message(msg, "warning", "The list assumes CPU only; see the log for details.")
         )
-        self._show_data_notices()
+        self._show_data_notices(attention_problems)
         self._restore_geometry()
         self.chat.refresh_conversations()
         self.setup.hardware_ready.connect(self._first_screen)
@@ -78,11 +87,13 @@ class MainWindow(QMainWindow):
             self.notice.show_message(str(exc), "error", "Chats will not be saved this time; see the log file.")
             return HistoryStore(":memory:")
 
-    def _show_data_notices(self) -> None:
+    def _show_data_notices(self, settings_problems: list[str]) -> None:
         """What the settings, the model list and the chat history recovered from at start-up, in one notice (a
-        damaged file kept aside, a read-only history whose new messages wait in a journal, a newer file)."""
+        damaged file kept aside, a read-only history whose new messages wait in a journal, a newer file; a
+        setting that was unusable and replaced)."""
         self.store.list()
-        notices = [*self.settings_store.problems, *self.store.problems, *self.chat.history.take_notices()]
+        notices = [*self.settings_store.problems, *settings_problems, *self.store.problems,
+                   *self.chat.history.take_notices()]
         self.store.problems.clear()
         if notices:
             self.notice.show_message(" ".join(notices), "warning", "Nothing was deleted; details are in the log file.")
@@ -137,6 +148,11 @@ class MainWindow(QMainWindow):
         about.triggered.connect(self.show_about)
         help_menu.addAction(about)
 
+    @Slot(str)
+    def show_internal_error(self, line: str) -> None:
+        """An error nobody caught (the last-chance handler): say so; the traceback is in the log file."""
+        self.notice.show_message(line, "error", "GemmaDesk keeps running; your chats are saved as they happen.")
+
     def show_setup(self) -> None:
         self.stack.setCurrentWidget(self.setup_page)
 
@@ -157,8 +173,18 @@ class MainWindow(QMainWindow):
             self.notice.show_message("Could not open the log folder.", "info", f"The log file is {self.paths.log_file}")
 
     def _remember_context(self, n_ctx: int) -> None:
-        self.settings.context_length = n_ctx
-        self._save_settings()
+        if n_ctx != self.settings.context_length:
+            self.settings.context_length = n_ctx
+            self._save_settings()
+
+    @Slot(object)
+    def _host_state(self, state: HostState) -> None:
+        """The fit list plans for the context that is loaded, and it becomes the default for next time."""
+        if state.ready and state.settings is not None:
+            n_ctx = state.settings.n_ctx
+            self.setup.set_context(n_ctx)
+            self.setup_page.view.set_context(n_ctx)
+            self._remember_context(n_ctx)
 
     def _save_settings(self) -> None:
         try:

@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import html
 from collections.abc import Callable
+from enum import StrEnum
 
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QPushButton, QWidget
 
+
+class NoticeLevel(StrEnum):
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+
+
 LEVEL_COLOURS = {
-    "info": ("#e3f2fd", "#0d47a1"),
-    "warning": ("#fff3e0", "#8a4b00"),
-    "error": ("#ffebee", "#b71c1c"),
+    NoticeLevel.INFO: ("#e3f2fd", "#0d47a1"),
+    NoticeLevel.WARNING: ("#fff3e0", "#8a4b00"),
+    NoticeLevel.ERROR: ("#ffebee", "#b71c1c"),
 }
 
 
@@ -35,19 +43,19 @@ class NoticeBar(QFrame):
         layout.addWidget(self.close_button)
         self._action: Callable[[], None] | None = None
         self.action_button.clicked.connect(self._run_action)
-        self.level = "info"
+        self.level = NoticeLevel.INFO
         self.hide()
 
     def show_message(
         self,
         text: str,
-        level: str = "error",
+        level: str = NoticeLevel.ERROR,
         next_step: str = "",
         action: tuple[str, Callable[[], None]] | None = None,
     ) -> None:
         """Show ``text`` (plain, escaped) and the suggested ``next_step``; replaces any earlier notice."""
-        self.level = level
-        bg, fg = LEVEL_COLOURS.get(level, LEVEL_COLOURS["info"])
+        self.level = NoticeLevel(level) if level in set(NoticeLevel) else NoticeLevel.INFO
+        bg, fg = LEVEL_COLOURS[self.level]
         self.setStyleSheet(f"#NoticeBar {{ background: {bg}; border-radius: 4px; }} QLabel {{ color: {fg}; }}")
         body = f"<b>{html.escape(text)}</b>"
         if next_step:

@@ -45,7 +45,7 @@ class SetupController(QObject):
         tasks: TaskRunner,
         store: ModelStore,
         catalog: Catalog | None = None,
-        n_ctx: int = 8192,
+        options: FitOptions | None = None,
         prober: Callable[[], Hardware] = hw_mod.probe,
         parent: QObject | None = None,
     ) -> None:
@@ -56,7 +56,7 @@ class SetupController(QObject):
         self.catalog = catalog or current_catalog()
         self.model = FitTableModel(self)
         self.hardware: Hardware | None = None
-        self.options = FitOptions(n_ctx=n_ctx)
+        self.options = options or FitOptions()  # the user's planning options (Settings), context included
         self.recommendation: Recommendation | None = None
         self.budget: MemoryBudget | None = None
         self.measured: tuple[MeasuredSpeed, ...] = ()  # this machine's recorded decode speeds
@@ -88,7 +88,7 @@ class SetupController(QObject):
 
     def set_context(self, n_ctx: int) -> None:
         if n_ctx != self.options.n_ctx:
-            self.options = FitOptions(n_ctx=n_ctx)
+            self.options = replace(self.options, n_ctx=n_ctx)
             self.recompute()
 
     def recompute(self) -> None:

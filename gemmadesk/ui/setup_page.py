@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import html
-from typing import Any
+from typing import TYPE_CHECKING
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QMessageBox, QVBoxLayout, QWidget
 
 from gemmadesk.core.fit import will_not_run_warning
+from gemmadesk.core.units import human_bytes
 from gemmadesk.ui.download_controller import DownloadController
 from gemmadesk.ui.download_view import DownloadPanel
-from gemmadesk.ui.fit_model import human_bytes
 from gemmadesk.ui.setup_controller import SetupController
 from gemmadesk.ui.setup_view import SetupView
+
+if TYPE_CHECKING:  # the downloads module is imported on the first download, not at start-up
+    from gemmadesk.core.downloads import Progress
+    from gemmadesk.core.partials import PartialInfo
 
 
 class SetupPage(QWidget):
@@ -70,7 +74,7 @@ class SetupPage(QWidget):
         if installed is None:
             self.downloads.check_partial(self.setup.entry(entry_id))  # a kept partial: shown when found
 
-    def _partial_found(self, entry_id: str, info: Any) -> None:
+    def _partial_found(self, entry_id: str, info: PartialInfo | None) -> None:
         """``info`` is a ``partials.PartialInfo`` or None (looked up on the thread pool)."""
         if info is None or self.downloads.active or entry_id != self._current_entry():
             return
@@ -139,8 +143,7 @@ class SetupPage(QWidget):
             self.chat_requested.emit(installed.id)
 
     # ------------------------------------------------------------------ download reports
-    def _progress(self, p: Any) -> None:
-        """``p`` is a ``downloads.Progress`` (that module is imported lazily, so no annotation)."""
+    def _progress(self, p: Progress) -> None:
         self.panel.set_progress(
             self._label(p.entry_id), p.bytes_done, p.bytes_total, p.speed_bps, p.eta_s, p.state.value
         )

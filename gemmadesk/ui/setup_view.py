@@ -20,6 +20,7 @@ from PySide6.QtWidgets import (
 from gemmadesk.core.fit import GPU_RESERVE_BYTES, memory_budget
 from gemmadesk.core.hardware import Hardware, decode_threads, gpu_bandwidth
 from gemmadesk.core.speed import ram_bandwidth
+from gemmadesk.core.units import human_bytes
 from gemmadesk.ui.fit_model import (
     ENTRY_ID_ROLE,
     MEMORY_BARS_ROLE,
@@ -27,7 +28,6 @@ from gemmadesk.ui.fit_model import (
     RECOMMENDED_ROLE,
     VERDICT_ROLE,
     FitTableModel,
-    human_bytes,
 )
 from gemmadesk.ui.setup_controller import CONTEXT_CHOICES
 

@@ -19,6 +19,7 @@ from gemmadesk.core.fit import (
 )
 from gemmadesk.core.gguf_info import GGUFError, layout_from_catalog, read_layout
 from gemmadesk.core.hardware import GPU, Hardware
+from gemmadesk.core.types import KvType
 
 MiB = 2**20
 GiB = 2**30
@@ -26,7 +27,7 @@ GiB = 2**30
 
 def machine(ram_gb: float, vram_gb: float = 0, kind: str = "discrete", vendor: str = "nvidia",
             usable: bool = True) -> Hardware:
-    gpus = ()
+    gpus: tuple[GPU, ...] = ()
     if vram_gb:
         gpus = (GPU("Test GPU", vendor, kind, int(vram_gb * GiB), int(vram_gb * GiB) - 200 * MiB, "test", 0,  # type: ignore[arg-type]
                     usable, "CUDA" if usable else ""),)
@@ -150,7 +151,7 @@ def test_longer_context_needs_more_and_can_stop_fitting() -> None:
 
 def test_quantized_kv_without_flash_attention_keeps_v_in_f16() -> None:
     catalog = load_catalog()
-    plan = plan_entry(catalog.find("e4b"), machine(32, 24), FitOptions(kv_type="q8_0"))
+    plan = plan_entry(catalog.find("e4b"), machine(32, 24), FitOptions(kv_type=KvType.Q8_0))
     # E4B defaults to flash attention off (llama.cpp CUDA crash), so V must stay f16.
     assert plan.flash_attn is False
     assert (plan.type_k, plan.type_v) == ("q8_0", "f16")
@@ -221,16 +222,16 @@ def test_log_capture_puts_the_engines_log_hook_back(gemma3_gguf: Path) -> None:
     from llama_cpp import Llama
 
     from gemmadesk.core.allocations import capture_llama_log
-    from gemmadesk.core.engine import DirectLoadSettings, Engine, llama_glue
+    from gemmadesk.core.engine import Engine, LoadSettings, llama_glue
 
     engine = Engine()
-    engine.load(DirectLoadSettings(model_path=str(gemma3_gguf), n_ctx=512))
+    engine.load(LoadSettings(model_path=str(gemma3_gguf), n_ctx=512))
     with capture_llama_log() as lines:
         llm = Llama(str(gemma3_gguf), n_ctx=512, swa_full=False, verbose=False)
     del llm
     assert any("KV buffer size" in line for line in lines)
     llama_glue._RECENT.clear()
     engine.unload()
-    engine.load(DirectLoadSettings(model_path=str(gemma3_gguf), n_ctx=512))
+    engine.load(LoadSettings(model_path=str(gemma3_gguf), n_ctx=512))
     assert llama_glue._RECENT, "the engine's log hook no longer receives llama.cpp's messages"
     engine.unload()

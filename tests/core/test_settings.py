@@ -22,7 +22,7 @@ def test_paths_without_override_use_platformdirs() -> None:
 def test_round_trip_and_atomic_save(tmp_path: Path) -> None:
     store = SettingsStore(tmp_path / "settings.json")
     assert store.load() == Settings()
-    s = Settings(context_length=32768, kv_cache_type="q8_0", recent_imports=["/a.gguf"])
+    s = Settings(context_length=32768, kv_cache_type="q8_0", system_prompt="Be brief.")
     store.save(s)
     assert store.load() == s
     assert json.loads((tmp_path / "settings.json").read_text())["schema_version"] == SCHEMA_VERSION
@@ -53,3 +53,13 @@ def test_wrong_types_fall_back_per_field(tmp_path: Path) -> None:
     assert s.context_length == Settings().context_length and s.temperature == 1.0
     assert s.top_k == Settings().top_k
     assert len(store.problems) == 2
+
+
+def test_migration_from_v2_drops_the_field_nothing_read(tmp_path: Path) -> None:
+    path = tmp_path / "settings.json"
+    path.write_text(json.dumps({"schema_version": 2, "recent_imports": ["/a.gguf"], "top_k": 40}))
+    store = SettingsStore(path)
+    s = store.load()
+    assert (s.top_k, s.schema_version) == (40, SCHEMA_VERSION) and store.problems == []
+    store.save(s)
+    assert "recent_imports" not in json.loads(path.read_text())

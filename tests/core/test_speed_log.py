@@ -7,7 +7,6 @@ import threading
 from pathlib import Path
 
 from gemmadesk.core.engine import ChatMessage, DirectLoadSettings, Engine, ReplyDone, SamplingParams
-from gemmadesk.core.engine.types import ReplyStats
 from gemmadesk.core.hardware import Hardware
 from gemmadesk.core.paths import app_paths
 from gemmadesk.core.speed_log import (
@@ -19,6 +18,7 @@ from gemmadesk.core.speed_log import (
     record_reply,
     this_machine_key,
 )
+from gemmadesk.core.types import ReplyStats
 
 
 def test_a_real_reply_is_recorded_and_read_back(gemma3_gguf: Path) -> None:
@@ -46,7 +46,7 @@ def test_a_real_reply_is_recorded_and_read_back(gemma3_gguf: Path) -> None:
 
 
 def test_short_or_failed_replies_are_not_recorded(gemma3_gguf: Path, tmp_path: Path) -> None:
-    from gemmadesk.core.engine.types import LoadReport
+    from gemmadesk.core.types import LoadReport
 
     report = LoadReport(str(gemma3_gguf), "gemma3", "g", 1, 1024, 32768, 18, 0, True, "f16", "f16", 1, "t", False, 0.1)
     log = SpeedLog(tmp_path / "s.json")
@@ -61,7 +61,7 @@ def test_short_or_failed_replies_are_not_recorded(gemma3_gguf: Path, tmp_path: P
 
 
 def test_the_file_keeps_only_the_latest_records(gemma3_gguf: Path, tmp_path: Path) -> None:
-    from gemmadesk.core.engine.types import LoadReport
+    from gemmadesk.core.types import LoadReport
 
     report = LoadReport(str(gemma3_gguf), "gemma3", "g", 1, 1024, 32768, 18, 0, True, "f16", "f16", 1, "t", False, 0.1)
     rec = measured_from_reply(report, ReplyStats(prompt_tokens=10, completion_tokens=64, generated_tokens_per_s=1.0))

@@ -14,6 +14,7 @@ from gemmadesk.core.downloads import DownloadError, download, preflight
 from gemmadesk.core.fit import FitOptions
 from gemmadesk.core.hardware import Hardware, probe
 from gemmadesk.core.store import ModelStore
+from gemmadesk.core.units import human_bytes
 from tests.downloads.conftest import FAST_RETRY
 from tests.support.hubserver import VALID_TOKEN, ForwardProxy, HubServer
 
@@ -45,7 +46,7 @@ def test_preflight_reports_disk_shortage_with_numbers(store: ModelStore) -> None
     assert not check.ok
     assert check.bytes_needed > check.bytes_free
     assert "Not enough disk space" in check.messages[0]
-    assert f"{check.bytes_free / GiB:.2f} GiB is free" in check.messages[0]
+    assert f"{human_bytes(check.bytes_free)} is free" in check.messages[0]
 
 
 def test_download_refuses_before_a_byte_moves_when_disk_is_short(hub: HubServer, tmp_path: Path,

@@ -35,6 +35,7 @@ def test_dropped_connection_resumes_with_range(hub: HubServer, payload: Path, st
     gets = hub.gets(served.filename)
     assert len(gets) == 2
     assert gets[0].range is None
+    assert gets[1].range is not None
     resumed_at = int(gets[1].range.removeprefix("bytes=").rstrip("-"))
     assert MiB + 100 - SMALL <= resumed_at <= MiB + 100
     assert hub.bytes_sent(served.filename) - served.size == MiB + 100 - resumed_at

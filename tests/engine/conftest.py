@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from gemmadesk.core.engine import DirectLoadSettings, Engine
+from gemmadesk.core.engine import Engine, LoadSettings
 from tests.support.synth_gemma4 import write_gemma4_gguf
 
 
@@ -24,7 +24,7 @@ def gemma4_tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _loaded(path: Path, n_ctx: int = 1024) -> Iterator[Engine]:
     engine = Engine()
-    engine.load(DirectLoadSettings(model_path=str(path), n_ctx=n_ctx, n_threads=2))
+    engine.load(LoadSettings(model_path=str(path), n_ctx=n_ctx, n_threads=2))
     yield engine
     engine.unload()
 

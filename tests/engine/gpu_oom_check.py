@@ -15,7 +15,8 @@ import subprocess
 import sys
 import time
 
-from gemmadesk.core.engine import ChatMessage, DirectLoadSettings, Engine, ReplyDone, SamplingParams
+from gemmadesk.core.engine import ChatMessage, Engine, LoadSettings, ReplyDone, SamplingParams
+from gemmadesk.core.types import KvType
 
 
 def gpu_used_mib() -> int:
@@ -38,7 +39,8 @@ def main(path: str) -> int:
     engine = Engine()
     t = time.time()
     report = engine.load(
-        DirectLoadSettings(model_path=path, n_ctx=8192, n_gpu_layers=-1, flash_attn=True, type_k="q8_0", type_v="q8_0")
+        LoadSettings(model_path=path, n_ctx=8192, n_gpu_layers=-1, flash_attn=True, type_k=KvType.Q8_0,
+                     type_v=KvType.Q8_0)
     )
     print("plain load", round(time.time() - t, 1), "s", json.dumps(report.to_dict()), flush=True)
     print("gpu used MiB", gpu_used_mib(), "reply", json.dumps(reply(engine)), flush=True)
@@ -47,7 +49,7 @@ def main(path: str) -> int:
     hog = llama_cpp.Llama(path, n_gpu_layers=-1, n_ctx=262144, swa_full=False, flash_attn=True, verbose=False)
     print("hog loaded; gpu used MiB", gpu_used_mib(), flush=True)
     t = time.time()
-    report = engine.load(DirectLoadSettings(model_path=path, n_ctx=262144, n_gpu_layers=-1, flash_attn=False))
+    report = engine.load(LoadSettings(model_path=path, n_ctx=262144, n_gpu_layers=-1, flash_attn=False))
     print("load under pressure", round(time.time() - t, 1), "s", json.dumps(report.to_dict()), flush=True)
     print("gpu used MiB", gpu_used_mib(), "reply", json.dumps(reply(engine)), flush=True)
     ok = report.n_gpu_layers != -1 and any("Out of GPU memory" in n for n in report.notes)

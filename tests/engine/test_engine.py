@@ -11,20 +11,21 @@ from gemmadesk.core.engine import (
     ChatMessage,
     ContextOverflowError,
     ContextTrimmed,
-    DirectLoadSettings,
     Engine,
     LoadCancelled,
+    LoadSettings,
     NotLoadedError,
     ReplyDone,
     SamplingParams,
     TextChunk,
 )
+from gemmadesk.core.types import KvType
 
 pytestmark = pytest.mark.slow
 
 
 def _run(engine: Engine, messages: list[ChatMessage], **params: object) -> tuple[list[object], ReplyDone]:
-    events = list(engine.chat_stream(messages, SamplingParams(**params)))  # type: ignore[arg-type]
+    events: list[object] = list(engine.chat_stream(messages, SamplingParams(**params)))  # type: ignore[arg-type]
     assert isinstance(events[-1], ReplyDone), "every stream ends with ReplyDone"
     assert sum(isinstance(e, ReplyDone) for e in events) == 1
     return events, events[-1]
@@ -34,8 +35,8 @@ def test_load_reports_settings_and_progress(gemma3_gguf: Path) -> None:
     progress: list[float] = []
     engine = Engine()
     report = engine.load(
-        DirectLoadSettings(model_path=str(gemma3_gguf), n_ctx=768, type_k="q8_0", type_v="q8_0", flash_attn=True),
-        on_progress=lambda f: progress.append(f) or True,
+        LoadSettings(model_path=str(gemma3_gguf), n_ctx=768, type_k=KvType.Q8_0, type_v=KvType.Q8_0, flash_attn=True),
+        on_progress=lambda f: bool(progress.append(f) or True),  # type: ignore[func-returns-value]
     )
     try:
         assert report.architecture == "gemma3"
@@ -111,7 +112,7 @@ def test_same_prompt_again_reuses_all_but_one_token(engine3: Engine) -> None:
 
 def test_overflow_drops_oldest_turns_and_says_so(gemma3_gguf: Path) -> None:
     engine = Engine()
-    engine.load(DirectLoadSettings(model_path=str(gemma3_gguf), n_ctx=256))
+    engine.load(LoadSettings(model_path=str(gemma3_gguf), n_ctx=256))
     try:
         msgs = [ChatMessage("system", "SYSTEM-PROMPT-KEPT")]
         for i in range(12):
@@ -135,7 +136,7 @@ def test_overflow_drops_oldest_turns_and_says_so(gemma3_gguf: Path) -> None:
 
 def test_a_message_longer_than_the_context_is_refused_not_cut(gemma3_gguf: Path) -> None:
     engine = Engine()
-    engine.load(DirectLoadSettings(model_path=str(gemma3_gguf), n_ctx=256))
+    engine.load(LoadSettings(model_path=str(gemma3_gguf), n_ctx=256))
     try:
         with pytest.raises(ContextOverflowError, match="too long"):
             list(engine.chat_stream([ChatMessage("user", "word " * 400)], SamplingParams(max_tokens=8)))
@@ -148,11 +149,11 @@ def test_a_message_longer_than_the_context_is_refused_not_cut(gemma3_gguf: Path)
 def test_cancelled_load_leaves_the_engine_usable(gemma3_gguf: Path) -> None:
     engine = Engine()
     with pytest.raises(LoadCancelled):
-        engine.load(DirectLoadSettings(model_path=str(gemma3_gguf), n_ctx=256), on_progress=lambda f: f < 0.3)
+        engine.load(LoadSettings(model_path=str(gemma3_gguf), n_ctx=256), on_progress=lambda f: f < 0.3)
     assert not engine.is_loaded
     with pytest.raises(NotLoadedError):
         list(engine.chat_stream([ChatMessage("user", "Hi")]))
-    engine.load(DirectLoadSettings(model_path=str(gemma3_gguf), n_ctx=256))
+    engine.load(LoadSettings(model_path=str(gemma3_gguf), n_ctx=256))
     assert engine.is_loaded
     engine.unload()
 
@@ -202,7 +203,7 @@ def test_gpu_layers_on_a_cpu_only_build_are_reported_honestly(gemma3_gguf: Path)
     import llama_cpp
 
     engine = Engine()
-    report = engine.load(DirectLoadSettings(model_path=str(gemma3_gguf), n_ctx=256, n_gpu_layers=-1))
+    report = engine.load(LoadSettings(model_path=str(gemma3_gguf), n_ctx=256, n_gpu_layers=-1))
     engine.unload()
     if llama_cpp.llama_supports_gpu_offload():
         assert report.n_gpu_layers == report.n_layers + 1, "-1 means every layer, output included"

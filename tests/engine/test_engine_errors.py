@@ -13,9 +13,9 @@ import pytest
 
 from gemmadesk.core.engine import (
     ChatMessage,
-    DirectLoadSettings,
     Engine,
     EngineError,
+    LoadSettings,
     ModelFileError,
     ModelTooLargeError,
     SamplingParams,
@@ -23,10 +23,11 @@ from gemmadesk.core.engine import (
 )
 from gemmadesk.core.engine.engine import _layer_tries, _resolve_attention
 from gemmadesk.core.engine.gguf_meta import GGUFInfo
+from gemmadesk.core.types import KvType
 
 
 def _load(engine: Engine, path: Path) -> None:
-    engine.load(DirectLoadSettings(model_path=str(path), n_ctx=256))
+    engine.load(LoadSettings(model_path=str(path), n_ctx=256))
 
 
 def _still_works(engine: Engine, good: Path) -> None:
@@ -136,7 +137,7 @@ def test_gpu_retry_plan() -> None:
 def test_quantized_v_cache_without_flash_attention_falls_back_to_f16(gemma3_gguf: Path) -> None:
     engine = Engine()
     report = engine.load(
-        DirectLoadSettings(model_path=str(gemma3_gguf), n_ctx=256, flash_attn=False, type_k="q8_0", type_v="q8_0")
+        LoadSettings(model_path=str(gemma3_gguf), n_ctx=256, flash_attn=False, type_k=KvType.Q8_0, type_v=KvType.Q8_0)
     )
     engine.unload()
     assert (report.type_k, report.type_v) == ("q8_0", "f16")
@@ -147,9 +148,9 @@ def test_e4b_gets_flash_attention_off_on_the_gpu(tmp_path: Path) -> None:
     e4b = GGUFInfo(
         tmp_path / "e4b.gguf", 3, 0, 0, 0, {"general.architecture": "gemma4", "gemma4.embedding_length": 2560}
     )  # (path, version, file_bytes, data_start, data_end, metadata)
-    on_gpu = DirectLoadSettings(model_path="x", n_gpu_layers=43, flash_attn=True, type_k="q8_0", type_v="q8_0")
+    on_gpu = LoadSettings(model_path="x", n_gpu_layers=43, flash_attn=True, type_k=KvType.Q8_0, type_v=KvType.Q8_0)
     flash, type_k, type_v, notes = _resolve_attention(e4b, on_gpu, 43)
     assert (flash, type_k, type_v) == (False, "q8_0", "f16")
     assert len(notes) == 2
-    on_cpu = DirectLoadSettings(model_path="x", n_gpu_layers=0, flash_attn=True, type_k="q8_0", type_v="q8_0")
+    on_cpu = LoadSettings(model_path="x", n_gpu_layers=0, flash_attn=True, type_k=KvType.Q8_0, type_v=KvType.Q8_0)
     assert _resolve_attention(e4b, on_cpu, 0) == (True, "q8_0", "q8_0", [])

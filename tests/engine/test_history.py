@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,9 +29,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def store() -> HistoryStore:
+def store() -> Iterator[HistoryStore]:
     s = HistoryStore()
-    yield s  # type: ignore[misc]
+    yield s
     s.close()
 
 
@@ -198,7 +199,7 @@ def test_a_file_that_is_not_a_database_is_kept_aside_and_a_fresh_one_started(tmp
 WRITER = textwrap.dedent(
     """
     import sys
-    from gemmadesk.core.engine import ChatMessage, DirectLoadSettings, Engine, SamplingParams, TextChunk
+    from gemmadesk.core.engine import ChatMessage, LoadSettings, Engine, SamplingParams, TextChunk
     from gemmadesk.core.history import HistoryStore, PartialSaver
 
     store = HistoryStore(sys.argv[1])
@@ -207,7 +208,7 @@ WRITER = textwrap.dedent(
     store.add_message(conv.id, "assistant", "First answer")
     store.add_message(conv.id, "user", "Tell me a very long story")
     engine = Engine()
-    engine.load(DirectLoadSettings(model_path=sys.argv[2], n_ctx=4096, n_threads=1))
+    engine.load(LoadSettings(model_path=sys.argv[2], n_ctx=4096, n_threads=1))
     messages = store.chat_messages(conv.id)
     msg_id = store.begin_reply(conv.id, model="gemma3")
     saver = PartialSaver(store, msg_id, interval_s=0.2)
@@ -232,7 +233,7 @@ def test_process_killed_mid_reply_keeps_finished_messages(gemma3_gguf: Path, tmp
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 120
-        lines = []
+        lines: list[str] = []
         assert proc.stdout is not None
         while len(lines) < 3 and time.monotonic() < deadline:
             line = proc.stdout.readline()

@@ -28,13 +28,13 @@ class Recorder:  # notes the order in which modules are first imported
 sys.meta_path.insert(0, Recorder())
 from gemmadesk.core import fit, hardware, store
 from gemmadesk.core.catalog import load_catalog
-from gemmadesk.core.engine import DirectLoadSettings, Engine
+from gemmadesk.core.engine import LoadSettings, Engine
 path = sys.argv[1]
 fit.recommend(hardware.probe(include_backend=False), load_catalog(), fit.FitOptions())
 fit.plan_for_file(path, hardware.probe(include_backend=False), fit.FitOptions(n_ctx=512))
 store.ModelStore().list()
 assert "numpy" not in sys.modules, "numpy was imported before any model load"
-Engine().load(DirectLoadSettings(model_path=path, n_ctx=512))
+Engine().load(LoadSettings(model_path=path, n_ctx=512))
 assert seen.index("llama_cpp.llama_cpp") < seen.index("numpy"), "numpy was loaded before llama.cpp's library"
 print("ok")
 """

@@ -12,7 +12,8 @@ REPO = Path(__file__).resolve().parents[2]
 def test_importing_engine_history_and_worker_does_not_load_llama_cpp() -> None:
     code = (
         "import sys\n"
-        "import gemmadesk.core.engine, gemmadesk.core.history, gemmadesk.ui.llm_worker, gemmadesk.cli.chat\n"
+        "import gemmadesk.core.engine, gemmadesk.core.history, gemmadesk.core.chat\n"
+        "import gemmadesk.ui.host_bridge, gemmadesk.cli.chat\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('llama_cpp', 'gguf', 'jinja2')))\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)

@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 
 from gemmadesk.core.engine import ChatMessage, ReplyDone, SamplingParams, TextChunk
-from gemmadesk.core.engine.types import StreamEvent
 from gemmadesk.core.remote import (
     RemoteAuthError,
     RemoteBackend,
@@ -32,6 +31,7 @@ from gemmadesk.core.remote import (
     RemoteUnreachableError,
     normalize_base_url,
 )
+from gemmadesk.core.types import StreamEvent
 from gemmadesk.server import ServerThread
 from tests.support.faultserver import fault_app
 from tests.support.serving import Served, free_port, gemmadesk_serve_process, llama_cpp_server, serve_gguf, wait_loaded

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from PySide6.QtCore import QThread, QThreadPool
@@ -18,7 +19,7 @@ def no_dangling_threads(monkeypatch: pytest.MonkeyPatch, qapp: object) -> Iterat
     started: list[QThread] = []
     original = QThread.start
 
-    def tracking_start(self: QThread, *args: object) -> None:
+    def tracking_start(self: QThread, *args: Any) -> None:
         started.append(self)
         original(self, *args)
 

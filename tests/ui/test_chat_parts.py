@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from PySide6.QtCore import Qt, QUrl
 from PySide6.QtGui import QGuiApplication, QTextDocument
-from PySide6.QtWidgets import QApplication, QMessageBox
+from PySide6.QtWidgets import QApplication, QMenu, QMessageBox
 
 from gemmadesk import __version__
 from gemmadesk.core.hardware import Hardware
@@ -35,7 +35,7 @@ class _Counter(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def counting_server() -> Iterator[tuple[str, list[str]]]:
-    handler = type("H", (_Counter,), {"hits": []})
+    handler: type[_Counter] = type("H", (_Counter,), {"hits": []})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -127,8 +127,10 @@ def test_transcript_model_and_streaming_rows(qtmodeltester) -> None:  # type: ig
 def test_sidebar_new_rename_search_delete_with_confirmation(qtbot, window: MainWindow, qtmodeltester) -> None:  # type: ignore[no-untyped-def]
     ctl, side = window.chat, window.chat_view.sidebar
     first = ctl.new_conversation()
+    assert first is not None
     ctl.history.add_message(first, "user", "tell me about lighthouses")
     second = ctl.new_conversation()
+    assert second is not None
     ctl.history.add_message(second, "user", "a recipe for bread")
     ctl.refresh_conversations()
     assert ctl.conversations.rowCount() == 2
@@ -159,17 +161,18 @@ def test_sidebar_new_rename_search_delete_with_confirmation(qtbot, window: MainW
 
 def test_keyboard_enter_shift_enter_ctrl_n_ctrl_f(qtbot, window: MainWindow) -> None:  # type: ignore[no-untyped-def]
     composer = window.chat_view.composer
-    sent: list[tuple[str, int]] = []
-    composer.send.connect(lambda text, row: sent.append((text, row)))
+    sent: list[tuple[str, int | None]] = []
+    composer.send.connect(lambda text, message_id: sent.append((text, message_id)))
     composer.edit.setFocus()
     qtbot.keyClicks(composer.edit, "line one")
     qtbot.keyClick(composer.edit, Qt.Key.Key_Return, Qt.KeyboardModifier.ShiftModifier)
     qtbot.keyClicks(composer.edit, "line two")
     assert composer.edit.toPlainText() == "line one\nline two"
     qtbot.keyClick(composer.edit, Qt.Key.Key_Return)
-    assert sent == [("line one\nline two", -1)]
+    assert sent == [("line one\nline two", None)]
     assert window.notice.isVisible()
     assert "No model is loaded" in window.notice.text()
+    assert composer.edit.toPlainText() == "line one\nline two", "a message that was not sent is not lost"
 
     before = window.chat.history.list_conversations()
     qtbot.keyClick(window, Qt.Key.Key_N, Qt.KeyboardModifier.ControlModifier)
@@ -200,6 +203,7 @@ def test_help_menu_about_and_log_file(window: MainWindow) -> None:
     titles = [a.text() for a in window.menuBar().actions()]
     assert "&Help" in titles
     help_menu = window.menuBar().actions()[titles.index("&Help")].menu()
+    assert isinstance(help_menu, QMenu)
     assert any("log" in a.text().lower() for a in help_menu.actions())
 
 
@@ -266,8 +270,27 @@ def test_app_main_starts_paints_and_logs(tmp_path) -> None:  # type: ignore[no-u
 
     shot = tmp_path / "shot.png"
     env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
-    cmd = [sys.executable, "-m", "gemmadesk.ui.app", "--demo-state", "first-run", "--screenshot", str(shot)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+    code = f"""
+import sys
+from PySide6.QtCore import QTimer
+from PySide6.QtWidgets import QApplication
+from gemmadesk.ui.app import main
+from gemmadesk.ui.main_window import MainWindow
+
+app = QApplication(sys.argv[:1])
+
+def shoot():
+    window = next(w for w in QApplication.topLevelWidgets() if isinstance(w, MainWindow) and w.isVisible())
+    if window.setup.model.rowCount() == 0:  # the fit list is not there yet
+        QTimer.singleShot(100, shoot)
+        return
+    window.grab().save({str(shot)!r})
+    window.close()
+
+QTimer.singleShot(200, shoot)
+sys.exit(main([]))
+"""
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert shot.stat().st_size > 10_000
     log = app_paths().log_file.read_text(encoding="utf-8")
@@ -279,3 +302,59 @@ def test_app_icon_has_every_packaged_size(qapp) -> None:  # type: ignore[no-unty
 
     sizes = {s.width() for s in app_icon().availableSizes()}
     assert {16, 32, 48, 256} <= sizes
+
+
+def test_settings_are_read_once_and_every_field_is_used(qtbot, monkeypatch, laptop_8gb: Hardware,
+                                                         gemma3_gguf) -> None:  # type: ignore[no-untyped-def]
+    """Issue 12 item 6: settings.json is read once at start and passed down, and the fields do something:
+    a new chat's defaults, the planner's KV type and flash attention, the load's thread count."""
+    import json
+    import logging
+
+    from gemmadesk.core.settings import SettingsStore
+    from gemmadesk.ui import app as app_module
+
+    paths = app_paths().ensure()
+    paths.settings_file.write_text(json.dumps({
+        "schema_version": 3, "temperature": 0.3, "top_p": 0.8, "top_k": 20, "max_tokens": 333,
+        "system_prompt": "Answer in French.", "enable_thinking": True, "kv_cache_type": "q8_0",
+        "flash_attn": "off", "n_threads": 3, "context_length": 4096,
+    }))  # fmt: skip
+    reads: list[object] = []
+    real_load = SettingsStore.load
+
+    def counting_load(self: SettingsStore):  # type: ignore[no-untyped-def]
+        reads.append(self.path)  # a spy: the real load runs
+        return real_load(self)
+
+    monkeypatch.setattr(SettingsStore, "load", counting_load)
+    root_handlers = list(logging.getLogger().handlers)
+    try:
+        _app, window = app_module.build(["--hardware", str(_hardware_file(laptop_8gb))])
+        qtbot.addWidget(window)
+        assert reads == [paths.settings_file], "settings.json is read once at start"
+        panel, composer = window.chat_view.settings_panel, window.chat_view.composer
+        assert (panel.temperature.value(), panel.top_p.value(), panel.top_k.value()) == (0.3, 0.8, 20)
+        assert panel.max_tokens.value() == 333
+        assert panel.system_prompt.toPlainText() == "Answer in French."
+        assert composer.thinking.isChecked()
+        options = window.setup.options
+        assert (options.n_ctx, options.kv_type, options.flash_attn) == (4096, "q8_0", "off")
+        model = window.store.import_file(gemma3_gguf)
+        _plan, load = window.chat.load_settings_for(model, 2048)
+        assert (load.n_threads, load.n_ctx, load.type_k, load.flash_attn) == (3, 2048, "q8_0", False)
+        cid = window.chat.new_conversation()
+        assert cid is not None and window.chat.history.get_conversation(cid).system_prompt == "Answer in French."
+        window.close()
+    finally:
+        for handler in [h for h in logging.getLogger().handlers if h not in root_handlers]:
+            logging.getLogger().removeHandler(handler)
+            handler.close()
+
+
+def _hardware_file(hw: Hardware) -> object:
+    import json
+
+    path = app_paths().config_dir / "hw.json"
+    path.write_text(json.dumps(hw.to_dict()))
+    return path

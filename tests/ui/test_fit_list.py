@@ -12,6 +12,7 @@ from gemmadesk.core.fit import FitOptions, recommend
 from gemmadesk.core.hardware import Hardware
 from gemmadesk.core.paths import app_paths
 from gemmadesk.core.store import ModelStore
+from gemmadesk.core.types import ModelSource
 from gemmadesk.ui.fit_model import ENTRY_ID_ROLE, VERDICT_ROLE, FitRow, FitTableModel
 from gemmadesk.ui.main_window import MainWindow
 
@@ -125,7 +126,7 @@ def test_installed_models_are_marked(make_window, laptop_8gb: Hardware, tmp_path
         entry_id="e2b-unsloth-ud-q2_k_xl",
         path=gguf,
         sha256=None,
-        source="download",
+        source=ModelSource.DOWNLOAD,
         display_name="Gemma 4 E2B",
         owned=True,
     )

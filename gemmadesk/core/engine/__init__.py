@@ -4,12 +4,12 @@ llama_cpp is imported lazily (first :meth:`Engine.load`), so importing this pack
 
 Public API::
 
-    from gemmadesk.core.engine import (Engine, ChatMessage, SamplingParams, DirectLoadSettings,
-        TextChunk, ContextTrimmed, ReplyDone, EngineError)
+    from gemmadesk.core.engine import Engine, EngineError
+    from gemmadesk.core.types import ChatMessage, ContextTrimmed, LoadSettings, ReplyDone, SamplingParams, TextChunk
 
     engine = Engine()
     report = engine.load(plan.load_settings(path), on_progress=lambda f: True)   # -> LoadReport
-    # (fit.LoadSettings or DirectLoadSettings(model_path=..., n_ctx=4096); return False to cancel)
+    # (or LoadSettings(model_path=..., n_ctx=4096) by hand; return False from on_progress to cancel)
     stop = threading.Event()
     for ev in engine.chat_stream([ChatMessage("system", "Be brief."), ChatMessage("user", "Hi")],
                                  SamplingParams(thinking=True), stop):
@@ -19,6 +19,11 @@ Public API::
             case TextChunk("answer", text): ...
             case ReplyDone(answer, thoughts, stats): ... # always last, also after stop.set()
     engine.unload()
+
+The Engine is a :class:`~gemmadesk.core.chat.backend.ChatBackend` (``info``, ``chat_stream``,
+``complete_stream`` for raw prompts, ``count_prompt_tokens``); the app, the CLI and the server drive it
+through :class:`~gemmadesk.core.chat.host.ModelHost`, never directly. The data types live in
+:mod:`gemmadesk.core.types`; the stream types are re-exported here for the engine's callers.
 
 - :class:`LoadReport` says what was loaded and how: layers on GPU, flash attention, KV types,
   ``chat_format`` ("gguf-template" or "fallback:gemma4|gemma|plain"), ``supports_thinking``, ``notes``
@@ -54,19 +59,21 @@ from gemmadesk.core.engine.errors import (
     UnsupportedModelError,
 )
 from gemmadesk.core.engine.gguf_meta import GGUFInfo, read_gguf_info
-from gemmadesk.core.engine.types import (
+from gemmadesk.core.types import (
     Attachment,
     ChatMessage,
     ContextTrimmed,
-    DirectLoadSettings,
     LoadReport,
-    LoadSettingsLike,
+    LoadSettings,
     ReplyDone,
     ReplyStats,
     SamplingParams,
     StreamEvent,
     TextChunk,
 )
+
+# The name earlier code used for hand-written load settings; there is one type, types.LoadSettings.
+DirectLoadSettings = LoadSettings
 
 __all__ = [
     "Attachment",
@@ -82,7 +89,7 @@ __all__ = [
     "GenerationError",
     "LoadCancelled",
     "LoadReport",
-    "LoadSettingsLike",
+    "LoadSettings",
     "ModelFileError",
     "ModelLoadError",
     "ModelTooLargeError",

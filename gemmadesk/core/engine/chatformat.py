@@ -33,8 +33,8 @@ from typing import Any
 
 from gemmadesk.core.engine import template_sandbox
 from gemmadesk.core.engine.errors import ChatTemplateError
-from gemmadesk.core.engine.types import ChatMessage
 from gemmadesk.core.gguf_file import shown
+from gemmadesk.core.types import ChatMessage
 
 THOUGHT_OPEN = "<|channel>"
 THOUGHT_CLOSE = "<channel|>"

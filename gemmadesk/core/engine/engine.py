@@ -14,9 +14,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from gemmadesk.core.attention import choose_attention, flash_attn_crashes_on_gpu
 from gemmadesk.core.engine.chatformat import TURN_END_MARKERS, PromptFormat, ThoughtParser, prompt_format_for
 from gemmadesk.core.engine.errors import (
     AttachmentError,
+    ContextOverflowError,
     EngineError,
     GenerationError,
     LoadCancelled,
@@ -36,12 +38,14 @@ from gemmadesk.core.engine.llama_glue import (
 from gemmadesk.core.engine.multimodal import Projector, ProjectorError
 from gemmadesk.core.engine.prompt_tokens import PromptTokenizer
 from gemmadesk.core.engine.trim import fit_messages
-from gemmadesk.core.engine.types import (
-    KV_TYPES,
+from gemmadesk.core.types import (
+    BackendInfo,
     ChatMessage,
+    ChunkKind,
     ContextTrimmed,
+    KvType,
     LoadReport,
-    LoadSettingsLike,
+    LoadSettings,
     ReplyDone,
     ReplyStats,
     SamplingParams,
@@ -49,23 +53,20 @@ from gemmadesk.core.engine.types import (
     StreamEvent,
     TextChunk,
 )
+from gemmadesk.core.units import human_bytes
 
 log = logging.getLogger(__name__)
 
 _OOM = re.compile(r"out of memory|failed to allocate|unable to allocate|alloc\w* .*failed|cudaMalloc", re.I)
 _UNKNOWN_ARCH = re.compile(r"unknown model architecture: '([^']*)'")
-_GGML_TYPES = {"f16": "GGML_TYPE_F16", "q8_0": "GGML_TYPE_Q8_0", "q4_0": "GGML_TYPE_Q4_0"}
+_GGML_TYPES = {KvType.F16: "GGML_TYPE_F16", KvType.Q8_0: "GGML_TYPE_Q8_0", KvType.Q4_0: "GGML_TYPE_Q4_0"}
 MIN_REPLY_TOKENS = 64
 
 
 def _ggml_type(name: str, lib: Any) -> int:
-    if name not in KV_TYPES:
-        raise ModelLoadError(f"Unknown KV-cache type “{name}”; use one of {', '.join(KV_TYPES)}.")
-    return int(getattr(lib, _GGML_TYPES[name]))
-
-
-def _is_e4b(info: GGUFInfo) -> bool:
-    return info.architecture == "gemma4" and info.arch_int("embedding_length") == 2560
+    if name not in _GGML_TYPES:
+        raise ModelLoadError(f"Unknown KV-cache type “{name}”; use one of {', '.join(KvType)}.")
+    return int(getattr(lib, _GGML_TYPES[KvType(name)]))
 
 
 def default_threads() -> int:
@@ -79,7 +80,9 @@ def default_threads() -> int:
 
 
 class Engine:
-    """Owns at most one ``llama_cpp.Llama``. Not thread-safe: use it from one thread (the LlmWorker's)."""
+    """Owns at most one ``llama_cpp.Llama``. Not thread-safe: use it from one thread (the ModelHost's worker).
+
+    Implements :class:`~gemmadesk.core.chat.backend.ChatBackend`."""
 
     def __init__(self) -> None:
         self._llm: Any = None
@@ -98,7 +101,18 @@ class Engine:
     def is_loaded(self) -> bool:
         return self._llm is not None
 
-    def load(self, settings: LoadSettingsLike, on_progress: Callable[[float], bool] | None = None) -> LoadReport:
+    @property
+    def info(self) -> BackendInfo:
+        """What a chat session needs to know about the loaded model (ChatBackend)."""
+        report = self._report
+        if report is None:
+            return BackendInfo(name="", n_ctx=0)
+        return BackendInfo(
+            report.model_name, report.n_ctx, supports_thinking=report.supports_thinking,
+            supports_images=report.supports_images, supports_audio=report.supports_audio,
+        )  # fmt: skip
+
+    def load(self, settings: LoadSettings, on_progress: Callable[[float], bool] | None = None) -> LoadReport:
         """Load ``settings.model_path``. ``on_progress(fraction)`` returning False cancels.
 
         The file is checked first (a bad file never unloads the current model); then the current model is
@@ -113,9 +127,9 @@ class Engine:
             notes.append("This llama.cpp build cannot use a GPU; the model runs on the CPU.")
             requested_layers = 0
         self._check_memory(info, requested_layers)
-        self.unload()
         flash_attn, type_k, type_v, attention_notes = _resolve_attention(info, settings, requested_layers)
         notes += attention_notes
+        self.unload()
         layer_tries = _layer_tries(requested_layers, n_model_layers)
         started = time.perf_counter()
         threads = settings.n_threads or default_threads()
@@ -169,14 +183,14 @@ class Engine:
         ram = psutil.virtual_memory().total
         if n_gpu_layers == 0 and info.file_bytes > ram:
             raise ModelTooLargeError(
-                f"“{info.name}” needs at least {info.file_bytes / 2**30:.1f} GiB of memory; this machine has "
-                f"{ram / 2**30:.1f} GiB in all. Choose a smaller model."
+                f"“{info.name}” needs at least {human_bytes(info.file_bytes)} of memory; this machine has "
+                f"{human_bytes(ram)} in all. Choose a smaller model."
             )
 
     def _construct(
         self,
         lib: Any,
-        settings: LoadSettingsLike,
+        settings: LoadSettings,
         n_gpu_layers: int,
         attention: tuple[bool, str, str],
         threads: int,
@@ -226,7 +240,7 @@ class Engine:
         return prompt_format_for(info.architecture, info.chat_template, bos, eos)
 
     def _load_projector(
-        self, settings: LoadSettingsLike, n_gpu_layers: int, threads: int, flash_attn: bool
+        self, settings: LoadSettings, n_gpu_layers: int, threads: int, flash_attn: bool
     ) -> list[str]:
         """Load the vision/audio projector (mmproj) if the settings name one; on the GPU when the model's
         layers are. A projector that fails leaves the model loaded for text, with a note saying why."""
@@ -329,7 +343,7 @@ class Engine:
         stats = ReplyStats(prompt_tokens=len(tokens), trimmed_messages=prompt.fitted.dropped,
                            prompt_tokens_evaluated=prompt.evaluated)
         if prompt.stopped:
-            yield ReplyDone("", "", _finish(stats, "stopped", started, 0.0, 0))
+            yield ReplyDone("", "", _finish(stats, StopReason.STOPPED, started, 0.0, 0))
             return
         budget = min(params.max_tokens, n_ctx - len(tokens))
         yield from self._generate(tokens, params, stop, stats, budget, started)
@@ -358,6 +372,35 @@ class Engine:
             f"“{name}” was loaded without its projector (mmproj), so it cannot see images or hear audio. "
             "Download the projector in the model list, then load the model again."
         )
+    def complete_stream(
+        self,
+        prompt: str,
+        params: SamplingParams | None = None,
+        stop: threading.Event | None = None,
+    ) -> Iterator[StreamEvent]:
+        """Continue a raw ``prompt`` (no chat template; control tokens in it are parsed, BOS added if the
+        model wants one): :class:`TextChunk` answer pieces, then one :class:`ReplyDone`, as in
+        :meth:`chat_stream`. For ``/v1/completions``."""
+        llm = self._require()
+        params = params or SamplingParams()
+        started = time.perf_counter()
+        n_ctx = int(llm.n_ctx())
+        tokens: list[int] = list(llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=True))
+        if not tokens:
+            raise GenerationError("The prompt is empty: there is nothing to continue.")
+        if len(tokens) > n_ctx - MIN_REPLY_TOKENS:
+            raise ContextOverflowError(
+                f"The prompt is too long for this model's context window: it needs {len(tokens):,} tokens and "
+                f"the window holds {n_ctx:,} (with room for a reply). Shorten it or load a longer context."
+            )
+        stats = ReplyStats(prompt_tokens=len(tokens))
+        stats.prompt_tokens_evaluated = len(tokens) - self._prepare_prefix_reuse(tokens)
+        budget = min(params.max_tokens, n_ctx - len(tokens))
+        yield from self._generate(tokens, params, stop, stats, budget, started, raw=True)
+
+    def count_prompt_tokens(self, messages: Sequence[ChatMessage], params: SamplingParams | None = None) -> int:
+        """How many tokens the prompt for ``messages`` takes (before any trimming)."""
+        return len(self.tokenize_prompt(messages, (params or SamplingParams()).thinking))
 
     def _require(self) -> Any:
         if self._llm is None:
@@ -394,33 +437,28 @@ class Engine:
         stats: ReplyStats,
         budget: int,
         started: float,
+        raw: bool = False,
     ) -> Iterator[StreamEvent]:
         llm = self._llm
         lib = llama_module()
         vocab = llm._model.vocab
         llm.set_seed(params.seed if params.seed is not None else lib.LLAMA_DEFAULT_SEED)
-        reply = _ReplyText(lib, vocab)
-        reason: StopReason = "length"
+        reply = _ReplyText(lib, vocab, parse_thoughts=not raw)
+        reason = StopReason.LENGTH
         first_at = 0.0
         n_out = 0
-        generator = llm.generate(
-            tokens,
-            top_k=params.top_k,
-            top_p=params.top_p,
-            min_p=params.min_p,
-            temp=params.temperature,
-            repeat_penalty=params.repeat_penalty,
-            reset=True,
-        )
+        sampling = {"top_k": params.top_k, "top_p": params.top_p, "min_p": params.min_p, "temp": params.temperature,
+                    "repeat_penalty": params.repeat_penalty}  # fmt: skip
+        generator = llm.generate(tokens, reset=True, **sampling)
         try:
             while n_out < budget:
                 if stop is not None and stop.is_set():
-                    reason = "stopped"
+                    reason = StopReason.STOPPED
                     break
                 try:
                     token = next(generator)
                 except StopIteration:
-                    reason = "eos"
+                    reason = StopReason.EOS
                     break
                 except Exception as exc:
                     raise GenerationError("The model failed while generating a reply.", detail=repr(exc)) from exc
@@ -429,11 +467,11 @@ class Engine:
                 n_out += 1
                 chunks = reply.push(token)
                 if chunks is None:
-                    reason = "eos"
+                    reason = StopReason.EOS
                     break
                 yield from chunks
             else:
-                reason = "context_full" if budget < params.max_tokens else "length"
+                reason = StopReason.CONTEXT_FULL if budget < params.max_tokens else StopReason.LENGTH
         finally:
             generator.close()
         yield from reply.finish()
@@ -461,11 +499,12 @@ class Engine:
 class _ReplyText:
     """Token ids → UTF-8 text → answer/thought pieces, one token at a time."""
 
-    def __init__(self, lib: Any, vocab: Any) -> None:
+    def __init__(self, lib: Any, vocab: Any, parse_thoughts: bool = True) -> None:
         self._lib, self._vocab = lib, vocab
         self._buf = ctypes.create_string_buffer(64)
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self._parser = ThoughtParser()
+        self._parser = ThoughtParser() if parse_thoughts else None
+        self._raw = ""
 
     def push(self, token: int) -> list[TextChunk] | None:
         """The pieces this token completes, or None if it ends the turn."""
@@ -474,34 +513,42 @@ class _ReplyText:
         piece = self._decoder.decode(_token_bytes(self._lib, self._vocab, token, self._buf))
         if piece in TURN_END_MARKERS:
             return None
-        return [TextChunk(kind, text) for kind, text in self._parser.feed(piece)]  # type: ignore[arg-type]
+        return self._pieces(piece)
 
     def finish(self) -> list[TextChunk]:
-        tail = self._parser.feed(self._decoder.decode(b"", final=True)) + self._parser.finish()
-        return [TextChunk(kind, text) for kind, text in tail]  # type: ignore[arg-type]
+        tail = self._pieces(self._decoder.decode(b"", final=True))
+        if self._parser is not None:
+            tail += [TextChunk(ChunkKind(kind), text) for kind, text in self._parser.finish()]
+        return tail
+
+    def _pieces(self, piece: str) -> list[TextChunk]:
+        if self._parser is None:  # a raw completion: all of it is answer, as generated
+            self._raw += piece
+            return [TextChunk(ChunkKind.ANSWER, piece)] if piece else []
+        return [TextChunk(ChunkKind(kind), text) for kind, text in self._parser.feed(piece)]
 
     @property
     def answer(self) -> str:
-        return self._parser.answer.strip()
+        return self._raw if self._parser is None else self._parser.answer.strip()
 
     @property
     def thoughts(self) -> str:
-        return self._parser.thoughts.strip()
+        return "" if self._parser is None else self._parser.thoughts.strip()
 
 
 def _resolve_attention(
-    info: GGUFInfo, settings: LoadSettingsLike, n_gpu_layers: int
-) -> tuple[bool, str, str, list[str]]:
-    """(flash_attn, type_k, type_v, notes) after the rules llama.cpp and Gemma 4 impose."""
-    flash_attn, type_k, type_v = settings.flash_attn, settings.type_k, settings.type_v
-    notes: list[str] = []
-    if flash_attn and n_gpu_layers != 0 and _is_e4b(info):
-        flash_attn = False
-        notes.append("Flash attention is off for Gemma 4 E4B on the GPU: it crashes llama.cpp's CUDA kernels.")
-    if type_v != "f16" and not flash_attn:
-        notes.append(f"The V cache stays f16 ({type_v} was asked for): a quantized V cache needs flash attention.")
-        type_v = "f16"
-    return flash_attn, type_k, type_v, notes
+    info: GGUFInfo, settings: LoadSettings, n_gpu_layers: int
+) -> tuple[bool, KvType, KvType, list[str]]:
+    """(flash_attn, type_k, type_v, notes) after :func:`gemmadesk.core.attention.choose_attention`."""
+    try:
+        choice = choose_attention(
+            settings.flash_attn, settings.type_k, settings.type_v,
+            crashes_on_gpu=flash_attn_crashes_on_gpu(info.architecture, info.arch_int("embedding_length")),
+            on_gpu=n_gpu_layers != 0,
+        )  # fmt: skip
+    except ValueError as exc:
+        raise ModelLoadError(f"{str(exc).capitalize()}.") from None
+    return choice.flash_attn, choice.type_k, choice.type_v, list(choice.notes)
 
 
 def _layer_tries(n_gpu_layers: int, n_layers: int) -> list[int]:
@@ -537,7 +584,7 @@ class _OutOfMemory(EngineError):
     pass
 
 
-def _classify_load_failure(settings: LoadSettingsLike, lines: list[str], exc: Exception, detail: str) -> EngineError:
+def _classify_load_failure(settings: LoadSettings, lines: list[str], exc: Exception, detail: str) -> EngineError:
     name = Path(settings.model_path).name
     text = "\n".join(lines)
     if m := _UNKNOWN_ARCH.search(text):

@@ -44,9 +44,9 @@ from typing import Any
 from gemmadesk.core.engine.errors import AttachmentError, EngineError
 from gemmadesk.core.engine.llama_glue import log_mark, log_since, mtmd_module
 from gemmadesk.core.engine.trim import Fitted, fit_messages
-from gemmadesk.core.engine.types import Attachment, ChatMessage
 from gemmadesk.core.media import MediaError, check_stream, open_regular
 from gemmadesk.core.mmproj import ProjectorFileError, ProjectorInfo, read_projector
+from gemmadesk.core.types import Attachment, ChatMessage
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from gemmadesk.core.engine.chatformat import PromptFormat
-from gemmadesk.core.engine.types import ChatMessage
+from gemmadesk.core.types import ChatMessage
 
 _MARKER_TEXT = re.compile(r"<\|[^<>]*>|<[^<>]*\|>")  # Gemma 4's marker spelling: <|turn>, <turn|>, <|"|>
 _CACHE_SIZE = 4096

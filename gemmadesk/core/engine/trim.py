@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from gemmadesk.core.engine.errors import ContextOverflowError
-from gemmadesk.core.engine.types import ChatMessage
+from gemmadesk.core.types import ChatMessage
 
 
 @dataclass(frozen=True)

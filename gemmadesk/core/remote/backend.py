@@ -39,15 +39,6 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx2
 
 from gemmadesk.core.engine.chatformat import ThoughtParser
-from gemmadesk.core.engine.types import (
-    ChatMessage,
-    ReplyDone,
-    ReplyStats,
-    SamplingParams,
-    StopReason,
-    StreamEvent,
-    TextChunk,
-)
 from gemmadesk.core.remote.errors import (
     RemoteAuthError,
     RemoteBusyError,
@@ -62,6 +53,16 @@ from gemmadesk.core.remote.errors import (
     RemoteTLSError,
     RemoteUnreachableError,
     server_text,
+)
+from gemmadesk.core.types import (
+    ChatMessage,
+    ChunkKind,
+    ReplyDone,
+    ReplyStats,
+    SamplingParams,
+    StopReason,
+    StreamEvent,
+    TextChunk,
 )
 
 MAX_ERROR_BODY = 64 * 1024
@@ -451,7 +452,7 @@ class _Reply:
             self.pieces += 1
         if reasoning:
             self.thoughts += reasoning
-            yield TextChunk("thought", reasoning)
+            yield TextChunk(ChunkKind.THOUGHT, reasoning)
         if content:
             for kind, text in self.parser.feed(content):
                 yield TextChunk(kind, text)  # type: ignore[arg-type]
@@ -464,7 +465,9 @@ class _Reply:
         completion = _int(usage.get("completion_tokens")) or self.pieces
         details = usage.get("prompt_tokens_details")
         cached = _int(details.get("cached_tokens")) if isinstance(details, dict) else 0
-        reason: StopReason = "stopped" if stopped else ("length" if self.finish_reason == "length" else "eos")
+        reason = StopReason.STOPPED if stopped else (
+            StopReason.LENGTH if self.finish_reason == "length" else StopReason.EOS
+        )
         now = time.perf_counter()
         stats = ReplyStats(
             prompt_tokens=prompt,

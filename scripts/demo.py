@@ -1,4 +1,9 @@
-"""``--demo-state``: drive the real window into one state and save a screenshot (scripts/screenshots.py).
+"""Drive the real window into one state and save a screenshot (run by scripts/screenshots.py).
+
+    python scripts/demo.py --demo-state STATE --screenshot FILE [--demo-prompt TEXT] [--hardware FILE]
+
+The app is built exactly as ``gemmadesk`` builds it (:func:`gemmadesk.ui.app.build`); this driver only
+clicks and types. It lives here, not in the package: it is not part of the product.
 
 States: ``first-run`` (the fit list), ``downloading`` (a download running, started by clicking the
 panel's button), ``chatting`` (the installed model loaded and a prompt sent through the composer; the
@@ -8,15 +13,20 @@ and quits; a state that is not reached in ``timeout_s`` saves what is on screen 
 
 from __future__ import annotations
 
+import argparse
 import logging
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from PySide6.QtCore import QTimer
-from PySide6.QtWidgets import QApplication
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 
-from gemmadesk.ui.main_window import MainWindow
+from PySide6.QtCore import QTimer  # noqa: E402
+from PySide6.QtWidgets import QApplication  # noqa: E402
+
+from gemmadesk.ui.main_window import MainWindow  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -76,3 +86,28 @@ class DemoDriver:
         log.info("saved %s", self.shot)
         self.window.close()
         QApplication.exit(self.exit_code)
+
+
+STATES = ("first-run", "downloading", "chatting")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--demo-state", choices=STATES, required=True)
+    parser.add_argument("--screenshot", type=Path, default=Path("screenshot.png"))
+    parser.add_argument("--demo-prompt", default="Write a haiku about the sea.")
+    parser.add_argument("--demo-size", help="WIDTHxHEIGHT of the window, e.g. 800x600")
+    args, app_args = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    from gemmadesk.ui.app import build
+
+    app, window = build(app_args)  # --hardware and Qt options pass through
+    if args.demo_size:
+        width, _, height = args.demo_size.partition("x")
+        window.resize(int(width), int(height))
+    driver = DemoDriver(window, args.demo_state, args.screenshot, args.demo_prompt)
+    driver.start()
+    return int(app.exec())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,266 @@
+"""One chat: the conversation in the history, the prompt the model sees, and the reply as it is saved.
+
+The window, ``gemmadesk-cli chat`` and the API server all drive this class, so they build the same prompt,
+save the same rows and follow the same rules::
+
+    session = ChatSession(host, history)          # history=None: nothing saved (the API server)
+    session.new(system_prompt="Be brief.")         # or session.open(conversation_id)
+    handle = session.send("Hello", params)         # saves the user message, begins the reply row, queues it
+    for event in handle: ...                       # or handle.listen(on_event, on_done) (worker thread)
+    session.regenerate(params); session.edit(message_id, "new text", params)
+    session.run(messages, params)                  # a stateless API turn: same prompt/trim/thinking rules
+
+Rules decided here, once:
+
+- The prompt is the conversation's system prompt (assembled once, from the conversation) followed by its
+  turns, oldest first. Thoughts are never fed back.
+- Every saved reply is a model turn, also an empty one (a reply stopped while the model was still
+  thinking, or one that failed before its first word): the prompt never has two user turns in a row,
+  which is the shape the chat template expects.
+- The reply row is created (status "partial") before generation, saved at most once per
+  ``save_interval_s`` while it streams, and finished as "complete", or "partial" when it was stopped or
+  failed (what was generated is kept).
+- An edit belongs to this session's conversation: :meth:`edit` refuses a message of another one.
+- ``SamplingParams.stop`` strings end the answer (:mod:`gemmadesk.core.chat.stops`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import fields
+from typing import Any
+
+from gemmadesk.core.chat.backend import ChatBackend
+from gemmadesk.core.chat.host import WINDOW, HostStatus, ModelHost, RequestHandle
+from gemmadesk.core.chat.stops import cut_at_stop_strings
+from gemmadesk.core.engine.chatformat import THOUGHT_OPEN, split_thoughts
+from gemmadesk.core.engine.errors import NotLoadedError
+from gemmadesk.core.history import Conversation, HistoryError, HistoryStore, Message, PartialSaver
+from gemmadesk.core.speed_log import record_reply
+from gemmadesk.core.types import Attachment, ChatMessage, ReplyDone, SamplingParams, StopReason, TextChunk
+
+log = logging.getLogger(__name__)
+
+SAVE_INTERVAL_S = 1.0
+NOT_LOADED = "No model is loaded yet. Pick an installed model first, or download one."
+
+
+class ReplyHandle(RequestHandle):
+    """A reply's request handle, with the rows it writes."""
+
+    def __init__(self, client: str, conversation_id: int | None, reply_id: int | None,
+                 user_message: Message | None = None) -> None:  # fmt: skip
+        super().__init__(client, "chat")
+        self.conversation_id = conversation_id
+        self.reply_id = reply_id  # the history row the reply is saved into (None: not saved)
+        self.user_message = user_message  # the row send() saved (None for regenerate/edit/run)
+
+
+def sampling_from_row(settings: dict[str, Any], default: SamplingParams) -> SamplingParams:
+    """The sampling settings stored with a reply (``Message.settings``), checked field by field: a value
+    of the wrong type (a damaged or hand-edited database) falls back to ``default``'s."""
+    values: dict[str, Any] = {}
+    for f in fields(SamplingParams):
+        if f.name not in settings:
+            continue
+        value, current = settings[f.name], getattr(default, f.name)
+        if f.name == "stop":
+            if isinstance(value, list | tuple) and all(isinstance(s, str) for s in value):
+                values["stop"] = tuple(value)
+        elif f.name == "seed":
+            if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+                values["seed"] = value
+        elif isinstance(current, bool):
+            if isinstance(value, bool):
+                values[f.name] = value
+        elif isinstance(current, float):
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                values[f.name] = float(value)
+        elif isinstance(value, int) and not isinstance(value, bool):
+            values[f.name] = value
+    return SamplingParams(**{**{f.name: getattr(default, f.name) for f in fields(SamplingParams)}, **values})
+
+
+def api_messages(messages: Sequence[ChatMessage]) -> list[ChatMessage]:
+    """The same prompt rules for messages that come from an API client: all system text joined into one
+    leading system message, thoughts left in an assistant message removed."""
+    system = "\n\n".join(m.content for m in messages if m.role == "system" and m.content.strip())
+    out = [ChatMessage("system", system)] if system else []
+    for m in messages:
+        if m.role == "system":
+            continue
+        if m.role == "assistant" and THOUGHT_OPEN in m.content:
+            m = ChatMessage("assistant", split_thoughts(m.content)[0], m.attachments)
+        out.append(m)
+    return out
+
+
+class ChatSession:
+    """History + prompt + trimming + thinking rules + partial saving, for one conversation at a time."""
+
+    def __init__(
+        self,
+        host: ModelHost,
+        history: HistoryStore | None,
+        *,
+        client: str = WINDOW,
+        save_interval_s: float = SAVE_INTERVAL_S,
+    ) -> None:
+        self.host = host
+        self.history = history
+        self.client = client
+        self.save_interval_s = save_interval_s
+        self._conversation_id: int | None = None
+
+    # ------------------------------------------------------------------ the conversation
+    @property
+    def conversation_id(self) -> int | None:
+        """The open conversation: the one owner of which conversation an edit or a reply belongs to."""
+        return self._conversation_id
+
+    def new(self, system_prompt: str = "") -> int:
+        history = self._history()
+        conv = history.create_conversation(system_prompt=system_prompt, model=self.host.state.model_id)
+        self._conversation_id = conv.id
+        return conv.id
+
+    def open(self, conversation_id: int) -> Conversation:
+        """Make ``conversation_id`` the open conversation (HistoryError if it does not exist)."""
+        conv = self._history().get_conversation(conversation_id)
+        self._conversation_id = conv.id
+        return conv
+
+    def close(self) -> None:
+        self._conversation_id = None
+
+    def conversation(self) -> Conversation:
+        return self._history().get_conversation(self._require_conversation())
+
+    def messages(self) -> list[Message]:
+        return self._history().messages(self._require_conversation())
+
+    def set_system_prompt(self, text: str) -> None:
+        self._history().set_system_prompt(self._require_conversation(), text)
+
+    def prompt_messages(self) -> list[ChatMessage]:
+        """What the model is given for the open conversation (see the module's rules)."""
+        history = self._history()
+        cid = self._require_conversation()
+        system = history.get_conversation(cid).system_prompt
+        out = [ChatMessage("system", system)] if system.strip() else []
+        out += [ChatMessage(m.role, m.content) for m in history.messages(cid) if m.role != "system"]
+        return out
+
+    # ------------------------------------------------------------------ replies
+    def send(
+        self, text: str, params: SamplingParams, attachments: Sequence[Attachment] = ()
+    ) -> ReplyHandle:
+        """Save ``text`` as the user's message (opening a new conversation if none is open) and queue the
+        reply. Raises NotLoadedError (nothing saved) when no model is loaded or loading."""
+        self._require_model()
+        history = self._history()
+        if self._conversation_id is None:
+            self.new()
+        cid = self._require_conversation()
+        user = history.add_message(cid, "user", text)
+        messages = self.prompt_messages()
+        if attachments:  # this turn's files go to the model with it
+            messages[-1] = ChatMessage("user", text, tuple(attachments))
+        return self._reply(cid, messages, params, user)
+
+    def regenerate(self, params: SamplingParams) -> ReplyHandle:
+        """Replace the last reply with a new one."""
+        self._require_model()
+        cid = self._require_conversation()
+        remaining = self._history().remove_last_reply(cid)
+        if not remaining or remaining[-1].role != "user":
+            raise HistoryError("There is no message to answer yet: send one first.")
+        return self._reply(cid, self.prompt_messages(), params)
+
+    def edit(self, message_id: int, text: str, params: SamplingParams) -> ReplyHandle:
+        """Replace one of your messages of this conversation (and everything after it), then reply anew."""
+        self._require_model()
+        history = self._history()
+        message = history.get_message(message_id)
+        if self._conversation_id is None or message.conversation_id != self._conversation_id:
+            raise HistoryError("That message belongs to another conversation: open it there to edit it.")
+        history.edit_user_message(message_id, text)
+        return self._reply(self._conversation_id, self.prompt_messages(), params)
+
+    def run(self, messages: Sequence[ChatMessage], params: SamplingParams) -> ReplyHandle:
+        """A stateless turn (the API server): nothing is saved; the same prompt and stop rules apply."""
+        prompt = api_messages(messages)
+        handle = ReplyHandle(self.client, None, None)
+
+        def job(backend: ChatBackend, stop: threading.Event) -> Iterator[object]:
+            yield from cut_at_stop_strings(backend.chat_stream(prompt, params, stop), params.stop, stop)
+
+        return self._submit(job, handle)
+
+    def complete(self, prompt: str, params: SamplingParams) -> ReplyHandle:
+        """A raw completion (``/v1/completions``): no template, nothing saved."""
+        handle = ReplyHandle(self.client, None, None)
+
+        def job(backend: ChatBackend, stop: threading.Event) -> Iterator[object]:
+            yield from cut_at_stop_strings(backend.complete_stream(prompt, params, stop), params.stop, stop)
+
+        return self._submit(job, handle)
+
+    def count_prompt_tokens(self, messages: Sequence[ChatMessage], params: SamplingParams) -> RequestHandle:
+        """Queue a token count; the handle's one event is the count (an int)."""
+
+        def job(backend: ChatBackend, _stop: threading.Event) -> Iterator[object]:
+            yield backend.count_prompt_tokens(api_messages(messages), params)
+
+        return self.host.submit(job, self.client, handle=RequestHandle(self.client, "count"))
+
+    # ------------------------------------------------------------------ internals
+    def _reply(
+        self, cid: int, messages: list[ChatMessage], params: SamplingParams, user: Message | None = None
+    ) -> ReplyHandle:
+        history = self._history()
+        reply_id = history.begin_reply(cid, model=self.host.state.model_id, settings=params.to_dict())
+        handle = ReplyHandle(self.client, cid, reply_id, user)
+        interval = self.save_interval_s
+
+        def job(backend: ChatBackend, stop: threading.Event) -> Iterator[object]:
+            saver = PartialSaver(history, reply_id, interval)
+            try:
+                stream = cut_at_stop_strings(backend.chat_stream(messages, params, stop), params.stop, stop)
+                for event in stream:
+                    if isinstance(event, TextChunk):
+                        saver.add(event.kind, event.text)
+                    elif isinstance(event, ReplyDone):
+                        stopped = event.stats.stop_reason == StopReason.STOPPED
+                        history.finish_reply(reply_id, event.answer, event.thoughts, event.stats.to_dict(),
+                                             "partial" if stopped else "complete")  # fmt: skip
+                        record_reply(self.host.state.report, event.stats)  # this machine's decode speed
+                    yield event
+            except BaseException:
+                try:
+                    saver.flush()  # keep what was generated; the row stays "partial"
+                except Exception:
+                    log.exception("could not save the partial reply %s", reply_id)
+                raise
+
+        return self._submit(job, handle)
+
+    def _submit(self, job: Any, handle: ReplyHandle) -> ReplyHandle:
+        self.host.submit(job, self.client, handle=handle)
+        return handle
+
+    def _require_model(self) -> None:
+        if self.host.state.status not in (HostStatus.READY, HostStatus.LOADING) and not self.host.state.queue_depth:
+            raise NotLoadedError(NOT_LOADED)
+
+    def _require_conversation(self) -> int:
+        if self._conversation_id is None:
+            raise HistoryError("No conversation is open.")
+        return self._conversation_id
+
+    def _history(self) -> HistoryStore:
+        if self.history is None:
+            raise HistoryError("This session keeps no history.")
+        return self.history
