@@ -739,9 +739,7 @@ class ModelStore:
         """Register a GGUF the user already has, in place (never copied, never deleted). It must be a model
         llama.cpp can run (:func:`check_model_file`). Matched to the catalog when it is one of ours."""
         path = Path(path).expanduser().resolve()
-        if not path.is_file():
-            raise StoreError(f"{path} does not exist or is not a regular file")
-        try:
+        try:  # a missing file, a folder or a named pipe: the GGUF reader says which, without blocking
             header = check_model_file(path)
         except ModelFileError as exc:
             raise StoreError(str(exc)) from exc

@@ -81,7 +81,7 @@ def test_a_recommendation_never_says_it_does_not_fit_now() -> None:
 
 def test_one_ram_figure_and_the_reserve_explained_once() -> None:
     """Issue 11: one screen showed "23.0 GiB free", "of 21.5 GiB available" and "has 22.0 GiB for models"."""
-    from gemmadesk.ui.fit_model import human_bytes
+    from gemmadesk.core.units import human_bytes
     from gemmadesk.ui.setup_view import hardware_summary_html
 
     hw = Hardware("Linux", "x86_64", "cpu", 2, 2, int(23.5 * GiB), int(23.0 * GiB))

@@ -239,7 +239,7 @@ def test_folders_and_devices_are_not_model_files(tmp_path: Path) -> None:
 
 
 # ----- property-based --------------------------------------------------------------------------------------
-_KEYS = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=20).filter(
+_KEYS = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), min_size=1, max_size=20).filter(
     lambda k: not k.startswith("tokenizer.ggml.") and k not in ("general.alignment", "general.architecture"))
 _VALUES = st.one_of(
     st.integers(0, 2**32 - 1).map(lambda v: ("u32", v)),

@@ -44,7 +44,8 @@ def _huge_lengths(p: Path) -> Path:
 
 
 def _past_eof(p: Path) -> Path:
-    return minimal_model(p).write_bytes(minimal_model(p).read_bytes()[:-64]) and p
+    p.write_bytes(minimal_model(p).read_bytes()[:-64])
+    return p
 
 
 FILES: dict[str, tuple[Callable[[Path], Path], str]] = {

@@ -24,6 +24,7 @@ from gemmadesk.core.engine import (
     StreamEvent,
     TextChunk,
 )
+from gemmadesk.core.types import AttachmentKind
 from tests.support.media_files import png, wav
 
 pytestmark = pytest.mark.slow
@@ -265,13 +266,13 @@ def test_text_renamed_to_png_and_damaged_png_are_refused_in_one_sentence(
     engine = load_engine(projectors("tiny"))
     fake = tmp_path / "notes.png"
     fake.write_text("not a picture at all")
-    att = Attachment("image", fake, hashlib.sha256(fake.read_bytes()).hexdigest(), "image/png")
+    att = Attachment(AttachmentKind.IMAGE, fake, hashlib.sha256(fake.read_bytes()).hexdigest(), "image/png")
     with pytest.raises(AttachmentError, match="is not an image or audio file"):
         run(engine, [ChatMessage("user", "?", (att,))])
     broken = tmp_path / "broken.png"
     data = png(64, 64)
     broken.write_bytes(data[:40] + b"\x00" * 50)  # a valid header, then garbage
-    att = Attachment("image", broken, hashlib.sha256(broken.read_bytes()).hexdigest(), "image/png")
+    att = Attachment(AttachmentKind.IMAGE, broken, hashlib.sha256(broken.read_bytes()).hexdigest(), "image/png")
     with pytest.raises(AttachmentError, match="could not be decoded as an image") as info:
         run(engine, [ChatMessage("user", "?", (att,))])
     assert str(info.value).count(". ") <= 1

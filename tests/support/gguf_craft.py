@@ -34,8 +34,8 @@ def val(vtype: int, value: object) -> bytes:
     if vtype == STRING:
         return s(value)  # type: ignore[arg-type]
     if vtype == ARRAY:
-        etype, items = value  # type: ignore[misc]
-        items = list(items)
+        pair: tuple[int, list[object]] = value  # type: ignore[assignment]
+        etype, items = pair[0], list(pair[1])
         return struct.pack("<IQ", etype, len(items)) + b"".join(val(etype, i) for i in items)
     return struct.pack(_FMT[vtype], value)
 

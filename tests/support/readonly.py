@@ -24,7 +24,11 @@ def lock(path: Path) -> Callable[[], None]:
     done = subprocess.run(["chattr", "+i", str(path)], capture_output=True, text=True)
     if done.returncode != 0:
         pytest.skip(f"cannot make a file read-only as root on this file system (chattr: {done.stderr.strip()})")
-    return lambda: subprocess.run(["chattr", "-i", str(path)], check=False)
+
+    def unlock() -> None:
+        subprocess.run(["chattr", "-i", str(path)], check=False)
+
+    return unlock
 
 
 class ReadOnly:

@@ -236,7 +236,7 @@ def test_a_finished_reply_feeds_the_speed_record_and_the_fit_list(qtbot, gemma3_
     stats = window.chat.transcript.messages()[-1].stats
     assert stats["completion_tokens"] >= 16, stats
     qtbot.waitUntil(lambda: len(window.setup.measured) == 1, timeout=10_000)
-    (record,) = window.setup.measured
+    record: MeasuredSpeed = next(iter(window.setup.measured))
     assert record.model_file == gemma3_gguf.name
     assert record.tokens_per_s == pytest.approx(stats["generated_tokens_per_s"])
     assert (app_paths().data_dir / "decode_speeds.json").is_file()

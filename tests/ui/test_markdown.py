@@ -56,7 +56,7 @@ Final paragraph.
 
 
 def _blocks(doc: QTextDocument) -> list[tuple[object, ...]]:
-    out = []
+    out: list[tuple[object, ...]] = []
     block = doc.begin()
     while block.isValid():
         fmt = block.blockFormat()

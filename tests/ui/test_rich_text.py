@@ -36,11 +36,12 @@ class _Counter(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def server() -> Iterator[tuple[str, list[str]]]:
-    handler = type("H", (_Counter,), {"hits": []})
+    hits: list[str] = []
+    handler = type("H", (_Counter,), {"hits": hits})
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}", handler.hits
+    yield f"http://127.0.0.1:{httpd.server_address[1]}", hits
     httpd.shutdown()
     httpd.server_close()
     thread.join(10)
@@ -102,6 +103,7 @@ def test_model_names_titles_and_server_messages_stay_literal(qtbot, laptop_8gb: 
 
     ctl = window.chat
     cid = ctl.new_conversation()
+    assert cid is not None
     ctl.history.rename(cid, hostile(url))
     ctl.refresh_conversations()
     row = ctl.conversations.row_of(cid)
