@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import codecs
-import ctypes
 import logging
 import os
 import re
@@ -25,7 +24,14 @@ from gemmadesk.core.engine.errors import (
     UnsupportedModelError,
 )
 from gemmadesk.core.engine.gguf_meta import GGUFInfo, read_gguf_info
-from gemmadesk.core.engine.llama_glue import llama_module, load_progress, log_mark, log_since
+from gemmadesk.core.engine.llama_adapter import (
+    NativeModel,
+    Sampling,
+    llama_module,
+    load_progress,
+    log_mark,
+    log_since,
+)
 from gemmadesk.core.engine.trim import fit_messages
 from gemmadesk.core.engine.types import (
     KV_TYPES,
@@ -71,6 +77,7 @@ class Engine:
 
     def __init__(self) -> None:
         self._llm: Any = None
+        self._native: NativeModel | None = None
         self._format: PromptFormat | None = None
         self._report: LoadReport | None = None
 
@@ -121,6 +128,8 @@ class Engine:
                 ) from None
             else:
                 break
+        on_gpu = lib.llama_supports_gpu_offload() and (n_layers < 0 or n_layers > n_model_layers)
+        self._native = NativeModel(self._llm, lib, sample_on_device=bool(on_gpu))
         self._format = self._prompt_format(info)
         self._report = LoadReport(
             model_path=str(settings.model_path),
@@ -128,7 +137,7 @@ class Engine:
             model_name=info.name,
             file_bytes=info.file_bytes,
             n_ctx=int(self._llm.n_ctx()),
-            n_ctx_train=int(self._llm._model.n_ctx_train()),
+            n_ctx_train=self._native.n_ctx_train,
             n_layers=info.arch_int("block_count"),
             n_gpu_layers=n_model_layers + 1 if n_layers < 0 else min(n_layers, n_model_layers + 1),
             flash_attn=flash_attn,
@@ -209,6 +218,9 @@ class Engine:
     def unload(self) -> None:
         """Free the model and its context (idempotent)."""
         llm, self._llm, self._format, self._report = self._llm, None, None, None
+        native, self._native = self._native, None
+        if native is not None:
+            native.close()
         if llm is not None:
             llm.close()
 
@@ -224,9 +236,8 @@ class Engine:
         llm = self._require()
         text = self.prompt_format.render(messages, thinking=thinking)
         tokens: list[int] = llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
-        lib = llama_module()
         bos = llm.token_bos()
-        if lib.llama_vocab_get_add_bos(llm._model.vocab) and bos >= 0 and (not tokens or tokens[0] != bos):
+        if self._native_model().add_bos and bos >= 0 and (not tokens or tokens[0] != bos):
             tokens.insert(0, bos)
         return tokens
 
@@ -266,27 +277,27 @@ class Engine:
             raise NotLoadedError("No model is loaded. Load a model first.")
         return self._llm
 
+    def _native_model(self) -> NativeModel:
+        if self._native is None:
+            raise NotLoadedError("No model is loaded. Load a model first.")
+        return self._native
+
     def _prepare_prefix_reuse(self, tokens: list[int]) -> int:
-        """How many cached tokens ``Llama.generate`` will reuse; forces a full re-evaluation when a
+        """Keep the cached KV of the longest common prefix with ``tokens`` (at least one token is always
+        evaluated, for fresh logits) and return its length; forces a full re-evaluation when a
         sliding-window cache no longer holds the window the first new token needs (as llama-server does)."""
-        llm = self._llm
-        cached = list(llm._input_ids[: llm.n_tokens])
+        native = self._native_model()
         common = 0
-        for a, b in zip(cached, tokens, strict=False):
+        for a, b in zip(native.cached_tokens, tokens, strict=False):
             if a != b:
                 break
             common += 1
         reuse = common - 1 if common == len(tokens) else common
-        if reuse <= 0:
-            return 0
-        lib = llama_module()
-        n_swa = int(lib.llama_model_n_swa(llm._model.model))
-        if n_swa > 0:
-            pos_min = int(lib.llama_memory_seq_pos_min(lib.llama_get_memory(llm._ctx.ctx), 0))
-            if pos_min > max(0, reuse - n_swa):
-                llm.reset()  # n_tokens = 0: generate() re-evaluates the whole prompt
-                return 0
-        return reuse
+        if reuse > 0:
+            n_swa = native.n_swa
+            if n_swa > 0 and native.swa_pos_min() > max(0, reuse - n_swa):
+                reuse = 0
+        return native.keep_prefix(reuse)
 
     def _generate(
         self,
@@ -297,23 +308,20 @@ class Engine:
         budget: int,
         started: float,
     ) -> Iterator[StreamEvent]:
-        llm = self._llm
-        lib = llama_module()
-        vocab = llm._model.vocab
-        llm.set_seed(params.seed if params.seed is not None else lib.LLAMA_DEFAULT_SEED)
-        reply = _ReplyText(lib, vocab)
-        reason: StopReason = "length"
-        first_at = 0.0
-        n_out = 0
-        generator = llm.generate(
-            tokens,
+        native = self._native_model()
+        sampling = Sampling(
+            temperature=params.temperature,
             top_k=params.top_k,
             top_p=params.top_p,
             min_p=params.min_p,
-            temp=params.temperature,
             repeat_penalty=params.repeat_penalty,
-            reset=True,
+            seed=params.seed,
         )
+        reply = _ReplyText(native)
+        reason: StopReason = "length"
+        first_at = 0.0
+        n_out = 0
+        generator = native.generate(tokens[len(tokens) - stats.prompt_tokens_evaluated :], sampling, budget, stop)
         try:
             while n_out < budget:
                 if stop is not None and stop.is_set():
@@ -321,10 +329,10 @@ class Engine:
                     break
                 try:
                     token = next(generator)
-                except StopIteration:
+                except StopIteration:  # cannot happen before n_out == budget; kept for safety
                     reason = "eos"
                     break
-                except Exception as exc:
+                except Exception as exc:  # DecodeError, or anything llama.cpp's bindings raise
                     raise GenerationError("The model failed while generating a reply.", detail=repr(exc)) from exc
                 if n_out == 0:
                     first_at = time.perf_counter()
@@ -344,8 +352,8 @@ class Engine:
     def decode_reply(self, tokens: Sequence[int]) -> tuple[list[TextChunk], str, str]:
         """Turn a reply's token ids into (chunks, answer, thoughts) exactly as :meth:`chat_stream` does
         (special tokens kept for the thought parser, end-of-turn stops it)."""
-        llm = self._require()
-        reply = _ReplyText(llama_module(), llm._model.vocab)
+        self._require()
+        reply = _ReplyText(self._native_model())
         chunks: list[TextChunk] = []
         for token in tokens:
             pushed = reply.push(token)
@@ -363,23 +371,23 @@ class Engine:
 class _ReplyText:
     """Token ids → UTF-8 text → answer/thought pieces, one token at a time."""
 
-    def __init__(self, lib: Any, vocab: Any) -> None:
-        self._lib, self._vocab = lib, vocab
-        self._buf = ctypes.create_string_buffer(64)
-        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    def __init__(self, native: NativeModel) -> None:
+        self._is_eog = native.is_eog
+        self._bytes = native.token_bytes
+        self._decode = codecs.getincrementaldecoder("utf-8")(errors="replace").decode
         self._parser = ThoughtParser()
 
     def push(self, token: int) -> list[TextChunk] | None:
         """The pieces this token completes, or None if it ends the turn."""
-        if self._lib.llama_vocab_is_eog(self._vocab, token):
+        if self._is_eog(token):
             return None
-        piece = self._decoder.decode(_token_bytes(self._lib, self._vocab, token, self._buf))
+        piece = self._decode(self._bytes(token))
         if piece in TURN_END_MARKERS:
             return None
         return [TextChunk(kind, text) for kind, text in self._parser.feed(piece)]  # type: ignore[arg-type]
 
     def finish(self) -> list[TextChunk]:
-        tail = self._parser.feed(self._decoder.decode(b"", final=True)) + self._parser.finish()
+        tail = self._parser.feed(self._decode(b"", final=True)) + self._parser.finish()
         return [TextChunk(kind, text) for kind, text in tail]  # type: ignore[arg-type]
 
     @property
@@ -424,15 +432,6 @@ def _finish(stats: ReplyStats, reason: StopReason, started: float, first_at: flo
         if n_out > 1:
             stats.generated_tokens_per_s = (n_out - 1) / max(now - first_at, 1e-9)
     return stats
-
-
-def _token_bytes(lib: Any, vocab: Any, token: int, buf: Any) -> bytes:
-    """The token's text bytes, special tokens included (``<|channel>`` must reach the thought parser)."""
-    n = int(lib.llama_token_to_piece(vocab, token, buf, len(buf), 0, True))
-    if n < 0:  # buffer too small: llama.cpp returns the needed size, negated
-        buf = ctypes.create_string_buffer(-n)
-        n = int(lib.llama_token_to_piece(vocab, token, buf, len(buf), 0, True))
-    return bytes(buf.raw[:n])
 
 
 class _OutOfMemory(EngineError):
