@@ -27,6 +27,7 @@ from gemmadesk.core.engine.gguf_meta import GGUFInfo, read_gguf_info
 from gemmadesk.core.engine.llama_adapter import (
     NativeModel,
     Sampling,
+    device_sampling,
     llama_module,
     load_progress,
     log_mark,
@@ -128,8 +129,8 @@ class Engine:
                 ) from None
             else:
                 break
-        on_gpu = lib.llama_supports_gpu_offload() and (n_layers < 0 or n_layers > n_model_layers)
-        self._native = NativeModel(self._llm, lib, sample_on_device=bool(on_gpu))
+        output_on_gpu = bool(lib.llama_supports_gpu_offload()) and (n_layers < 0 or n_layers > n_model_layers)
+        self._native = NativeModel(self._llm, lib, sample_on_device=device_sampling(output_on_gpu))
         self._format = self._prompt_format(info)
         self._report = LoadReport(
             model_path=str(settings.model_path),

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import os
 import threading
 from collections import deque
 from collections.abc import Callable, Generator, Iterator, Sequence
@@ -119,6 +120,17 @@ def load_progress(on_progress: Callable[[float], bool] | None) -> Iterator[None]
             yield
         finally:
             lib.llama_cpp.llama_model_default_params = original
+
+
+def device_sampling(output_on_gpu: bool) -> bool:
+    """Whether to sample on the device: by default where the output layer runs on a GPU (there it saves
+    the host-side top-k over the whole vocabulary and the logits' copy). ``GEMMADESK_DEVICE_SAMPLING=0``
+    turns it off (llama.cpp marks backend sampling experimental: this is the way out if a build
+    misbehaves), ``=1`` forces it on also for the CPU (benchmarks)."""
+    value = os.environ.get("GEMMADESK_DEVICE_SAMPLING", "").strip()
+    if value in ("0", "1"):
+        return value == "1"
+    return output_on_gpu
 
 
 @dataclass(frozen=True)
