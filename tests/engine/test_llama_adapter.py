@@ -183,3 +183,49 @@ def test_sliding_window_cache_forces_a_full_prompt_when_the_window_is_gone(gemma
         assert reply(engine, follow_up).answer == continued.answer
     finally:
         engine.unload()
+
+
+def test_device_sampling_switch(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GEMMADESK_DEVICE_SAMPLING", raising=False)
+    assert adapter.device_sampling(True) and not adapter.device_sampling(False)
+    monkeypatch.setenv("GEMMADESK_DEVICE_SAMPLING", "0")
+    assert not adapter.device_sampling(True)
+    monkeypatch.setenv("GEMMADESK_DEVICE_SAMPLING", "1")
+    assert adapter.device_sampling(False)
+    monkeypatch.setenv("GEMMADESK_DEVICE_SAMPLING", "maybe")
+    assert adapter.device_sampling(True) and not adapter.device_sampling(False)
+
+
+def test_engine_replies_the_same_with_top_k_in_the_graph(gemma3_gguf: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The engine path a GPU takes (device sampling), forced on the CPU backend, streams the same reply."""
+    messages = [ChatMessage("user", "Write a sentence about the sea.")]
+    replies = []
+    for value in ("0", "1"):
+        monkeypatch.setenv("GEMMADESK_DEVICE_SAMPLING", value)
+        engine = Engine()
+        engine.load(DirectLoadSettings(model_path=str(gemma3_gguf), n_ctx=512, n_threads=2))
+        try:
+            done = list(engine.chat_stream(messages, SamplingParams(max_tokens=20, seed=11)))[-1]
+            assert isinstance(done, ReplyDone)
+            replies.append((done.answer, done.stats.completion_tokens))
+        finally:
+            engine.unload()
+    assert replies[0] == replies[1]
+    assert replies[0][1] >= 1
+
+
+def test_a_prompt_beyond_the_context_is_a_decode_error_and_the_record_stays_true(llm: Any) -> None:
+    """A real llama_decode failure (no room left in the KV cache): DecodeError, nothing half-recorded."""
+    lib = adapter.llama_module()
+    native = NativeModel(llm, lib)
+    native.reset()
+    too_long = llm.tokenize(b"word " * 700, add_bos=True)
+    assert len(too_long) > 512
+    with pytest.raises(adapter.DecodeError, match="llama_decode returned"):
+        list(native.generate(too_long, SAMPLINGS[0], 4))
+    cached = native.cached_tokens
+    assert cached == too_long[: len(cached)]
+    assert int(lib.llama_memory_seq_pos_max(lib.llama_get_memory(llm.ctx), 0)) == len(cached) - 1
+    assert llm.n_tokens == len(cached)
+    native.reset()
+    assert native.cached_tokens == [] and llm.n_tokens == 0
