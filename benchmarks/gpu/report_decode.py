@@ -62,6 +62,30 @@ def main(argv: list[str]) -> int:
         "*Engine prompt*: prompt tokens ÷ time from the `chat_stream` call to the first token (template, "
         "tokenizer and the first sample included); llama-bench pp512 varies a lot between repetitions here "
         "(±25 %), so read that column as \"not slower\".",
+    ]
+    out += ["", "Where the time per token goes (ms; from the medians above):", ""]
+    out += ["| run | model | llama-bench | + engine, greedy | + engine, top-k on the GPU | + top-k on the CPU |",
+            "|---|---|---:|---:|---:|---:|"]
+    for r in rows:
+        if r["kind"] != "compare" or "error" in r:
+            continue
+        base = 1000 / r["lb_tg"]
+        out.append(f"| {r['run']} | {r['size']} | {base:.2f} | +{1000 / r['eng_tg_greedy'] - base:.2f} "
+                   f"| +{1000 / r['eng_tg'] - base:.2f} | +{1000 / r['eng_tg_dev0'] - base:.2f} |")
+    out += [
+        "",
+        "llama-bench decodes without sampling anything. Greedy, the engine adds about 0.1 ms per token: the "
+        "argmax in the graph, copying the chosen id back, and the Python loop (whose text work overlaps the "
+        "GPU: the next decode is queued before the token is turned into text). Top-k 64 adds the top-k "
+        "over 262,144 logits on the GPU, 0.1–0.2 ms: with the CUDA 13.0 toolkit's CCCL 3.0, ggml falls back "
+        "to a full segmented sort; with CCCL ≥ 3.2 headers (run 2) it uses cub's one-pass `DeviceTopK`, which "
+        "brought E2B to greedy's cost but left 12B's difference at ~0.1 ms (three rounds are too few to split "
+        "differences this small; the remaining cost is llama.cpp's, not Python's). Copying the logits back "
+        "and sorting them on the CPU (what `Llama.generate` did) costs 0.7–0.9 ms. In run 2 one of the three E2B replies "
+        "differed between device and CPU top-k (`DeviceTopK` is asked for unsorted, non-deterministic output; "
+        "a tie in the random model's logits or a differing kernel choice between the two contexts would do "
+        "it; not investigated further for lack of device time). The same comparison on the CPU backend and "
+        "on the real Gemma 3 270M is exact (tests/engine/test_llama_adapter.py).",
         "",
         "### llama-bench for every size (run 1; FIT calibrates its speed estimates with these)",
         "",
@@ -83,7 +107,11 @@ def main(argv: list[str]) -> int:
             f"| {r['size']} | {r['pp512']:,.0f} ± {r['pp512_sd']:,.0f} | {r['tg128']:.1f} ± {r['tg128_sd']:.1f} "
             f"| {nbytes / 1e9:.2f} GB | {_f(limit)} tok/s | {_f(r['tg128'] / limit if limit else None, '.0%')} |"
         )
-    out += ["", f"Device copy bandwidth measured in the run: {_f(gbps)} GB/s (datasheet 4,800)."]
+    out += ["", f"Device copy bandwidth measured in the run: {_f(gbps)} GB/s (datasheet 4,800). llama.cpp itself "
+            "reaches 12 % (E2B) to 41 % (31B) of that limit: a decode step is hundreds of small kernels (per "
+            "layer: norms, projections, attention, feed-forward), so small models are bound by per-kernel "
+            "latency rather than by bytes; the larger the matrices, the closer to the limit. GemmaDesk "
+            "adds the few percent in the table above on top of that."]
     ft = [r for r in rows if r["kind"] == "first_token"]
     if ft:
         out += [
