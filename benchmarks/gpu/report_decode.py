@@ -81,8 +81,8 @@ def main(argv: list[str]) -> int:
         "to a full segmented sort; with CCCL ≥ 3.2 headers (run 2) it uses cub's one-pass `DeviceTopK`, which "
         "brought E2B to greedy's cost but left 12B's difference at ~0.1 ms (three rounds are too few to split "
         "differences this small; the remaining cost is llama.cpp's, not Python's). Copying the logits back "
-        "and sorting them on the CPU (what `Llama.generate` did) costs 0.7–0.9 ms. In run 2 one of the three E2B replies "
-        "differed between device and CPU top-k (`DeviceTopK` is asked for unsorted, non-deterministic output; "
+        "and sorting them on the CPU (what `Llama.generate` did) costs 0.7–0.9 ms. In run 2 one of the "
+        "three E2B replies differed between device and CPU top-k (`DeviceTopK` is asked for unsorted, non-deterministic output; "
         "a tie in the random model's logits or a differing kernel choice between the two contexts would do "
         "it; not investigated further for lack of device time). The same comparison on the CPU backend and "
         "on the real Gemma 3 270M is exact (tests/engine/test_llama_adapter.py).",
