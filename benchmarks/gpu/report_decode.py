@@ -74,18 +74,18 @@ def main(argv: list[str]) -> int:
                    f"| +{1000 / r['eng_tg'] - base:.2f} | +{1000 / r['eng_tg_dev0'] - base:.2f} |")
     out += [
         "",
-        "llama-bench decodes without sampling anything. Greedy, the engine adds about 0.1 ms per token: the "
-        "argmax in the graph, copying the chosen id back, and the Python loop (whose text work overlaps the "
-        "GPU: the next decode is queued before the token is turned into text). Top-k 64 adds the top-k "
-        "over 262,144 logits on the GPU, 0.1–0.2 ms: with the CUDA 13.0 toolkit's CCCL 3.0, ggml falls back "
-        "to a full segmented sort; with CCCL ≥ 3.2 headers (run 2) it uses cub's one-pass `DeviceTopK`, which "
-        "brought E2B to greedy's cost but left 12B's difference at ~0.1 ms (three rounds are too few to split "
-        "differences this small; the remaining cost is llama.cpp's, not Python's). Copying the logits back "
-        "and sorting them on the CPU (what `Llama.generate` did) costs 0.7–0.9 ms. In run 2 one of the "
-        "three E2B replies differed between device and CPU top-k (`DeviceTopK` is asked for unsorted, non-deterministic output; "
-        "a tie in the random model's logits or a differing kernel choice between the two contexts would do "
-        "it; not investigated further for lack of device time). The same comparison on the CPU backend and "
-        "on the real Gemma 3 270M is exact (tests/engine/test_llama_adapter.py).",
+        "llama-bench decodes without sampling anything. Greedy, the engine adds about 0.1 ms per token: the argmax"
+        " in the graph, copying the chosen id back, and the Python loop (whose text work overlaps the GPU: the "
+        "next decode is queued before the token is turned into text). Top-k 64 adds the top-k over 262,144 logits "
+        "on the GPU, 0.1–0.2 ms: with the CUDA 13.0 toolkit's CCCL 3.0, ggml falls back to a full segmented sort; "
+        "with CCCL ≥ 3.2 headers (run 2) it uses cub's one-pass `DeviceTopK`, which brought E2B to greedy's cost "
+        "but left 12B's difference at ~0.1 ms (three rounds are too few to split differences this small; the "
+        "remaining cost is llama.cpp's, not Python's). Copying the logits back and sorting them on the CPU (what "
+        "`Llama.generate` did) costs 0.7–0.9 ms. In run 2 one of the three E2B replies differed between device and"
+        " CPU top-k (`DeviceTopK` is asked for unsorted, non-deterministic output; a tie in the random model's "
+        "logits or a differing kernel choice between the two contexts would do it; not investigated further for "
+        "lack of device time). The same comparison on the CPU backend and on the real Gemma 3 270M is exact "
+        "(tests/engine/test_llama_adapter.py).",
         "",
         "### llama-bench for every size (run 1; FIT calibrates its speed estimates with these)",
         "",
