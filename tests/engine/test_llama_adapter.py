@@ -154,10 +154,11 @@ def test_no_private_llama_attribute_is_used_outside_the_adapter() -> None:
 
 
 def test_sliding_window_cache_forces_a_full_prompt_when_the_window_is_gone(gemma3_gguf: Path) -> None:
-    """Gemma 3's sliding-window layers keep only the last 512 positions (swa_full=False): after a long
-    turn, a conversation that shares only an early prefix cannot reuse it (the window it needs is gone),
-    so the whole prompt is evaluated, and the reply is the one a fresh cache gives."""
-    long_text = "The lighthouse stood on the rock. " * 90  # ~720 tokens, beyond the 512-token window
+    """Gemma 3's sliding-window layers keep only the last n_swa + n_ubatch = 512 + 64 positions (rounded up
+    to 768 cells; swa_full=False): after a ~960-token turn, a conversation that shares only an early prefix
+    cannot reuse it (the window it needs is gone), so the whole prompt is evaluated, and the reply is the
+    one a fresh cache gives."""
+    long_text = "The lighthouse stood on the rock. " * 120  # ~960 tokens, beyond the 768 cells of the SWA cache
     early = [ChatMessage("user", "Hello there. " + long_text)]
     edited = [ChatMessage("user", "Hello there! Something else entirely.")]
     greedy = SamplingParams(temperature=0.0, max_tokens=8)
@@ -167,8 +168,9 @@ def test_sliding_window_cache_forces_a_full_prompt_when_the_window_is_gone(gemma
         assert isinstance(done, ReplyDone)
         return done
 
+    settings = DirectLoadSettings(model_path=str(gemma3_gguf), n_ctx=1024, n_batch=64, n_ubatch=64, n_threads=2)
     engine = Engine()
-    engine.load(DirectLoadSettings(model_path=str(gemma3_gguf), n_ctx=1024, n_threads=2))
+    engine.load(settings)
     try:
         reply(engine, early)
         after_long = reply(engine, edited)
@@ -177,7 +179,7 @@ def test_sliding_window_cache_forces_a_full_prompt_when_the_window_is_gone(gemma
         continued = reply(engine, follow_up)
         assert continued.stats.prompt_tokens_evaluated < continued.stats.prompt_tokens
         engine.unload()
-        engine.load(DirectLoadSettings(model_path=str(gemma3_gguf), n_ctx=1024, n_threads=2))
+        engine.load(settings)
         fresh = reply(engine, edited)
         assert fresh.answer == after_long.answer
         assert reply(engine, follow_up).answer == continued.answer
