@@ -15,7 +15,9 @@ Columns (tok/s; medians of ``rounds`` rounds, each round running every column on
 * ``eng_pp``: the engine's prompt rate for a ~512-token prompt (``ReplyStats.prompt_tokens_per_s``:
   from the call to the first token, so template, tokenizer and the first sample are in it).
 
-Each ratio is the median over rounds of (column ÷ llama-bench in that round).
+Each ratio is the median over rounds of (column ÷ llama-bench in that round); ``best_ratio_*`` is the
+fastest run of the column ÷ the fastest llama-bench run (on a shared machine the least disturbed runs).
+Rounds start at a different column each time, so that a drifting load favours none.
 """
 
 from __future__ import annotations
@@ -64,6 +66,10 @@ class Comparison:
             out[name] = round(self.median(name), 2)
         for name, values in self.ratios.items():
             out["ratio_" + name] = round(statistics.median(values), 3)
+            # on a shared machine the fastest run of each column is the least disturbed one
+            ref = "lb_pp" if name == "eng_pp" else "lb_tg"
+            if self.columns.get(ref) and self.columns.get(name):
+                out["best_ratio_" + name] = round(max(self.columns[name]) / max(self.columns[ref]), 3)
         for name, counts in self.tokens.items():
             out["tokens_" + name] = min(counts)
         if self.same_reply:
@@ -178,41 +184,58 @@ def compare(
     alt_name = f"eng_tg_dev{alt_device_sampling}"
     if alt_device_sampling is not None:
         alt = Engine()
-        _with_device_sampling(alt_device_sampling, lambda: alt.load(settings))  # type: ignore[arg-type,return-value,union-attr]
+        _with_device_sampling(alt_device_sampling, lambda: alt.load(settings))  # type: ignore[arg-type,return-value]
     _fresh(engine)
     _reply(engine, STORY, SamplingParams(max_tokens=8, seed=1))  # warm-up (graph reservation, CUDA graphs)
     bare_tg(bare, story, 8)
-    for rnd in range(rounds):
+    lb: dict[str, float] = {}
+    answers: dict[str, str] = {}
+
+    def step_llama_bench() -> None:
         try:
-            lb = llama_bench(model, threads=threads, n_gen=n_gen, reps=1, n_gpu_layers=99 if n_gpu_layers else 0,
-                             flash_attn=flash_attn, bin_dir=bin_dir)
+            lb.update(llama_bench(model, threads=threads, n_gen=n_gen, reps=1, n_gpu_layers=99 if n_gpu_layers else 0,
+                                  flash_attn=flash_attn, bin_dir=bin_dir))
         except (RuntimeError, OSError, ValueError, KeyError) as exc:  # keep the other columns
-            lb = {"pp": float("nan"), "tg": float("nan")}
+            lb.update(pp=float("nan"), tg=float("nan"))
             if not any(n.startswith("llama-bench failed") for n in result.notes):
                 result.notes.append(f"llama-bench failed: {str(exc)[-600:]}")
         result.add("lb_tg", lb["tg"])
         result.add("lb_pp", lb["pp"])
+
+    def step_bare() -> None:
         tps, count = bare_tg(bare, story, n_gen)
         result.add("bare_tg", tps)
         result.tokens.setdefault("bare_tg", []).append(count)
-        answers = {}
-        for name, params in (("eng_tg_greedy", greedy), ("eng_tg", sampled)):
-            _fresh(engine)
-            done = _reply(engine, STORY, params)
-            answers[name] = done.answer
-            result.add(name, done.stats.generated_tokens_per_s)
-            result.tokens.setdefault(name, []).append(done.stats.completion_tokens)
-        if alt is not None:
-            _fresh(alt)
-            done = _reply(alt, STORY, sampled)
-            result.add(alt_name, done.stats.generated_tokens_per_s)
-            result.tokens.setdefault(alt_name, []).append(done.stats.completion_tokens)
-            # same seed, same samplers: top-k on the device or on the CPU must give the same reply
-            result.same_reply.append(done.answer == answers["eng_tg"])
+
+    def step_engine(name: str, which: Engine, params: SamplingParams) -> None:
+        _fresh(which)
+        done = _reply(which, STORY, params)
+        answers[name] = done.answer
+        result.add(name, done.stats.generated_tokens_per_s)
+        result.tokens.setdefault(name, []).append(done.stats.completion_tokens)
+
+    def step_prompt() -> None:
         _fresh(engine)
         stats = _reply(engine, long_prompt, SamplingParams(max_tokens=1, seed=0)).stats
         result.add("eng_pp", stats.prompt_tokens_per_s)
         result.tokens.setdefault("eng_pp", []).append(stats.prompt_tokens_evaluated)
+
+    steps = [
+        step_llama_bench,
+        step_bare,
+        lambda: step_engine("eng_tg_greedy", engine, greedy),
+        lambda: step_engine("eng_tg", engine, sampled),
+        step_prompt,
+    ]
+    if alt is not None:
+        steps.append(lambda: step_engine(alt_name, alt, sampled))
+    for rnd in range(rounds):
+        # a shared machine's load drifts: start each round at another column, so no column is always last
+        for step in steps[rnd % len(steps) :] + steps[: rnd % len(steps)]:
+            step()
+        if alt is not None:
+            # same seed, same samplers: top-k on the device or on the CPU must give the same reply
+            result.same_reply.append(answers[alt_name] == answers["eng_tg"])
         for name in ("bare_tg", "eng_tg_greedy", "eng_tg", alt_name):
             if name in result.columns:
                 result.ratios.setdefault(name, []).append(result.columns[name][-1] / lb["tg"])
