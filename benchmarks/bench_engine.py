@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from decode_compare import Comparison, bytes_per_token, compare  # noqa: E402
+from decode_compare import Comparison, bytes_per_token, compare, loop_split  # noqa: E402
 from llama_ref import build, cache_dir  # noqa: E402
 
 from gemmadesk.core.engine import (  # noqa: E402
@@ -164,6 +164,12 @@ def main() -> int:
         speed.append(result)
         print(result.summary())
 
+    splits = []
+    for label, path, _rounds, _n in models:
+        split = loop_split(path, threads=args.threads)
+        splits.append((label, split))
+        print(f"per-token split, {label}: " + ", ".join(f"{k} {v:.3f} ms" for k, v in split.items()))
+
     engine = Engine()
     report = engine.load(DirectLoadSettings(model_path=str(gemma3_path()), n_ctx=4096, n_threads=args.threads))
     print(f"loaded {report.model_name}: {report.n_threads} threads, n_ctx {report.n_ctx}")
@@ -216,6 +222,7 @@ def main() -> int:
         (nh, wh, hist_ratio, save_share),
         per_update,
         bandwidth,
+        splits,
     )
     return 0
 
@@ -254,6 +261,7 @@ def write_results(
     hist: tuple[float, float, float, float],
     per_update: float,
     bandwidth: float,
+    splits: list[tuple[str, dict[str, float]]],
 ) -> None:
     ttft_reuse, ttft_full, prompt_tokens, evaluated = turn2
     nh, wh, hist_ratio, save_share = hist
@@ -296,6 +304,22 @@ def write_results(
             f"Replies of up to {args.tokens} tokens (E2B: 32), n_ctx 4096, flash attention off.",
             "",
             *speed_table(speed, bandwidth),
+            "",
+            "On this shared machine a whole-reply ratio moves by ±10 % from run to run (other engineers' builds",
+            "and tests start and stop), more than the effect measured. So the loop is also timed from inside",
+            "(`decode_compare.loop_split`, medians per token, immune to the drift): llama.cpp's decode of one",
+            "token, llama.cpp's sampler on its logits, and the engine's own text work per token. The sampler",
+            "(a pass over all 262,144 logits on the CPU, in C) is what separates any sampling loop from",
+            "llama-bench; the Python work is microseconds.",
+            "",
+            "| Model | decode, ms/token | sampler, greedy | sampler, default sampling | engine text work "
+            "| loop overhead ÷ decode (default sampling) |",
+            "|---|---:|---:|---:|---:|---:|",
+            *[
+                f"| {label} | {sp['decode']:.2f} | {sp['sample_greedy']:.3f} | {sp['sample_default']:.3f} "
+                f"| {sp['text'] * 1000:.0f} µs | {(sp['sample_default'] + sp['text']) / sp['decode']:.1%} |"
+                for label, sp in splits
+            ],
             "",
             "### KV-prefix reuse and history (Gemma 3 270M)",
             "",

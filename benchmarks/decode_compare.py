@@ -246,3 +246,47 @@ def compare(
         alt.unload()
     bare.close()
     return result
+
+
+def loop_split(model: Path, *, threads: int, n_ctx: int = 4096, n_gen: int = 64, rounds: int = 3) -> dict[str, float]:
+    """Median per-token times (ms) inside the engine's loop, immune to a drifting machine load: llama.cpp's
+    decode of one token, its sampler on the result (greedy / default sampling, the 262,144-entry
+    vocabulary), and the engine's text work per token (detokenizer, thought parser, events)."""
+    import ctypes
+
+    import llama_cpp
+
+    from gemmadesk.core.engine.engine import _ReplyText
+    from gemmadesk.core.engine.llama_adapter import Sampling
+
+    engine = Engine()
+    engine.load(DirectLoadSettings(model_path=str(model), n_ctx=n_ctx, n_threads=threads))
+    native = engine._native_model()
+    prompt = engine.tokenize_prompt(STORY)
+    times: dict[str, list[float]] = {"decode": [], "sample_greedy": [], "sample_default": [], "text": []}
+    one = (ctypes.c_int32 * 1)()
+    batch = llama_cpp.llama_batch_get_one(one, 1)
+    ctx = native._ctx
+    for _ in range(rounds):
+        for name, temp in (("sample_greedy", 0.0), ("sample_default", 1.0)):
+            native.reset()
+            chain = native._chains(Sampling(temp, 64, 0.95, 0.0, 1.0, 1))
+            native.decode_prompt(prompt)
+            reply = _ReplyText(native)
+            for _i in range(n_gen):
+                t0 = time.perf_counter()
+                token = int(llama_cpp.llama_sampler_sample(chain, ctx, -1))
+                t1 = time.perf_counter()
+                one[0] = token
+                llama_cpp.llama_decode(ctx, batch)
+                llama_cpp.llama_synchronize(ctx)
+                t2 = time.perf_counter()
+                reply.push(token)
+                t3 = time.perf_counter()
+                times[name].append(t1 - t0)
+                times["decode"].append(t2 - t1)
+                times["text"].append(t3 - t2)
+            llama_cpp.llama_sampler_free(chain)
+    native.reset()
+    engine.unload()
+    return {k: statistics.median(v) * 1000 for k, v in times.items()}
