@@ -299,12 +299,12 @@ def write_results(
             "Whole replies, tok/s; in brackets the ratio to llama-bench tg in the same round. llama-bench is",
             "built from the llama.cpp vendored in llama-cpp-python's sdist (`benchmarks/llama_ref.py`) and runs",
             "on the installed package's own shared libraries, so only the driving loop differs. It samples",
-            "nothing, so it is the ceiling for any loop that picks tokens from the 262,144-entry vocabulary. *Default sampling* is",
-            "temperature 1 / top-k 64 / top-p 0.95 (what users run); *top-k in the graph*: the same with",
-            "`GEMMADESK_DEVICE_SAMPLING=1` (llama.cpp's backend sampling on the CPU backend; the default on a",
-            "GPU). *Engine prompt*: prompt tokens ÷ time from `chat_stream` to the first token for a",
-            "~512-token prompt (template and tokenizer included). *Memory limit*: this CPU's measured copy",
-            f"bandwidth ({bandwidth:.1f} GB/s, one core, read + write) ÷ weight bytes read per token. "
+            "nothing, so it is the ceiling for any loop that picks tokens from the 262,144-entry vocabulary.",
+            "*Default sampling* is temperature 1 / top-k 64 / top-p 0.95 (what users run); *top-k in the",
+            "graph*: the same with `GEMMADESK_DEVICE_SAMPLING=1` (llama.cpp's backend sampling on the CPU",
+            "backend; the default on a GPU). *Engine prompt*: prompt tokens ÷ time from `chat_stream` to the",
+            "first token for a ~512-token prompt (template and tokenizer included). *Memory limit*: this CPU's",
+            f"measured copy bandwidth ({bandwidth:.1f} GB/s, one core, read + write) ÷ weight bytes read per token. "
             f"Replies of up to {args.tokens} tokens (E2B: 32), n_ctx 4096, flash attention off.",
             "",
             *speed_table(speed, bandwidth),
