@@ -231,3 +231,19 @@ def test_a_prompt_beyond_the_context_is_a_decode_error_and_the_record_stays_true
     assert llm.n_tokens == len(cached)
     native.reset()
     assert native.cached_tokens == [] and llm.n_tokens == 0
+
+
+def test_the_kv_record_is_llamas_own_so_other_evaluators_stay_in_step(llm: Any) -> None:
+    """Anything that evaluates into the context through ``Llama.eval`` (the multimodal path does) keeps
+    ``Llama.input_ids[:n_tokens]``; the native loop continues from that record, not from a stale copy."""
+    native = NativeModel(llm, adapter.llama_module())
+    native.reset()
+    prompt = llm.tokenize(PROMPT, add_bos=True, special=True)
+    llm.eval(prompt[:-1])  # someone else evaluates most of the prompt
+    assert native.cached_tokens == prompt[:-1]
+    greedy = SAMPLINGS[3]
+    continued = list(native.generate(prompt[-1:], greedy, 8))
+    native.reset()
+    fresh = list(native.generate(prompt, greedy, 8))
+    assert continued == fresh
+    assert list(llm.input_ids[: llm.n_tokens]) == native.cached_tokens == prompt + fresh[:7]

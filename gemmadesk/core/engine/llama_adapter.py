@@ -20,8 +20,10 @@ What is reached, and why:
   best candidates come back to the CPU), and the next token's decode queued *before* the caller turns
   the current one into text, so on a GPU the Python work overlaps the model's.
 - **The KV record**: ``Llama.input_ids[:n_tokens]`` (public attributes) says which tokens the context's
-  KV cache holds; :class:`NativeModel` keeps its own copy while generating and writes it back after
-  each reply, so ``Llama``'s own methods stay consistent.
+  KV cache holds, and stays the one record: :class:`NativeModel` reads it at the start of each
+  operation, works on a list while generating (no numpy per token) and writes it back at the end, so
+  ``Llama``'s own ``eval`` and anything else that keeps that record (media evaluated into the context)
+  stay consistent with the native loop.
 """
 
 from __future__ import annotations
@@ -163,7 +165,7 @@ class NativeModel:
         self._mem = lib.llama_get_memory(self._ctx)
         self._n_vocab = int(lib.llama_vocab_n_tokens(self.vocab))
         self._n_batch = int(llm.n_batch)
-        self._cached: list[int] = [int(t) for t in llm.input_ids[: llm.n_tokens]]
+        self._cached: list[int] = []
         self._sample_on_device = sample_on_device
         self._device_chain: Any = None  # attached to the context (seq 0) while not None
         self._device_key: tuple[str, int] | None = None
@@ -202,6 +204,12 @@ class NativeModel:
     @property
     def cached_tokens(self) -> list[int]:
         """The tokens whose KV the context holds for sequence 0, in order."""
+        return self._pull()
+
+    def _pull(self) -> list[int]:
+        """Read the KV record from ``Llama`` (someone else may have evaluated into the context)."""
+        llm = self._llm
+        self._cached = [int(t) for t in llm.input_ids[: llm.n_tokens].tolist()]
         return list(self._cached)
 
     def swa_pos_min(self) -> int:
@@ -211,6 +219,7 @@ class NativeModel:
     def keep_prefix(self, n: int) -> int:
         """Drop the KV of every position from ``n`` on; returns how many cached tokens are kept (0 if the
         cache cannot drop a suffix and was cleared instead)."""
+        self._pull()
         n = max(0, min(n, len(self._cached)))
         if n == 0 or not self._lib.llama_memory_seq_rm(self._mem, -1, n, -1):
             self._lib.llama_memory_clear(self._mem, True)
@@ -232,12 +241,20 @@ class NativeModel:
     # ------------------------------------------------------------------ generation
     def decode_prompt(self, tokens: Sequence[int]) -> None:
         """Evaluate ``tokens`` after the cached ones (in ``n_batch`` pieces; logits for the last only)."""
+        self._pull()
+        try:
+            self._decode_tokens(tokens)
+        finally:
+            self._publish()
+
+    def _decode_tokens(self, tokens: Sequence[int]) -> None:
         lib = self._lib
         for i in range(0, len(tokens), self._n_batch):
             piece = list(tokens[i : i + self._n_batch])
             arr = (ctypes.c_int32 * len(piece))(*piece)
             rc = int(lib.llama_decode(self._ctx, lib.llama_batch_get_one(arr, len(piece))))
             if rc != 0:
+                self._publish()
                 self.keep_prefix(len(self._cached))  # drop whatever a failed batch left behind
                 raise DecodeError(f"llama_decode returned {rc} for the prompt")
             self._cached.extend(piece)
@@ -255,9 +272,10 @@ class NativeModel:
         last: ``n_max`` reached, end of generation, or ``stop`` set), so on a GPU the caller's work on
         it overlaps the model's. The caller may stop iterating at any time; the KV record stays right."""
         lib = self._lib
+        self._pull()
         host_chain = self._chains(sampling)
         try:
-            self.decode_prompt(tokens)
+            self._decode_tokens(tokens)
             ctx, vocab, one, batch = self._ctx, self.vocab, self._one, self._one_batch
             sample, decode, is_eog = lib.llama_sampler_sample, lib.llama_decode, lib.llama_vocab_is_eog
             cached = self._cached
