@@ -43,7 +43,7 @@ from gemmadesk.core.engine import (  # noqa: E402
     ReplyDone,
     SamplingParams,
 )
-from gemmadesk.core.engine.llama_glue import log_mark, log_since  # noqa: E402
+from gemmadesk.core.engine.llama_adapter import log_mark, log_since  # noqa: E402
 from gemmadesk.core.mmproj import projector_memory, read_projector  # noqa: E402
 from tests.support.assets import cache_dir  # noqa: E402
 from tests.support.media_files import png  # noqa: E402

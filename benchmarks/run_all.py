@@ -43,7 +43,7 @@ def main(argv: list[str]) -> int:
         "Produced by `python3 bootstrap.py bench` (each section says which script and when). Every number is\n"
         "measured against a reference in the same run, so ratios hold across machines better than absolute\n"
         "times. The CPU sections ran on the development machine (2 cores, 24 GiB, no GPU) unless they say\n"
-        "otherwise; the GPU section ran on an NVIDIA H100 through `benchmarks/gpu/`.\n\n"
+        "otherwise; the GPU sections ran on NVIDIA H100 and H200 machines through `benchmarks/gpu/`.\n\n"
         f"Last collected: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC on {platform.platform()}.\n"
     )
     DOC.parent.mkdir(exist_ok=True)

@@ -54,7 +54,7 @@ def one(cfg: dict) -> dict:
 
     from gemmadesk.core.allocations import parse_buffers
     from gemmadesk.core.engine import Attachment, ChatMessage, DirectLoadSettings, Engine, ReplyDone, SamplingParams
-    from gemmadesk.core.engine.llama_glue import log_mark, log_since
+    from gemmadesk.core.engine.llama_adapter import log_mark, log_since
     from gemmadesk.core.fit import FitOptions, estimate
     from gemmadesk.core.gguf_info import read_layout
     from gemmadesk.core.mmproj import projector_memory, read_projector

@@ -3,6 +3,10 @@
 #   bash benchmarks/gpu/run_gpu.sh build     # unpack + build llama-cpp-python with CUDA, make synthetic GGUFs
 #   bash benchmarks/gpu/run_gpu.sh measure   # estimate vs llama.cpp vs NVML, decode speed engine vs bare
 #   bash benchmarks/gpu/run_gpu.sh oom       # the engine's retry after a real GPU out-of-memory
+#   bash benchmarks/gpu/run_gpu.sh decode    # issue 15: llama.cpp built ONCE with CUDA (build_llama.sh: shared
+#                                            # libs + llama-bench/llama-completion/mtmd, used by llama_cpp too),
+#                                            # then decode_bench.py: engine vs llama-bench, llama-bench for all
+#                                            # sizes, load-to-first-token cold/warm vs llama-completion
 # Needs in .gpu/ (carried, git-ignored): llama-cpp-python-0.3.36-slim.tar.gz (sdist without .git, models,
 # docs), ggml-vocab-gemma-4.gguf, and the wheels missing there (diskcache, gguf, platformdirs).
 # Everything it builds stays in git-ignored folders of the repo (.gpu-build/, .gpu-models/) so a second
@@ -52,6 +56,22 @@ print('SMOKE OK', round(time.time() - t, 2), 's')
 }
 
 case "${1:-all}" in
+  decode)  # one call on a fresh machine, ~9 min: build + generate in parallel, then measure
+    T0=$SECONDS
+    LLAMA=${LLAMA:-/tmp/llama-cuda}
+    (gen $(echo "${SIZES:-E2B,12B,E4B,26B-A4B,31B}" | tr , ' ')) &
+    CCCL=$(ls -d "$SITE"/nvidia/cu*/include/cccl 2>/dev/null | head -1)  # from a carried nvidia-cuda-cccl wheel
+    [ -n "$CCCL" ] && export CCCL_INCLUDE=$CCCL
+    bash benchmarks/gpu/build_llama.sh .gpu/llama-cpp-python-0.3.36-slim.tar.gz "$LLAMA" 2>&1 | tee "$OUT/build.log"
+    cp "$LLAMA"/cmake-*.log "$OUT/" 2>/dev/null
+    wait
+    export PYTHONPATH=$LLAMA/site:$SITE:$PWD
+    python3 -c "import llama_cpp; print('llama_cpp', llama_cpp.__file__, 'gpu offload', llama_cpp.llama_supports_gpu_offload())"
+    python3 benchmarks/gpu/decode_bench.py --models "$MODELS" --bin "$LLAMA/bin" --out "$OUT" \
+      --budget-s $(( ${TOTAL_S:-560} - (SECONDS - T0) )) --sizes "${SIZES:-E2B,E4B,12B,26B-A4B,31B}" \
+      --compare "${COMPARE:-E2B,12B}" --first-token "${FIRST_TOKEN:-1}" 2> "$OUT/decode_bench.err"
+    tail -5 "$OUT/decode_bench.err"
+    ;;
   all)  # everything in one call on a fresh machine: build and generate in parallel, then measure
     T0=$SECONDS
     (gen E2B E4B 12B 26B-A4B 31B) &

@@ -222,7 +222,7 @@ def test_log_capture_puts_the_engines_log_hook_back(gemma3_gguf: Path) -> None:
     from llama_cpp import Llama
 
     from gemmadesk.core.allocations import capture_llama_log
-    from gemmadesk.core.engine import Engine, LoadSettings, llama_glue
+    from gemmadesk.core.engine import Engine, LoadSettings, llama_adapter
 
     engine = Engine()
     engine.load(LoadSettings(model_path=str(gemma3_gguf), n_ctx=512))
@@ -230,8 +230,8 @@ def test_log_capture_puts_the_engines_log_hook_back(gemma3_gguf: Path) -> None:
         llm = Llama(str(gemma3_gguf), n_ctx=512, swa_full=False, verbose=False)
     del llm
     assert any("KV buffer size" in line for line in lines)
-    llama_glue._RECENT.clear()
+    llama_adapter.clear_log()
     engine.unload()
     engine.load(LoadSettings(model_path=str(gemma3_gguf), n_ctx=512))
-    assert llama_glue._RECENT, "the engine's log hook no longer receives llama.cpp's messages"
+    assert llama_adapter.recent_log(), "the engine's log hook no longer receives llama.cpp's messages"
     engine.unload()

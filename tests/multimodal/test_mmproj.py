@@ -89,7 +89,7 @@ def test_encoder_memory_estimate_matches_what_clip_allocates(
     import re
 
     from gemmadesk.core.engine import DirectLoadSettings, Engine
-    from gemmadesk.core.engine.llama_glue import log_mark, log_since
+    from gemmadesk.core.engine.llama_adapter import log_mark, log_since
 
     path = projectors(size)
     engine = Engine()

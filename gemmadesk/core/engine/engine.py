@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import codecs
-import ctypes
 import logging
 import os
 import re
@@ -28,7 +27,10 @@ from gemmadesk.core.engine.errors import (
     UnsupportedModelError,
 )
 from gemmadesk.core.engine.gguf_meta import GGUFInfo, check_model_file
-from gemmadesk.core.engine.llama_glue import (
+from gemmadesk.core.engine.llama_adapter import (
+    NativeModel,
+    Sampling,
+    device_sampling,
     llama_module,
     load_progress,
     log_mark,
@@ -86,6 +88,7 @@ class Engine:
 
     def __init__(self) -> None:
         self._llm: Any = None
+        self._native: NativeModel | None = None
         self._format: PromptFormat | None = None
         self._report: LoadReport | None = None
         self._projector: Projector | None = None
@@ -150,6 +153,8 @@ class Engine:
                 ) from None
             else:
                 break
+        output_on_gpu = bool(lib.llama_supports_gpu_offload()) and (n_layers < 0 or n_layers > n_model_layers)
+        self._native = NativeModel(self._llm, lib, sample_on_device=device_sampling(output_on_gpu))
         self._format = self._prompt_format(info)
         notes += self._load_projector(settings, n_layers, threads, flash_attn)
         self._report = LoadReport(
@@ -158,7 +163,7 @@ class Engine:
             model_name=info.name,
             file_bytes=info.file_bytes,
             n_ctx=int(self._llm.n_ctx()),
-            n_ctx_train=int(self._llm._model.n_ctx_train()),
+            n_ctx_train=self._native.n_ctx_train,
             n_layers=info.arch_int("block_count"),
             n_gpu_layers=n_model_layers + 1 if n_layers < 0 else min(n_layers, n_model_layers + 1),
             flash_attn=flash_attn,
@@ -275,6 +280,9 @@ class Engine:
             projector.close()
         llm, self._llm, self._format, self._report = self._llm, None, None, None
         self._prompt_tokens = None
+        native, self._native = self._native, None
+        if native is not None:
+            native.close()
         if llm is not None:
             llm.close()
 
@@ -346,15 +354,16 @@ class Engine:
             yield ReplyDone("", "", _finish(stats, StopReason.STOPPED, started, 0.0, 0))
             return
         budget = min(params.max_tokens, n_ctx - len(tokens))
-        yield from self._generate(tokens, params, stop, stats, budget, started)
+        # The projector evaluated every prompt position but the last (media embeddings included).
+        yield from self._generate(tokens, params, stop, stats, budget, started, pending=tokens[-1:])
 
     def _media_prompt_text(self, messages: Sequence[ChatMessage], thinking: bool) -> str:
         """The prompt text as :meth:`tokenize_prompt` tokenizes it, BOS written out when the model wants
         one (mtmd tokenizes the text with special tokens parsed, adding nothing itself)."""
         text = self.prompt_format.render(messages, thinking=thinking)
-        llm, lib = self._llm, llama_module()
+        llm = self._require()
         bos = self.prompt_format.bos_token
-        if lib.llama_vocab_get_add_bos(llm._model.vocab) and llm.token_bos() >= 0 and not text.startswith(bos):
+        if self._native_model().add_bos and llm.token_bos() >= 0 and not text.startswith(bos):
             text = bos + text
         return text
 
@@ -407,27 +416,27 @@ class Engine:
             raise NotLoadedError("No model is loaded. Load a model first.")
         return self._llm
 
+    def _native_model(self) -> NativeModel:
+        if self._native is None:
+            raise NotLoadedError("No model is loaded. Load a model first.")
+        return self._native
+
     def _prepare_prefix_reuse(self, tokens: list[int]) -> int:
-        """How many cached tokens ``Llama.generate`` will reuse; forces a full re-evaluation when a
+        """Keep the cached KV of the longest common prefix with ``tokens`` (at least one token is always
+        evaluated, for fresh logits) and return its length; forces a full re-evaluation when a
         sliding-window cache no longer holds the window the first new token needs (as llama-server does)."""
-        llm = self._llm
-        cached = list(llm._input_ids[: llm.n_tokens])
+        native = self._native_model()
         common = 0
-        for a, b in zip(cached, tokens, strict=False):
+        for a, b in zip(native.cached_tokens, tokens, strict=False):
             if a != b:
                 break
             common += 1
         reuse = common - 1 if common == len(tokens) else common
-        if reuse <= 0:
-            return 0
-        lib = llama_module()
-        n_swa = int(lib.llama_model_n_swa(llm._model.model))
-        if n_swa > 0:
-            pos_min = int(lib.llama_memory_seq_pos_min(lib.llama_get_memory(llm._ctx.ctx), 0))
-            if pos_min > max(0, reuse - n_swa):
-                llm.reset()  # n_tokens = 0: generate() re-evaluates the whole prompt
-                return 0
-        return reuse
+        if reuse > 0:
+            n_swa = native.n_swa
+            if n_swa > 0 and native.swa_pos_min() > max(0, reuse - n_swa):
+                reuse = 0
+        return native.keep_prefix(reuse)
 
     def _generate(
         self,
@@ -438,18 +447,27 @@ class Engine:
         budget: int,
         started: float,
         raw: bool = False,
+        pending: Sequence[int] | None = None,
     ) -> Iterator[StreamEvent]:
-        llm = self._llm
-        lib = llama_module()
-        vocab = llm._model.vocab
-        llm.set_seed(params.seed if params.seed is not None else lib.LLAMA_DEFAULT_SEED)
-        reply = _ReplyText(lib, vocab, parse_thoughts=not raw)
+        """Sample up to ``budget`` tokens after ``tokens`` (the whole prompt). ``pending``: the prompt tokens
+        not in the KV cache yet (default: the last ``stats.prompt_tokens_evaluated``, as
+        :meth:`_prepare_prefix_reuse` left it; the media path evaluates all but the last token itself)."""
+        if pending is None:
+            pending = tokens[len(tokens) - stats.prompt_tokens_evaluated :]
+        native = self._native_model()
+        sampling = Sampling(
+            temperature=params.temperature,
+            top_k=params.top_k,
+            top_p=params.top_p,
+            min_p=params.min_p,
+            repeat_penalty=params.repeat_penalty,
+            seed=params.seed,
+        )
+        reply = _ReplyText(native, parse_thoughts=not raw)
         reason = StopReason.LENGTH
         first_at = 0.0
         n_out = 0
-        sampling = {"top_k": params.top_k, "top_p": params.top_p, "min_p": params.min_p, "temp": params.temperature,
-                    "repeat_penalty": params.repeat_penalty}  # fmt: skip
-        generator = llm.generate(tokens, reset=True, **sampling)
+        generator = native.generate(pending, sampling, budget, stop)
         try:
             while n_out < budget:
                 if stop is not None and stop.is_set():
@@ -457,10 +475,10 @@ class Engine:
                     break
                 try:
                     token = next(generator)
-                except StopIteration:
+                except StopIteration:  # cannot happen before n_out == budget; kept for safety
                     reason = StopReason.EOS
                     break
-                except Exception as exc:
+                except Exception as exc:  # DecodeError, or anything llama.cpp's bindings raise
                     raise GenerationError("The model failed while generating a reply.", detail=repr(exc)) from exc
                 if n_out == 0:
                     first_at = time.perf_counter()
@@ -480,8 +498,8 @@ class Engine:
     def decode_reply(self, tokens: Sequence[int]) -> tuple[list[TextChunk], str, str]:
         """Turn a reply's token ids into (chunks, answer, thoughts) exactly as :meth:`chat_stream` does
         (special tokens kept for the thought parser, end-of-turn stops it)."""
-        llm = self._require()
-        reply = _ReplyText(llama_module(), llm._model.vocab)
+        self._require()
+        reply = _ReplyText(self._native_model())
         chunks: list[TextChunk] = []
         for token in tokens:
             pushed = reply.push(token)
@@ -499,24 +517,24 @@ class Engine:
 class _ReplyText:
     """Token ids → UTF-8 text → answer/thought pieces, one token at a time."""
 
-    def __init__(self, lib: Any, vocab: Any, parse_thoughts: bool = True) -> None:
-        self._lib, self._vocab = lib, vocab
-        self._buf = ctypes.create_string_buffer(64)
-        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    def __init__(self, native: NativeModel, parse_thoughts: bool = True) -> None:
+        self._is_eog = native.is_eog
+        self._bytes = native.token_bytes
+        self._decode = codecs.getincrementaldecoder("utf-8")(errors="replace").decode
         self._parser = ThoughtParser() if parse_thoughts else None
         self._raw = ""
 
     def push(self, token: int) -> list[TextChunk] | None:
         """The pieces this token completes, or None if it ends the turn."""
-        if self._lib.llama_vocab_is_eog(self._vocab, token):
+        if self._is_eog(token):
             return None
-        piece = self._decoder.decode(_token_bytes(self._lib, self._vocab, token, self._buf))
+        piece = self._decode(self._bytes(token))
         if piece in TURN_END_MARKERS:
             return None
         return self._pieces(piece)
 
     def finish(self) -> list[TextChunk]:
-        tail = self._pieces(self._decoder.decode(b"", final=True))
+        tail = self._pieces(self._decode(b"", final=True))
         if self._parser is not None:
             tail += [TextChunk(ChunkKind(kind), text) for kind, text in self._parser.finish()]
         return tail
@@ -569,15 +587,6 @@ def _finish(stats: ReplyStats, reason: StopReason, started: float, first_at: flo
         if n_out > 1:
             stats.generated_tokens_per_s = (n_out - 1) / max(now - first_at, 1e-9)
     return stats
-
-
-def _token_bytes(lib: Any, vocab: Any, token: int, buf: Any) -> bytes:
-    """The token's text bytes, special tokens included (``<|channel>`` must reach the thought parser)."""
-    n = int(lib.llama_token_to_piece(vocab, token, buf, len(buf), 0, True))
-    if n < 0:  # buffer too small: llama.cpp returns the needed size, negated
-        buf = ctypes.create_string_buffer(-n)
-        n = int(lib.llama_token_to_piece(vocab, token, buf, len(buf), 0, True))
-    return bytes(buf.raw[:n])
 
 
 class _OutOfMemory(EngineError):

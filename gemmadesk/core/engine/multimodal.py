@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from gemmadesk.core.engine.errors import AttachmentError, EngineError
-from gemmadesk.core.engine.llama_glue import log_mark, log_since, mtmd_module
+from gemmadesk.core.engine.llama_adapter import llama_module, log_mark, log_since, mtmd_module
 from gemmadesk.core.engine.trim import Fitted, fit_messages
 from gemmadesk.core.media import MediaError, check_stream, open_regular
 from gemmadesk.core.mmproj import ProjectorFileError, ProjectorInfo, read_projector
@@ -110,7 +110,7 @@ class Projector:
         self._spans: dict[int, tuple[tuple[str, int], int]] = {}  # start position -> (media key, width)
         self._decoded: dict[str, Any] = {}  # sha -> mtmd bitmap, during one turn only
         self._atts: dict[str, Attachment] = {}  # sha -> the attachment (file) of this turn's messages
-        self._n_embd = int(llm._model.n_embd())  # noqa: SLF001 - mtmd writes embeddings of this width
+        self._n_embd = int(llama_module().llama_model_n_embd(llm.model))  # mtmd writes embeddings of this width
         self.encode_count = 0  # media chunks encoded since load (tests, benchmarks)
         self.encode_seconds = 0.0
 
@@ -126,7 +126,7 @@ class Projector:
             info = read_projector(path)
         except ProjectorFileError as exc:
             raise ProjectorError(str(exc)) from None
-        n_embd = int(llm._model.n_embd())  # noqa: SLF001
+        n_embd = int(llama_module().llama_model_n_embd(llm.model))
         if info.n_embd_text != n_embd:
             raise ProjectorError(
                 f"The projector “{path.name}” was made for a model {info.n_embd_text:,} wide, but this model is "
@@ -135,7 +135,7 @@ class Projector:
         mtmd = mtmd_module()
         import llama_cpp
 
-        n_ubatch = int(llama_cpp.llama_n_ubatch(llm._ctx.ctx))  # noqa: SLF001
+        n_ubatch = int(llama_cpp.llama_n_ubatch(llm.ctx))
         # Gemma 4 12B/26B/31B attend to an image's tokens both ways: the whole image must fit in one
         # micro-batch, so the image budget never exceeds n_ubatch.
         image_max_tokens = max(70, min(image_max_tokens, n_ubatch))
@@ -151,7 +151,7 @@ class Projector:
         marker_bytes = marker.encode()
         params.media_marker = marker_bytes
         mark = log_mark()
-        ctx = mtmd.mtmd_init_from_file(str(path).encode(), llm._model.model, params)  # noqa: SLF001
+        ctx = mtmd.mtmd_init_from_file(str(path).encode(), llm.model, params)
         if not ctx:
             lines = log_since(mark)
             reason = next((ln for ln in reversed(lines) if "error" in ln.lower() or "failed" in ln.lower()), "")
@@ -416,12 +416,12 @@ class Projector:
         if not units or not isinstance(units[-1].key, int):
             raise AttachmentError("The prompt must end with text; send a message with your attachments.")
         reuse = min(self._reusable(units), total - 1)
-        n_swa = int(llama_cpp.llama_model_n_swa(llm._model.model))  # noqa: SLF001
+        n_swa = int(llama_cpp.llama_model_n_swa(llm.model))
         if reuse > 0 and n_swa > 0:
-            mem = llama_cpp.llama_get_memory(llm._ctx.ctx)  # noqa: SLF001
+            mem = llama_cpp.llama_get_memory(llm.ctx)
             if int(llama_cpp.llama_memory_seq_pos_min(mem, 0)) > max(0, reuse - n_swa):
                 reuse = 0  # the sliding-window cache no longer holds what the next token must see
-        llm._ctx.kv_cache_seq_rm(-1, reuse, -1)  # noqa: SLF001
+        llama_cpp.llama_memory_seq_rm(llama_cpp.llama_get_memory(llm.ctx), -1, reuse, -1)
         llm.n_tokens = reuse
         self._spans = {p: s for p, s in self._spans.items() if p + s[1] <= reuse}
         # Walk the units after the reused prefix; everything but the prompt's last token is evaluated.
@@ -460,11 +460,11 @@ class Projector:
         if embedding is None:
             embedding, encoded = self._encode(sha, index, n_tokens), 1
         n_past = int(llm.n_tokens)
-        llm._ctx.kv_cache_seq_rm(-1, n_past, -1)  # noqa: SLF001
+        llama_cpp.llama_memory_seq_rm(llama_cpp.llama_get_memory(llm.ctx), -1, n_past, -1)
         new_n_past = llama_cpp.llama_pos(0)
         mark = log_mark()
         rc = m.mtmd_helper_decode_image_chunk(
-            self._ctx, llm._ctx.ctx, chunk, embedding, n_past, 0, int(llm.n_batch),  # noqa: SLF001
+            self._ctx, llm.ctx, chunk, embedding, n_past, 0, int(llm.n_batch),
             ctypes.byref(new_n_past), m.mtmd_helper_post_decode_callback(), None,  # no callback (NULL)
         )
         if rc != 0:

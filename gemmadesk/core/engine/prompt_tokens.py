@@ -27,7 +27,7 @@ class PromptTokenizer:
 
     def __init__(self, llm: Any, lib: Any) -> None:
         self._llm, self._lib = llm, lib
-        self._vocab = llm._model.vocab
+        self._vocab = lib.llama_model_get_vocab(llm.model)
         self._marker: dict[int, bool] = {}
         self._found: dict[str, list[str]] = {}
 
