@@ -126,7 +126,11 @@ def test_load_progress_wraps_the_default_params_only_while_loading(gemma3_gguf: 
     lib = adapter.llama_module()
     original = lib.llama_cpp.llama_model_default_params
     seen: list[float] = []
-    with adapter.load_progress(lambda f: (seen.append(f), True)[1]):
+    def progress(fraction: float) -> bool:
+        seen.append(fraction)
+        return True
+
+    with adapter.load_progress(progress):
         assert lib.llama_cpp.llama_model_default_params is not original
         model = lib.Llama(str(gemma3_gguf), n_ctx=256, verbose=False)
     model.close()
