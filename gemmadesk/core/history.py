@@ -460,7 +460,14 @@ class HistoryStore:
         return self._ids.get(some_id, some_id)
 
     def close(self) -> None:
+        """Close the database; turns still waiting in the journal are written first if it can be written
+        now (else they stay in the journal for the next start)."""
         with self._lock:
+            if not self._pending.empty():
+                try:
+                    self._flush_pending(force=True)
+                except (sqlite3.Error, OSError, HistoryError):
+                    log.warning("the journal of unsaved turns stays in %s", self._journal_path, exc_info=True)
             self._db.close()
 
     # ------------------------------------------------------------ conversations

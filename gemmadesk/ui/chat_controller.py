@@ -112,12 +112,21 @@ class ChatController(QObject):
         try:
             yield
         except HISTORY_FAILURES as exc:
+            self._show_history_notices()
             log.warning("could not %s: %r", what, exc)
             text = str(exc) if isinstance(exc, HistoryError) else f"Could not {what}: the chat history failed ({exc})."
             self._tell(NoticeLevel.ERROR, text, "Try again; if it keeps failing, the log file has details.")
         except EngineError as exc:
             log.warning("could not %s: %s", what, exc)
             self._tell(NoticeLevel.ERROR, str(exc), "Load a model, then try again.")
+        else:
+            self._show_history_notices()
+
+    def _show_history_notices(self) -> None:
+        """What the history recovered from since the last look (a damaged database moved aside, a locked or
+        read-only one keeping new turns in its journal): each shown once, when it happens."""
+        for text in self.history.take_notices():
+            self._tell(NoticeLevel.WARNING, text, "Nothing is lost: GemmaDesk saves them as soon as it can.")
 
     # ------------------------------------------------------------------ models
     def installed_models(self) -> list[InstalledModel]:
@@ -385,6 +394,7 @@ class ChatController(QObject):
         self.busy_changed.emit(False)
         self.refresh_conversations()
         self.setup.refresh_measurements()  # the fit list's speeds now include this reply
+        self._show_history_notices()  # the reply was saved on the LLM thread: it may have hit the journal
 
     @Slot(object)
     def _reply_failed(self, handle: ReplyHandle) -> None:
@@ -395,6 +405,7 @@ class ChatController(QObject):
             self.transcript.update_last(streaming=False, error=message)
         self._reply = None
         self.busy_changed.emit(False)
+        self._show_history_notices()
         self._tell(NoticeLevel.ERROR, message, "The conversation is saved; try again or shorten it.")
 
     def shutdown(self) -> None:

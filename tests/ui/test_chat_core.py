@@ -137,8 +137,9 @@ def test_the_loaded_context_has_one_owner(qtbot, installed: str) -> None:  # typ
 
 
 def test_sending_while_the_database_is_locked_is_a_notice(qtbot, installed: str) -> None:  # type: ignore[no-untyped-def]
-    """Issue 10 item 13: another process holds the history locked; Send shows a notice, keeps the text, and
-    works again once the lock is gone."""
+    """Issue 10 items 5 and 13: another process holds the history locked. Send still works: the turn is kept in
+    the journal next to the database (a notice says so, once) and written into the database as soon as the
+    lock is gone."""
     window = open_window(qtbot)
     window.chat_view.settings_panel.max_tokens.setValue(16)
     window.chat.new_conversation(keep_settings=True)
@@ -159,13 +160,19 @@ def test_sending_while_the_database_is_locked_is_a_notice(qtbot, installed: str)
         composer = window.chat_view.composer
         composer.edit.setPlainText("Hello there")
         qtbot.keyClick(composer.edit, Qt.Key.Key_Return)
-        assert window.notice.isVisible() and "save your message" in window.notice.text()
-        assert composer.edit.toPlainText() == "Hello there", "the message is not lost"
-        assert not window.chat.busy
+        assert window.notice.isVisible() and "cannot be written" in window.notice.text()
+        assert "pending.json" in window.notice.text(), "the notice says where the turn is kept"
+        qtbot.waitUntil(lambda: not window.chat.busy, timeout=LONG)
+        assert [m.role for m in window.chat.transcript.messages()] == ["user", "assistant"]
     finally:
         release.set()
         holder.join(10)
-    qtbot.keyClick(window.chat_view.composer.edit, Qt.Key.Key_Return)
+    composer.edit.setPlainText("And again")
+    qtbot.keyClick(composer.edit, Qt.Key.Key_Return)
     qtbot.waitUntil(lambda: not window.chat.busy, timeout=LONG)
-    assert [m.role for m in window.chat.transcript.messages()] == ["user", "assistant"]
+    assert [m.role for m in window.chat.transcript.messages()] == ["user", "assistant"] * 2
     window.close()
+    db = sqlite3.connect(app_paths().history_db)
+    saved = [row[0] for row in db.execute("SELECT content FROM messages WHERE role = 'user' ORDER BY id")]
+    db.close()
+    assert saved == ["Hello there", "And again"], "the journalled turn reached the database once it was writable"

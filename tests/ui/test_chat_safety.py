@@ -119,14 +119,18 @@ def locked_history() -> Iterator[threading.Event]:
 
 
 def test_a_locked_database_in_slots_is_a_notice(qtbot, window: MainWindow, locked_history: threading.Event) -> None:  # type: ignore[no-untyped-def]
-    """Delete and new chat while another process holds the database: after SQLite's busy timeout each
-    becomes a notice; the window keeps working once the lock is gone."""
+    """Delete and new chat while another process holds the database: after SQLite's busy timeout the delete
+    becomes a notice (nothing deleted); a new chat is kept in the journal (a notice says so once); the window
+    keeps working once the lock is gone."""
+    told: list[str] = []
+    window.chat.notice.connect(lambda level, text, _next: told.append(text))
     existing = window.chat.history.list_conversations()
     window.chat.delete(existing[0].id if existing else 1)
     assert window.notice.isVisible() and "database is locked" in window.notice.text()
     window.notice.hide()
     window.chat_view.sidebar.new_button.click()
-    assert window.notice.isVisible() and "new conversation" in window.notice.text()
+    assert window.chat.conversation_id is not None, "the new chat waits in the journal"
+    assert any("kept in" in text and "pending.json" in text for text in told), told
     locked_history.set()
     qtbot.wait(100)
     window.chat_view.sidebar.new_button.click()

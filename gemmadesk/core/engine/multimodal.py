@@ -100,7 +100,7 @@ class Projector:
     """One loaded projector bound to one loaded ``Llama``. Not thread-safe (the engine's thread only)."""
 
     def __init__(self, mtmd: Any, ctx: Any, llm: Any, info: ProjectorInfo, marker: str, image_max_tokens: int) -> None:
-        self._mtmd, self._ctx, self._llm, self.info = mtmd, ctx, llm, info
+        self._mtmd, self._mtmd_ctx, self._llm, self.info = mtmd, ctx, llm, info
         self.marker = marker
         self.image_max_tokens = image_max_tokens
         self.supports_images = bool(mtmd.mtmd_support_vision(ctx))
@@ -168,7 +168,7 @@ class Projector:
         self._media.clear()
         self._cache_order.clear()
         self._spans.clear()
-        ctx, self._ctx = self._ctx, None
+        ctx, self._mtmd_ctx = self._mtmd_ctx, None
         if ctx:
             self._mtmd.mtmd_free(ctx)
 
@@ -265,7 +265,7 @@ class Projector:
     def _decode(self, data: bytes, name: str, kind: str) -> Any:
         buf = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
         mark = log_mark()
-        bitmap = self._mtmd.mtmd_helper_bitmap_init_from_buf(self._ctx, buf, len(data), False)
+        bitmap = self._mtmd.mtmd_helper_bitmap_init_from_buf(self._mtmd_ctx, buf, len(data), False)
         if not bitmap:
             raise AttachmentError(
                 f"“{name}” could not be decoded as {'an image' if kind == 'image' else 'audio'}; the file may be "
@@ -345,7 +345,7 @@ class Projector:
             inp.text, inp.text_len, inp.add_special, inp.parse_special = text, len(text), False, True
             array = (self._mtmd.mtmd_bitmap_p_ctypes * max(len(bitmaps), 1))(*[b for b, _ in bitmaps])
             mark = log_mark()
-            rc = self._mtmd.mtmd_tokenize(self._ctx, chunks, ctypes.byref(inp), array, len(bitmaps))
+            rc = self._mtmd.mtmd_tokenize(self._mtmd_ctx, chunks, ctypes.byref(inp), array, len(bitmaps))
             if rc != 0:
                 raise AttachmentError(
                     "The attachments could not be prepared for the model; remove them and attach them again.",
@@ -464,7 +464,7 @@ class Projector:
         new_n_past = llama_cpp.llama_pos(0)
         mark = log_mark()
         rc = m.mtmd_helper_decode_image_chunk(
-            self._ctx, llm.ctx, chunk, embedding, n_past, 0, int(llm.n_batch),
+            self._mtmd_ctx, llm.ctx, chunk, embedding, n_past, 0, int(llm.n_batch),
             ctypes.byref(new_n_past), m.mtmd_helper_post_decode_callback(), None,  # no callback (NULL)
         )
         if rc != 0:
@@ -502,7 +502,7 @@ class Projector:
                 chunk = m.mtmd_input_chunks_get(chunks, unit.chunk_index)
                 mark = log_mark()
                 started = time.perf_counter()
-                rc = m.mtmd_encode_chunk(self._ctx, chunk)
+                rc = m.mtmd_encode_chunk(self._mtmd_ctx, chunk)
                 self.encode_seconds += time.perf_counter() - started
                 if rc != 0:
                     raise AttachmentError(
@@ -511,7 +511,7 @@ class Projector:
                     )
                 n = int(m.mtmd_input_chunk_get_n_tokens(chunk)) * self._n_embd
                 out = (ctypes.c_float * n)()
-                ctypes.memmove(out, m.mtmd_get_output_embd(self._ctx), n * 4)
+                ctypes.memmove(out, m.mtmd_get_output_embd(self._mtmd_ctx), n * 4)
                 embeddings.append(out)
                 self.encode_count += 1
         finally:
