@@ -203,6 +203,9 @@ class _NoBackend:
     def count_prompt_tokens(self, messages: Sequence[ChatMessage], params: SamplingParams) -> int:
         raise self._fail()
 
+    def count_text_tokens(self, prompt: str) -> int:
+        raise self._fail()
+
 
 class ModelHost:
     """Owns the local engine (or a remote backend), runs every request on one worker, fairly."""
