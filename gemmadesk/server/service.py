@@ -192,9 +192,9 @@ class HostChatService:
         session = ChatSession(self.host, None, client=client)
         model_id = self.host.state.model_id or None
         if isinstance(job, ChatJob):
-            handle: RequestHandle = session.run(job.messages, job.params, model_id=model_id)
+            handle: RequestHandle = session.run(job.messages, job.params, model_id=model_id, strict_context=True)
         else:
-            handle = session.complete(job.prompt, job.params, model_id=model_id)
+            handle = session.complete(job.prompt, job.params, model_id=model_id, strict_context=True)
         with self._lock:
             self._live.add(handle)
         done_seen: list[ReplyDone] = []

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QObject, Signal, Slot
 
@@ -30,6 +31,7 @@ from gemmadesk.core.history import Message as Row
 from gemmadesk.core.settings import Settings
 from gemmadesk.core.store import InstalledModel, ModelStore
 from gemmadesk.core.types import (
+    BackendInfo,
     ContextTrimmed,
     LoadProgress,
     LoadReport,
@@ -43,6 +45,10 @@ from gemmadesk.ui.host_bridge import HostBridge
 from gemmadesk.ui.notice import NoticeLevel
 from gemmadesk.ui.setup_controller import SetupController
 from gemmadesk.ui.transcript_model import Message, TranscriptModel
+
+if TYPE_CHECKING:
+    from gemmadesk.core.chat import ChatBackend
+    from gemmadesk.ui.remote_controller import RemoteController
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +90,12 @@ class ChatController(QObject):
         self.system_prompt = settings.system_prompt
         self.model_id: str | None = None  # what the window loaded (or is loading)
         self.report: LoadReport | None = None  # what the window shows as ready; None while loading
+        self.remote: RemoteController | None = None  # remote engines (set by the window)
+        self.remote_info: BackendInfo | None = None  # what the window shows as ready when it is a remote model
+        self._remote_name = ""
+        self._remote_backend: ChatBackend | None = None  # the remote backend the host uses
+        self._pending_remote: ChatBackend | None = None  # the one handed to the host, until it took it
+        self._remote_item = ""  # the model box's id of the remote model the host uses
         self._plan: Plan | None = None
         self._load: RequestHandle | None = None
         self._reply: ReplyHandle | None = None
@@ -126,7 +138,8 @@ class ChatController(QObject):
         return self.store.list()
 
     def refresh_models(self) -> None:
-        self.models_changed.emit([(m.id, m.display_name) for m in self.installed_models()])
+        remote = self.remote.items() if self.remote is not None else []
+        self.models_changed.emit([(m.id, m.display_name) for m in self.installed_models()] + remote)
 
     def plan_for(self, model: InstalledModel, n_ctx: int) -> Plan:
         hw = self.setup.hardware
@@ -152,6 +165,9 @@ class ChatController(QObject):
         if self.busy:
             self._tell(NoticeLevel.INFO, "A reply is still being written.", "Stop it first, then switch models.")
             return
+        if self.remote is not None and self.remote.is_remote(model_id):
+            self.remote.use(model_id)  # checks the server, then calls use_remote
+            return
         try:
             model = self.store.get(model_id)
             if model.status != "ok":
@@ -175,6 +191,7 @@ class ChatController(QObject):
             self._load.stop()  # a newer choice replaces a load still running
         self.model_id = model_id
         self.report = None  # nothing is sent while the new model loads
+        self.remote_info = None
         self._plan = plan
         handle = self.bridge.host.load(model_id, settings)
         self._load = handle
@@ -195,14 +212,62 @@ class ChatController(QObject):
         state = self.bridge.state
         if handle.error is None or (state.ready and state.report is not None):  # loaded, or the previous one kept
             self.model_id, self.report = state.model_id, state.report
+            if handle.error is None:
+                self._close_remote()
             if self.report is not None:
                 self.model_ready.emit(self._model_name(), self.placement_banner(self.report))
+        elif state.ready and state.info is not None and state.info.is_remote and self._remote_item:
+            self.model_id, self.remote_info = self._remote_item, state.info  # the remote model is kept
+            self.model_ready.emit(self._model_name(), "")
         else:
             self.model_id, self.report = None, None
             self.model_loading.emit("", -1.0)
         if handle.error is not None:
             step = "Try a smaller model or a shorter context; the log has details."
             self._tell(NoticeLevel.ERROR, str(handle.error), step)
+
+    def use_remote(self, backend: ChatBackend, item: str, name: str) -> None:
+        """Make ``backend`` (a model on an OpenAI-compatible server, checked by :class:`RemoteController`) the
+        loaded model; ``item`` is its id in the model box, ``name`` what the window calls it."""
+        if self.busy or self._closed:
+            close = getattr(backend, "close", None)
+            if callable(close):
+                close()
+            if self.busy:
+                self._tell(NoticeLevel.INFO, "A reply is still being written.", "Stop it first, then switch models.")
+            return
+        if self._load is not None:
+            self._load.stop()
+        self.model_id, self.report, self.remote_info, self._remote_name = item, None, None, name
+        self._plan = None
+        handle = self.bridge.host.use_remote(backend, model_id=getattr(backend, "model", None) or name)
+        self._load = handle
+        self._pending_remote = backend
+        self.model_loading.emit(name, 0.0)
+        self.bridge.relay(handle, self._load_event, self._remote_ended, self._remote_ended, self)
+
+    @Slot(object)
+    def _remote_ended(self, handle: RequestHandle) -> None:
+        if self._closed or handle is not self._load:
+            return
+        self._load = None
+        state = self.bridge.state
+        if handle.error is None and state.info is not None and state.info.is_remote:
+            self._close_remote()
+            self._remote_backend, self._remote_item = self._pending_remote, self.model_id or ""
+            self.remote_info = state.info
+            self.model_ready.emit(self._model_name(), "")
+            return
+        self.model_id, self.remote_info = None, None
+        self.model_loading.emit("", -1.0)
+        self._tell(NoticeLevel.ERROR, str(handle.error), "Check the server, then choose the model again.")
+
+    def _close_remote(self) -> None:
+        """Close the remote backend the host used before (it no longer uses it)."""
+        backend, self._remote_backend, self._remote_item = self._remote_backend, None, ""
+        close = getattr(backend, "close", None)
+        if callable(close):
+            close()
 
     def placement_banner(self, report: LoadReport) -> str:
         """Why the model (partly) runs on the CPU, in words; empty when it is all on the GPU."""
@@ -219,6 +284,8 @@ class ChatController(QObject):
         )
 
     def _model_name(self) -> str:
+        if self.remote is not None and self.model_id and self.remote.is_remote(self.model_id):
+            return self._remote_name or self.remote.label(self.model_id)
         try:
             return self.store.get(self.model_id).display_name if self.model_id else ""
         except Exception:
@@ -227,6 +294,8 @@ class ChatController(QObject):
     def set_context(self, n_ctx: int) -> None:
         """The chat panel's context length: reload the model with it (the host then reports it)."""
         loaded = self.bridge.state.settings
+        if self.remote_info is not None:
+            return  # a remote server has its own context length
         if self.model_id and not self.busy and (loaded is None or loaded.n_ctx != n_ctx):
             self.load_model(self.model_id, n_ctx)
 
@@ -344,7 +413,7 @@ class ChatController(QObject):
     def _ready(self) -> bool:
         if self.busy:
             return False
-        if self.report is None:
+        if self.report is None and self.remote_info is None:
             self._tell(NoticeLevel.INFO, "No model is loaded yet.", "Pick an installed model above, or download one.")
             return False
         return True
@@ -399,7 +468,12 @@ class ChatController(QObject):
 
     def shutdown(self) -> None:
         self._closed = True
+        if self.remote is not None:
+            self.remote.shutdown()
         self.bridge.shutdown()
+        self._close_remote()
 
     def model_path(self) -> Path | None:
+        if self.remote_info is not None:
+            return None
         return self.store.get(self.model_id).path if self.model_id else None

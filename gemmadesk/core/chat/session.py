@@ -205,15 +205,16 @@ class ChatSession:
         return self._reply(self._conversation_id, self.prompt_messages(), params)
 
     def run(
-        self, messages: Sequence[ChatMessage], params: SamplingParams, *, model_id: str | None = None
+        self, messages: Sequence[ChatMessage], params: SamplingParams, *, model_id: str | None = None,
+        strict_context: bool = False,
     ) -> ReplyHandle:
         """A stateless turn (the API server): nothing is saved; the same prompt, thinking and stop rules apply.
 
-        The prompt is never trimmed: with the local engine, a prompt that does not fit with the reply asked
-        for is refused with the numbers (:mod:`gemmadesk.core.chat.budget`); ``params.max_tokens`` 0 lets the
-        reply run to the end of the window. ``model_id``: refuse (:class:`ModelChangedError`) if another
-        model is loaded by the time the request runs. A request stopped before it started ends without
-        events (nothing is evaluated)."""
+        ``strict_context`` (API requests): the prompt is never trimmed; with the local engine, a prompt that
+        does not fit with the reply asked for is refused with the numbers (:mod:`gemmadesk.core.chat.budget`),
+        and ``params.max_tokens`` 0 lets the reply run to the end of the window. ``model_id``: refuse
+        (:class:`ModelChangedError`) if another model is loaded by the time the request runs. A request
+        stopped before it started ends without events (nothing is evaluated)."""
         prompt = api_messages(messages)
         handle = ReplyHandle(self.client, None, None)
 
@@ -221,20 +222,24 @@ class ChatSession:
             if stop.is_set():
                 return
             self._check_model(model_id)
-            p = _budgeted(backend, params, lambda: backend.count_prompt_tokens(prompt, params))
+            p = params
+            if strict_context:
+                p = _budgeted(backend, params, lambda: backend.count_prompt_tokens(prompt, params))
             yield from cut_at_stop_strings(backend.chat_stream(prompt, p, stop), p.stop, stop)
 
         return self._submit(job, handle)
 
-    def complete(self, prompt: str, params: SamplingParams, *, model_id: str | None = None) -> ReplyHandle:
-        """A raw completion (``/v1/completions``): no template, nothing saved; the rules of :meth:`run`."""
+    def complete(
+        self, prompt: str, params: SamplingParams, *, model_id: str | None = None, strict_context: bool = False
+    ) -> ReplyHandle:
+        """A raw completion (``/v1/completions``): no template, nothing saved; the options of :meth:`run`."""
         handle = ReplyHandle(self.client, None, None)
 
         def job(backend: ChatBackend, stop: threading.Event) -> Iterator[object]:
             if stop.is_set():
                 return
             self._check_model(model_id)
-            p = _budgeted(backend, params, lambda: backend.count_text_tokens(prompt))
+            p = _budgeted(backend, params, lambda: backend.count_text_tokens(prompt)) if strict_context else params
             yield from cut_at_stop_strings(backend.complete_stream(prompt, p, stop), p.stop, stop)
 
         return self._submit(job, handle)
