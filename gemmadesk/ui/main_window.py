@@ -79,6 +79,7 @@ class MainWindow(QMainWindow):
             setup_layout.addWidget(self.vllm_offer)
         self.serve_status = ServeStatusWidget(self.serve, self._window_reply_waiting)
         self.statusBar().addPermanentWidget(self.serve_status)
+        self.chat.busy_changed.connect(self.serve_status.refresh_busy)
         for source in (self.serve.notice, self.remote.notice):
             source.connect(self._notice)
 

@@ -84,6 +84,7 @@ class RemoteController(QObject):
         self.store = store if store is not None else ServerStore()
         self.models: dict[str, list[RemoteModel]] = {}
         self.failures: dict[str, str] = {}  # server id → why its models could not be listed
+        self.timeouts = RemoteTimeouts()  # for chats (the longest silence accepted: 120 s by default)
         self._closed = False
         chat.remote = self
         self.models_changed.connect(chat.refresh_models)
@@ -210,7 +211,7 @@ class RemoteController(QObject):
         name = self.label(item)
 
         def job() -> _Ready:
-            backend = RemoteBackend(entry.base_url, model_id, entry.api_key, n_ctx=n_ctx)
+            backend = RemoteBackend(entry.base_url, model_id, entry.api_key, n_ctx=n_ctx, timeouts=self.timeouts)
             try:
                 with RemoteBackend(entry.base_url, api_key=entry.api_key, timeouts=PROBE_TIMEOUTS) as probe:
                     listed = {m.id for m in probe.list_models()}

@@ -83,6 +83,11 @@ class ServeStatusWidget(QWidget):
         self.label.setVisible(status.state is not ServeState.OFF)
         self._update_visibility()
 
+    @Slot()
+    def refresh_busy(self) -> None:
+        """Re-read whether a window reply waits (connect the window's busy signal here)."""
+        self._host_state(self.ctl.bridge.state)
+
     @Slot(object)
     def _host_state(self, state: HostState) -> None:
         waiting = self._window_waiting is not None and self._window_waiting()
