@@ -64,7 +64,14 @@ class ServerMenu(QObject):
         self.serve.set_enabled(on)
         self._serve_changed()
 
+    def _replace_dialog(self) -> None:
+        if self.dialog is not None:
+            self.dialog.close()
+            self.dialog.deleteLater()  # its connections to the controllers go with it
+        self.dialog = None
+
     def open_options(self) -> None:
+        self._replace_dialog()
         dialog = ServeOptionsDialog(self.serve.options, self.window)
         dialog.setWindowModality(Qt.WindowModality.WindowModal)
 
@@ -80,6 +87,7 @@ class ServerMenu(QObject):
         dialog.open()
 
     def open_add_server(self) -> None:
+        self._replace_dialog()
         dialog = AddServerDialog(self.remote, self.window)
         dialog.setWindowModality(Qt.WindowModality.WindowModal)
         self.dialog = dialog
