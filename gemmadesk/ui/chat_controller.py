@@ -47,7 +47,7 @@ from gemmadesk.ui.setup_controller import SetupController
 from gemmadesk.ui.transcript_model import Message, TranscriptModel
 
 if TYPE_CHECKING:
-    from gemmadesk.core.chat import ChatBackend
+    from gemmadesk.core.remote import RemoteBackend
     from gemmadesk.ui.remote_controller import RemoteController
 
 log = logging.getLogger(__name__)
@@ -92,9 +92,8 @@ class ChatController(QObject):
         self.report: LoadReport | None = None  # what the window shows as ready; None while loading
         self.remote: RemoteController | None = None  # remote engines (set by the window)
         self.remote_info: BackendInfo | None = None  # what the window shows as ready when it is a remote model
-        self._remote_name = ""
-        self._remote_backend: ChatBackend | None = None  # the remote backend the host uses
-        self._pending_remote: ChatBackend | None = None  # the one handed to the host, until it took it
+        self._remote_backend: RemoteBackend | None = None  # the remote backend the host uses
+        self._pending_remote: RemoteBackend | None = None  # the one handed to the host last
         self._remote_item = ""  # the model box's id of the remote model the host uses
         self._plan: Plan | None = None
         self._load: RequestHandle | None = None
@@ -205,20 +204,23 @@ class ChatController(QObject):
 
     @Slot(object)
     def _load_ended(self, handle: RequestHandle) -> None:
-        """The load request ended (finished or failed): show what the host has loaded now."""
+        """The load (or remote model) request ended, finished or failed: show what the host has loaded now."""
         if self._closed or handle is not self._load:
             return
         self._load = None
         state = self.bridge.state
-        if handle.error is None or (state.ready and state.report is not None):  # loaded, or the previous one kept
+        remote = state.info if state.ready and state.info is not None and state.info.is_remote else None
+        if handle.error is None:
+            self._close_remote()  # the host no longer uses the remote backend it had
+            if remote is not None:
+                self._remote_backend, self._remote_item = self._pending_remote, self.model_id or ""
+        if remote is not None and self._remote_item:  # a remote model: the new one, or kept after a failed load
+            self.model_id, self.remote_info = self._remote_item, remote
+            self.model_ready.emit(self._model_name(), "")
+        elif handle.error is None or (state.ready and state.report is not None):  # loaded, or the previous one kept
             self.model_id, self.report = state.model_id, state.report
-            if handle.error is None:
-                self._close_remote()
             if self.report is not None:
                 self.model_ready.emit(self._model_name(), self.placement_banner(self.report))
-        elif state.ready and state.info is not None and state.info.is_remote and self._remote_item:
-            self.model_id, self.remote_info = self._remote_item, state.info  # the remote model is kept
-            self.model_ready.emit(self._model_name(), "")
         else:
             self.model_id, self.report = None, None
             self.model_loading.emit("", -1.0)
@@ -226,48 +228,21 @@ class ChatController(QObject):
             step = "Try a smaller model or a shorter context; the log has details."
             self._tell(NoticeLevel.ERROR, str(handle.error), step)
 
-    def use_remote(self, backend: ChatBackend, item: str, name: str) -> None:
+    def use_remote(self, backend: RemoteBackend, item: str, name: str) -> None:
         """Make ``backend`` (a model on an OpenAI-compatible server, checked by :class:`RemoteController`) the
-        loaded model; ``item`` is its id in the model box, ``name`` what the window calls it."""
-        if self.busy or self._closed:
-            close = getattr(backend, "close", None)
-            if callable(close):
-                close()
-            if self.busy:
-                self._tell(NoticeLevel.INFO, "A reply is still being written.", "Stop it first, then switch models.")
-            return
+        loaded model; ``item`` is its id in the model box, ``name`` what the window calls it. Not while busy."""
         if self._load is not None:
             self._load.stop()
-        self.model_id, self.report, self.remote_info, self._remote_name = item, None, None, name
-        self._plan = None
-        handle = self.bridge.host.use_remote(backend, model_id=getattr(backend, "model", None) or name)
-        self._load = handle
+        self.model_id, self.report, self.remote_info, self._plan = item, None, None, None
+        self._load = self.bridge.host.use_remote(backend, model_id=backend.model or name)
         self._pending_remote = backend
         self.model_loading.emit(name, 0.0)
-        self.bridge.relay(handle, self._load_event, self._remote_ended, self._remote_ended, self)
-
-    @Slot(object)
-    def _remote_ended(self, handle: RequestHandle) -> None:
-        if self._closed or handle is not self._load:
-            return
-        self._load = None
-        state = self.bridge.state
-        if handle.error is None and state.info is not None and state.info.is_remote:
-            self._close_remote()
-            self._remote_backend, self._remote_item = self._pending_remote, self.model_id or ""
-            self.remote_info = state.info
-            self.model_ready.emit(self._model_name(), "")
-            return
-        self.model_id, self.remote_info = None, None
-        self.model_loading.emit("", -1.0)
-        self._tell(NoticeLevel.ERROR, str(handle.error), "Check the server, then choose the model again.")
+        self.bridge.relay(self._load, self._load_event, self._load_ended, self._load_ended, self)
 
     def _close_remote(self) -> None:
-        """Close the remote backend the host used before (it no longer uses it)."""
         backend, self._remote_backend, self._remote_item = self._remote_backend, None, ""
-        close = getattr(backend, "close", None)
-        if callable(close):
-            close()
+        if backend is not None:
+            backend.close()
 
     def placement_banner(self, report: LoadReport) -> str:
         """Why the model (partly) runs on the CPU, in words; empty when it is all on the GPU."""
@@ -285,7 +260,7 @@ class ChatController(QObject):
 
     def _model_name(self) -> str:
         if self.remote is not None and self.model_id and self.remote.is_remote(self.model_id):
-            return self._remote_name or self.remote.label(self.model_id)
+            return self.remote.label(self.model_id)
         try:
             return self.store.get(self.model_id).display_name if self.model_id else ""
         except Exception:
@@ -293,10 +268,8 @@ class ChatController(QObject):
 
     def set_context(self, n_ctx: int) -> None:
         """The chat panel's context length: reload the model with it (the host then reports it)."""
-        loaded = self.bridge.state.settings
-        if self.remote_info is not None:
-            return  # a remote server has its own context length
-        if self.model_id and not self.busy and (loaded is None or loaded.n_ctx != n_ctx):
+        loaded = self.bridge.state.settings  # (a remote server has a context length of its own)
+        if self.model_id and self.remote_info is None and not self.busy and (loaded is None or loaded.n_ctx != n_ctx):
             self.load_model(self.model_id, n_ctx)
 
     # ------------------------------------------------------------------ conversations
@@ -474,6 +447,4 @@ class ChatController(QObject):
         self._close_remote()
 
     def model_path(self) -> Path | None:
-        if self.remote_info is not None:
-            return None
-        return self.store.get(self.model_id).path if self.model_id else None
+        return self.store.get(self.model_id).path if self.model_id and self.remote_info is None else None

@@ -226,8 +226,11 @@ class RemoteController(QObject):
 
     @Slot(object)
     def _ready(self, ready: _Ready) -> None:
-        if self._closed:
+        if self._closed or self.chat.busy or self.chat.bridge.closed:
             ready.backend.close()
+            if self.chat.busy:
+                self.notice.emit(NoticeLevel.INFO, "A reply is still being written.",
+                                 "Stop it first, then switch models.")  # fmt: skip
             return
         self.chat.use_remote(ready.backend, ready.item, ready.name)
 
