@@ -23,7 +23,7 @@ import collections
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from gemmadesk.core.chat import ChatSession, HostState, HostStatus, ModelHost, RequestHandle
@@ -267,5 +267,5 @@ def serve_model(
     service.load_handle = handle
     if on_loaded is not None:
         callback = on_loaded
-        handle.listen(None, lambda _h: callback(replace(service.state)))
+        handle.listen(None, lambda _h: callback(service.state))
     return service

@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 PREFIX = "remote:"
 PROBE_TIMEOUTS = RemoteTimeouts(connect=5.0, read=15.0, write=15.0)
+MAX_LISTED = 200  # models of one server in the model box (a hostile or huge list must not flood it)
 
 
 def item_id(server_id: str, model_id: str) -> str:
@@ -99,7 +100,7 @@ class RemoteController(QObject):
         for entry in self.store.list():
             models = self.models.get(entry.id)
             if models:
-                out += [(item_id(entry.id, m.id), f"{m.id} — {entry.name} (remote)") for m in models]
+                out += [(item_id(entry.id, m.id), f"{m.id} — {entry.name} (remote)") for m in models[:MAX_LISTED]]
             elif entry.id in self.failures:
                 out.append((item_id(entry.id, ""), f"{entry.name} (remote): not reachable — choose to retry"))
         return out
