@@ -46,7 +46,7 @@ def model_id_for(spec: str, path: Path) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gemmadesk.server import EngineChatService, ServerOptions, check_bind, create_app
+    from gemmadesk.server import ServerOptions, check_bind, create_app, serve_model
     from gemmadesk.server.runner import BindRefused, bind_socket, is_loopback, uvicorn_server
 
     spec = args.model or args.model_arg
@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             print(f"error: {state.error}", file=sys.stderr)
 
-    service = EngineChatService(model_id, settings, on_loaded=loaded)
+    service = serve_model(model_id, settings, on_loaded=loaded)  # a model host of its own, on a thread
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in str(host) else host
     key_note = "key required" if api_key else "no key"

@@ -43,6 +43,7 @@ class Settings:
     last_model: str = ""
     n_threads: int = 0  # 0: let the engine choose
     theme: str = "system"  # system | light | dark
+    serve_port: int = 8089  # the app's "Serve this model on localhost:PORT" switch
 
 
 def _migrate_1_to_2(data: dict[str, Any]) -> dict[str, Any]:

@@ -31,17 +31,20 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from gemmadesk.core.chat import RequestHandle
 from gemmadesk.core.engine import (
+    AttachmentError,
+    ChatTemplateError,
     ContextOverflowError,
     EngineError,
     NotLoadedError,
     ReplyDone,
     TextChunk,
 )
-from gemmadesk.core.types import StreamEvent
+from gemmadesk.core.remote import RemoteError
 from gemmadesk.server import protocol
 from gemmadesk.server.protocol import ApiError
-from gemmadesk.server.service import ChatService, QueueFullError, RequestHandle, TemplateRefusedError
+from gemmadesk.server.service import ChatService, QueueFullError
 
 log = logging.getLogger(__name__)
 
@@ -58,25 +61,28 @@ class ServerOptions:
 
 @dataclass(frozen=True)
 class _Finished:
-    error: EngineError | None
+    error: Exception | None
 
 
 class _Bridge:
-    """A RequestHandle's events, delivered from the worker thread into this event loop."""
+    """A request's events, delivered from the host's worker thread into this event loop."""
 
-    def __init__(self, handle: RequestHandle, loop: asyncio.AbstractEventLoop) -> None:
-        self.handle = handle
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.handle: RequestHandle | None = None
         self._loop = loop
-        self._queue: asyncio.Queue[StreamEvent | _Finished] = asyncio.Queue()
-        handle.subscribe(self._put, lambda error: self._put(_Finished(error)))
+        self._queue: asyncio.Queue[object] = asyncio.Queue()
 
-    def _put(self, item: StreamEvent | _Finished) -> None:
+    def put_event(self, item: object) -> None:
         try:
             self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
         except RuntimeError:  # the event loop is gone (server shut down): nobody is listening
-            self.handle.stop()
+            if self.handle is not None:
+                self.handle.stop()
 
-    async def get(self) -> StreamEvent | _Finished:
+    def put_done(self, handle: RequestHandle) -> None:
+        self.put_event(_Finished(handle.error))
+
+    async def get(self) -> object:
         return await self._queue.get()
 
 
@@ -87,16 +93,21 @@ def _error_response(error: ApiError) -> JSONResponse:
     return JSONResponse(error.body(), status_code=error.status, headers=headers)
 
 
-def engine_error_to_api(error: EngineError) -> ApiError:
+def engine_error_to_api(error: Exception) -> ApiError:
+    """The chat core's errors (one sentence each) with OpenAI's status codes."""
     if isinstance(error, ContextOverflowError):
         return ApiError(400, str(error), param="messages", code="context_length_exceeded")
     if isinstance(error, QueueFullError):
         return ApiError(503, str(error), type="unavailable_error", code="server_busy")
     if isinstance(error, NotLoadedError):
         return ApiError(503, str(error), type="unavailable_error", code="model_not_loaded")
-    if isinstance(error, TemplateRefusedError):
+    if isinstance(error, ChatTemplateError | AttachmentError):
         return ApiError(400, str(error), param="messages")
-    return ApiError(500, str(error), type="server_error")
+    if isinstance(error, RemoteError):  # the window's model is on another server, which failed
+        return ApiError(502, str(error), type="upstream_error")
+    if isinstance(error, EngineError):
+        return ApiError(500, str(error), type="server_error")
+    return ApiError(500, "The request failed unexpectedly; the server's log file has the details.", type="server_error")
 
 
 class _Api:
@@ -120,6 +131,9 @@ class _Api:
 
     def check_model(self, model: str) -> None:
         state = self.service.state
+        if not state.model_id:
+            raise ApiError(503, state.error or "No model is loaded in GemmaDesk; load one in the window first.",
+                           type="unavailable_error", code="model_not_loaded")  # fmt: skip
         if model != state.model_id:
             raise ApiError(
                 404, f"The model “{model[:80]}” is not served here; this server has “{state.model_id}”.",
@@ -167,7 +181,7 @@ class _Api:
         state = self.service.state
         data = [{"id": state.model_id, "object": "model", "created": 0, "owned_by": "gemmadesk",
                  "meta": {"n_ctx": state.n_ctx, "supports_thinking": state.supports_thinking,
-                          "status": state.status}}]  # fmt: skip
+                          "status": state.status}}] if state.model_id else []  # fmt: skip
         return JSONResponse({"object": "list", "data": data})
 
     async def chat(self, request: Request) -> Response:
@@ -182,13 +196,14 @@ class _Api:
             body = await self.read_json(request)
             parsed = protocol.parse_chat(body) if chat else protocol.parse_completion(body)
             self.check_model(parsed.model)
-            client = f"api:{request.client.host if request.client else '?'}"
-            handle = self.service.submit(parsed.job, client=client)
+            bridge = _Bridge(asyncio.get_running_loop())
+            handle = self.service.submit(parsed.job, client_name(request, parsed.user), bridge.put_event,
+                                         bridge.put_done)  # fmt: skip
+            bridge.handle = handle
         except ApiError as exc:
             return _error_response(exc)
         except EngineError as exc:
             return _error_response(engine_error_to_api(exc))
-        bridge = _Bridge(handle, asyncio.get_running_loop())
         watcher = asyncio.create_task(_stop_on_disconnect(request, handle))
         try:
             first = await bridge.get()
@@ -211,6 +226,15 @@ class _Api:
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})  # fmt: skip
 
 
+def client_name(request: Request, user: str | None) -> str:
+    """The host's client for this request: OpenAI's ``user`` when the client names its end user, else the
+    connection (``api:<address>:<port>``), so each API client queues fairly beside the window."""
+    if user:
+        return f"api:user:{user}"
+    peer = request.client
+    return f"api:{peer.host}:{peer.port}" if peer else "api:?"
+
+
 async def _stop_on_disconnect(request: Request, handle: RequestHandle) -> None:
     """Stop the request when the client goes away (also while it is still waiting for the model)."""
     while not handle.done.is_set():
@@ -220,7 +244,7 @@ async def _stop_on_disconnect(request: Request, handle: RequestHandle) -> None:
             return
 
 
-async def _collect(bridge: _Bridge, first: StreamEvent | _Finished, rid: str, model: str, chat: bool) -> Response:
+async def _collect(bridge: _Bridge, first: object, rid: str, model: str, chat: bool) -> Response:
     item = first
     text: list[str] = []  # a raw completion keeps its leading whitespace (ReplyDone.answer is stripped)
     while True:
@@ -244,7 +268,7 @@ def _sse_line(data: dict[str, Any] | str) -> bytes:
 
 async def _sse(
     bridge: _Bridge,
-    first: StreamEvent | _Finished,
+    first: object,
     rid: str,
     model: str,
     chat: bool,
@@ -281,7 +305,8 @@ async def _sse(
             item = await bridge.get()
         yield _sse_line("[DONE]")
     finally:
-        bridge.handle.stop()  # a no-op when it finished; stops generation when the client went away
+        if bridge.handle is not None:
+            bridge.handle.stop()  # a no-op when it finished; stops generation when the client went away
         watcher.cancel()
 
 

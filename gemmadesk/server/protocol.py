@@ -27,6 +27,7 @@ MAX_STOP_STRINGS = 8
 MAX_STOP_LENGTH = 256
 MAX_MODEL_NAME = 256
 MAX_REPLY_TOKENS = 1_000_000
+MAX_USER = 64
 REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh")
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 
@@ -53,6 +54,7 @@ class ChatRequest:
     job: ChatJob
     stream: bool
     include_usage: bool
+    user: str | None = None  # OpenAI's ``user``: the end user's id (requests with one queue as one client)
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,7 @@ class CompletionRequest:
     job: CompletionJob
     stream: bool
     include_usage: bool
+    user: str | None = None
 
 
 # ------------------------------------------------------------------------------------ field checks
@@ -122,6 +125,16 @@ def _stops(body: dict[str, Any]) -> tuple[str, ...]:
     return tuple(items)
 
 
+def _user(body: dict[str, Any]) -> str | None:
+    """OpenAI's ``user`` (an id of the client's end user): printable ASCII, at most 64 characters."""
+    user = body.get("user")
+    if user is None or user == "":
+        return None
+    if not isinstance(user, str) or len(user) > MAX_USER or not all(" " < c < "\x7f" for c in user):
+        raise bad(f"“user” must be an id of at most {MAX_USER} printable characters without spaces.", "user")
+    return user
+
+
 def _stream_options(body: dict[str, Any]) -> tuple[bool, bool]:
     stream = _flag(body, "stream")
     options = body.get("stream_options")
@@ -144,7 +157,8 @@ def _unsupported(body: dict[str, Any], names: dict[str, Any]) -> None:
         raise bad(f"“{name}” is not supported by GemmaDesk's server; leave it out.", name)
 
 
-def _sampling(body: dict[str, Any], thinking: bool) -> tuple[SamplingParams, bool]:
+def _sampling(body: dict[str, Any], thinking: bool) -> SamplingParams:
+    """The sampling settings; ``max_tokens`` 0 when the client gave none (up to the end of the window)."""
     defaults = SamplingParams()
     max_tokens = _integer(body, "max_completion_tokens", 1, MAX_REPLY_TOKENS)
     if max_tokens is None:
@@ -159,9 +173,10 @@ def _sampling(body: dict[str, Any], thinking: bool) -> tuple[SamplingParams, boo
         repeat_penalty=_number(body, "repeat_penalty", 0.0, 10.0, defaults.repeat_penalty),
         max_tokens=max_tokens or 0,
         seed=seed,
+        stop=_stops(body),
         thinking=thinking,
     )
-    return params, max_tokens is not None
+    return params
 
 
 def _thinking(body: dict[str, Any]) -> bool:
@@ -251,10 +266,9 @@ def parse_chat(body: Any) -> ChatRequest:
     if response_format is not None and response_format != {"type": "text"}:
         raise bad("“response_format” other than text is not supported by GemmaDesk's server.", "response_format")
     messages = parse_messages(body.get("messages"))
-    params, given = _sampling(body, _thinking(body))
+    params = _sampling(body, _thinking(body))
     stream, include_usage = _stream_options(body)
-    job = ChatJob(messages=messages, params=params, stop=_stops(body), max_tokens_given=given)
-    return ChatRequest(model, job, stream, include_usage)
+    return ChatRequest(model, ChatJob(messages=messages, params=params), stream, include_usage, _user(body))
 
 
 def parse_completion(body: Any) -> CompletionRequest:
@@ -267,10 +281,9 @@ def parse_completion(body: Any) -> CompletionRequest:
         prompt = prompt[0]
     if not isinstance(prompt, str) or not prompt:
         raise bad("“prompt” must be a non-empty string (one prompt per request).", "prompt")
-    params, given = _sampling(body, False)
+    params = _sampling(body, False)
     stream, include_usage = _stream_options(body)
-    job = CompletionJob(prompt=prompt, params=params, stop=_stops(body), max_tokens_given=given)
-    return CompletionRequest(model, job, stream, include_usage)
+    return CompletionRequest(model, CompletionJob(prompt=prompt, params=params), stream, include_usage, _user(body))
 
 
 # ------------------------------------------------------------------------------------ replies

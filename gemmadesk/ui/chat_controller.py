@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QObject, Signal, Slot
 
@@ -30,6 +31,7 @@ from gemmadesk.core.history import Message as Row
 from gemmadesk.core.settings import Settings
 from gemmadesk.core.store import InstalledModel, ModelStore
 from gemmadesk.core.types import (
+    BackendInfo,
     ContextTrimmed,
     LoadProgress,
     LoadReport,
@@ -43,6 +45,10 @@ from gemmadesk.ui.host_bridge import HostBridge
 from gemmadesk.ui.notice import NoticeLevel
 from gemmadesk.ui.setup_controller import SetupController
 from gemmadesk.ui.transcript_model import Message, TranscriptModel
+
+if TYPE_CHECKING:
+    from gemmadesk.core.remote import RemoteBackend
+    from gemmadesk.ui.remote_controller import RemoteController
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +90,11 @@ class ChatController(QObject):
         self.system_prompt = settings.system_prompt
         self.model_id: str | None = None  # what the window loaded (or is loading)
         self.report: LoadReport | None = None  # what the window shows as ready; None while loading
+        self.remote: RemoteController | None = None  # remote engines (set by the window)
+        self.remote_info: BackendInfo | None = None  # what the window shows as ready when it is a remote model
+        self._remote_backend: RemoteBackend | None = None  # the remote backend the host uses
+        self._pending_remote: RemoteBackend | None = None  # the one handed to the host last
+        self._remote_item = ""  # the model box's id of the remote model the host uses
         self._plan: Plan | None = None
         self._load: RequestHandle | None = None
         self._reply: ReplyHandle | None = None
@@ -135,7 +146,8 @@ class ChatController(QObject):
         return self.store.list()
 
     def refresh_models(self) -> None:
-        self.models_changed.emit([(m.id, m.display_name) for m in self.installed_models()])
+        remote = self.remote.items() if self.remote is not None else []
+        self.models_changed.emit([(m.id, m.display_name) for m in self.installed_models()] + remote)
 
     def plan_for(self, model: InstalledModel, n_ctx: int) -> Plan:
         hw = self.setup.hardware
@@ -161,6 +173,9 @@ class ChatController(QObject):
         if self.busy:
             self._tell(NoticeLevel.INFO, "A reply is still being written.", "Stop it first, then switch models.")
             return
+        if self.remote is not None and self.remote.is_remote(model_id):
+            self.remote.use(model_id)  # checks the server, then calls use_remote
+            return
         try:
             model = self.store.get(model_id)
             if model.status != "ok":
@@ -184,6 +199,7 @@ class ChatController(QObject):
             self._load.stop()  # a newer choice replaces a load still running
         self.model_id = model_id
         self.report = None  # nothing is sent while the new model loads
+        self.remote_info = None
         self._plan = plan
         handle = self.bridge.host.load(model_id, settings)
         self._load = handle
@@ -197,12 +213,20 @@ class ChatController(QObject):
 
     @Slot(object)
     def _load_ended(self, handle: RequestHandle) -> None:
-        """The load request ended (finished or failed): show what the host has loaded now."""
+        """The load (or remote model) request ended, finished or failed: show what the host has loaded now."""
         if self._closed or handle is not self._load:
             return
         self._load = None
         state = self.bridge.state
-        if handle.error is None or (state.ready and state.report is not None):  # loaded, or the previous one kept
+        remote = state.info if state.ready and state.info is not None and state.info.is_remote else None
+        if handle.error is None:
+            self._close_remote()  # the host no longer uses the remote backend it had
+            if remote is not None:
+                self._remote_backend, self._remote_item = self._pending_remote, self.model_id or ""
+        if remote is not None and self._remote_item:  # a remote model: the new one, or kept after a failed load
+            self.model_id, self.remote_info = self._remote_item, remote
+            self.model_ready.emit(self._model_name(), "")
+        elif handle.error is None or (state.ready and state.report is not None):  # loaded, or the previous one kept
             self.model_id, self.report = state.model_id, state.report
             if self.report is not None:
                 self.model_ready.emit(self._model_name(), self.placement_banner(self.report))
@@ -212,6 +236,22 @@ class ChatController(QObject):
         if handle.error is not None:
             step = "Try a smaller model or a shorter context; the log has details."
             self._tell(NoticeLevel.ERROR, str(handle.error), step)
+
+    def use_remote(self, backend: RemoteBackend, item: str, name: str) -> None:
+        """Make ``backend`` (a model on an OpenAI-compatible server, checked by :class:`RemoteController`) the
+        loaded model; ``item`` is its id in the model box, ``name`` what the window calls it. Not while busy."""
+        if self._load is not None:
+            self._load.stop()
+        self.model_id, self.report, self.remote_info, self._plan = item, None, None, None
+        self._load = self.bridge.host.use_remote(backend, model_id=backend.model or name)
+        self._pending_remote = backend
+        self.model_loading.emit(name, 0.0)
+        self.bridge.relay(self._load, self._load_event, self._load_ended, self._load_ended, self)
+
+    def _close_remote(self) -> None:
+        backend, self._remote_backend, self._remote_item = self._remote_backend, None, ""
+        if backend is not None:
+            backend.close()
 
     def placement_banner(self, report: LoadReport) -> str:
         """Why the model (partly) runs on the CPU, in words; empty when it is all on the GPU."""
@@ -228,6 +268,8 @@ class ChatController(QObject):
         )
 
     def _model_name(self) -> str:
+        if self.remote is not None and self.model_id and self.remote.is_remote(self.model_id):
+            return self.remote.label(self.model_id)
         try:
             return self.store.get(self.model_id).display_name if self.model_id else ""
         except Exception:
@@ -235,8 +277,8 @@ class ChatController(QObject):
 
     def set_context(self, n_ctx: int) -> None:
         """The chat panel's context length: reload the model with it (the host then reports it)."""
-        loaded = self.bridge.state.settings
-        if self.model_id and not self.busy and (loaded is None or loaded.n_ctx != n_ctx):
+        loaded = self.bridge.state.settings  # (a remote server has a context length of its own)
+        if self.model_id and self.remote_info is None and not self.busy and (loaded is None or loaded.n_ctx != n_ctx):
             self.load_model(self.model_id, n_ctx)
 
     # ------------------------------------------------------------------ conversations
@@ -353,7 +395,7 @@ class ChatController(QObject):
     def _ready(self) -> bool:
         if self.busy:
             return False
-        if self.report is None:
+        if self.report is None and self.remote_info is None:
             self._tell(NoticeLevel.INFO, "No model is loaded yet.", "Pick an installed model above, or download one.")
             return False
         return True
@@ -410,7 +452,10 @@ class ChatController(QObject):
 
     def shutdown(self) -> None:
         self._closed = True
+        if self.remote is not None:
+            self.remote.shutdown()
         self.bridge.shutdown()
+        self._close_remote()
 
     def model_path(self) -> Path | None:
-        return self.store.get(self.model_id).path if self.model_id else None
+        return self.store.get(self.model_id).path if self.model_id and self.remote_info is None else None

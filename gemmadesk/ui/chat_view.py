@@ -232,6 +232,9 @@ class ChatView(QWidget):
         else:
             where = "GPU" if report.n_gpu_layers > report.n_layers else "GPU + CPU"
         ctx = f" · {report.n_ctx // 1024}K context" if report else ""
+        remote = self.ctl.remote_info
+        if remote is not None:  # a model on another server (gemmadesk.ui.remote_controller)
+            where, ctx = "remote server", f" · {remote.n_ctx // 1024}K context" if remote.n_ctx >= 1024 else ""
         self.model_status.setText(f"Ready · {where}{ctx}")
         self.composer.send_button.setEnabled(True)
         self.banner.setText(banner)

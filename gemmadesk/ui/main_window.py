@@ -16,13 +16,19 @@ from gemmadesk.core.fit import FitOptions
 from gemmadesk.core.hardware import Hardware
 from gemmadesk.core.history import HistoryError, HistoryStore
 from gemmadesk.core.paths import AppPaths, app_paths
+from gemmadesk.core.remote import ServerStore
 from gemmadesk.core.settings import Settings, SettingsStore
 from gemmadesk.core.store import ModelStore
 from gemmadesk.ui.chat_controller import ChatController
 from gemmadesk.ui.chat_view import ChatView
 from gemmadesk.ui.download_controller import DownloadController
 from gemmadesk.ui.notice import NoticeBar
+from gemmadesk.ui.remote_controller import RemoteController
+from gemmadesk.ui.remote_view import VllmOffer
 from gemmadesk.ui.richtext import esc
+from gemmadesk.ui.serve_controller import ServeController, ServeOptions
+from gemmadesk.ui.serve_view import ServeStatusWidget
+from gemmadesk.ui.server_menu import ServerMenu
 from gemmadesk.ui.setup_controller import SetupController
 from gemmadesk.ui.setup_page import SetupPage
 from gemmadesk.ui.tasks import TaskRunner
@@ -51,6 +57,10 @@ class MainWindow(QMainWindow):
         self.downloads = DownloadController(self.tasks, self.store, self)
         self.notice = NoticeBar()
         self.chat = ChatController(self.setup, self._open_history(), self.settings, self)
+        # Serving the window's model to other programs, and models on other servers (issue 13).
+        self.serve = ServeController(self.chat.bridge, self.tasks, self)
+        self.serve.options = ServeOptions(port=self.settings.serve_port)
+        self.remote = RemoteController(self.chat, self.tasks, ServerStore(self.paths.config_dir / "servers.json"), self)
 
         self.stack = QStackedWidget()
         self.setup_page = SetupPage(self.setup, self.downloads)
@@ -63,6 +73,15 @@ class MainWindow(QMainWindow):
         layout.addWidget(self.stack, 1)
         self.setCentralWidget(central)
         self._build_menus()
+        self.vllm_offer = VllmOffer(self.setup_page.view.table, self.setup.catalog, self.remote)
+        setup_layout = self.setup_page.layout()
+        if setup_layout is not None:
+            setup_layout.addWidget(self.vllm_offer)
+        self.serve_status = ServeStatusWidget(self.serve, self._window_reply_waiting)
+        self.statusBar().addPermanentWidget(self.serve_status)
+        self.chat.busy_changed.connect(self.serve_status.refresh_busy)
+        for source in (self.serve.notice, self.remote.notice):
+            source.connect(self._notice)
 
         self.setup_page.context_chosen.connect(self._remember_context)
         self.setup_page.chat_requested.connect(self.open_chat)
@@ -71,7 +90,8 @@ class MainWindow(QMainWindow):
         self.setup.hardware_failed.connect(
             lambda msg: self.notice.show_message(msg, "warning", "The list assumes CPU only; see the log for details.")
         )
-        self._show_data_notices(attention_problems)
+        self._show_data_notices(attention_problems + self.remote.store.problems)
+        self.remote.refresh()
         self._restore_geometry()
         self.chat.refresh_conversations()
         self.setup.hardware_ready.connect(self._first_screen)
@@ -140,6 +160,8 @@ class MainWindow(QMainWindow):
         quit_action.setShortcut(QKeySequence.StandardKey.Quit)
         quit_action.triggered.connect(self.close)
         file_menu.addAction(quit_action)
+        self.server_menu = ServerMenu(self, self.serve, self.remote, self._remember_serve_port)
+        self.menuBar().addMenu(self.server_menu.menu)
         help_menu = self.menuBar().addMenu("&Help")
         log_action = QAction("Open &log folder", self)
         log_action.triggered.connect(self.open_log_folder)
@@ -147,6 +169,19 @@ class MainWindow(QMainWindow):
         about = QAction(f"&About {APP_NAME}", self)
         about.triggered.connect(self.show_about)
         help_menu.addAction(about)
+
+    @Slot(str, str, str)
+    def _notice(self, level: str, text: str, next_step: str) -> None:
+        self.notice.show_message(text, level, next_step)
+
+    def _window_reply_waiting(self) -> bool:
+        """A reply of the window waits while the model answers someone else (an API client)."""
+        return self.chat.busy and self.chat.host_state.busy_client != "window"
+
+    def _remember_serve_port(self, port: int) -> None:
+        if port != self.settings.serve_port:
+            self.settings.serve_port = port
+            self._save_settings()
 
     @Slot(str)
     def show_internal_error(self, line: str) -> None:
@@ -207,6 +242,7 @@ class MainWindow(QMainWindow):
     def closeEvent(self, event: QCloseEvent) -> None:
         self._qsettings().setValue("geometry", self.saveGeometry())
         self.downloads.shutdown()
+        self.serve.shutdown()  # API requests end before the model host stops
         self.chat.shutdown()
         self.tasks.wait()
         self.chat.history.close()

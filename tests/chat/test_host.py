@@ -57,6 +57,19 @@ def test_clients_are_served_round_robin(host: ModelHost) -> None:
     assert host.state.busy_client is None
 
 
+def test_clients_that_come_and_go_are_not_kept_forever(host: ModelHost) -> None:
+    """An API server names a client per connection: a long-running one must not keep every name (the
+    round-robin scan would grow with them)."""
+    from gemmadesk.core.chat.host import MAX_IDLE_CLIENTS
+
+    order: list[str] = []
+    for i in range(3 * MAX_IDLE_CLIENTS):
+        assert host.submit(_recording_job(order, f"c{i}"), f"api:127.0.0.1:{40000 + i}").wait(30)
+    assert len(order) == 3 * MAX_IDLE_CLIENTS
+    assert host.submit(_recording_job(order, "last"), "window").wait(30)
+    assert len(host._queues) <= MAX_IDLE_CLIENTS + 1
+
+
 def test_every_event_reaches_a_late_listener_in_order(host: ModelHost) -> None:
     def job(_backend: ChatBackend, _stop: threading.Event) -> Iterator[object]:
         yield from range(5)

@@ -12,7 +12,7 @@ import openai
 import pytest
 
 from gemmadesk.core.engine import DirectLoadSettings, Engine
-from gemmadesk.server import EngineChatService, ServerThread, create_app
+from gemmadesk.server import ServerThread, create_app, serve_model
 from tests.server.conftest import API_KEY
 from tests.support.serving import Served
 
@@ -148,8 +148,8 @@ def test_503_while_loading_then_ready(gemma3_gguf: Path) -> None:
             release.wait(30)
             return super().load(settings, on_progress)
 
-    service = EngineChatService("slow", DirectLoadSettings(model_path=str(gemma3_gguf), n_ctx=512, n_threads=2),
-                                engine=SlowLoad())  # fmt: skip
+    service = serve_model("slow", DirectLoadSettings(model_path=str(gemma3_gguf), n_ctx=512, n_threads=2),
+                          engine=SlowLoad())  # fmt: skip
     try:
         with ServerThread(create_app(service)) as http:
             body = {**GOOD, "model": "slow"}
@@ -170,7 +170,7 @@ def test_503_while_loading_then_ready(gemma3_gguf: Path) -> None:
 def test_failed_load_is_503_with_the_engines_sentence(tmp_path: Path) -> None:
     bad = tmp_path / "broken.gguf"
     bad.write_bytes(b"this is not a GGUF file" * 100)
-    service = EngineChatService("broken", DirectLoadSettings(model_path=str(bad), n_ctx=512))
+    service = serve_model("broken", DirectLoadSettings(model_path=str(bad), n_ctx=512))
     try:
         deadline = time.monotonic() + 30
         while service.state.status == "loading" and time.monotonic() < deadline:

@@ -1,17 +1,19 @@
-# mypy: disable-error-code="index,misc,union-attr,operator,attr-defined"
 """GemmaDesk's server through OpenAI's own Python client, on the real Gemma 3 270M (127.0.0.1 only)."""
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any, Literal, Protocol
 
 import httpx2
 import openai
 import pytest
+from openai.types.chat import ChatCompletionChunk, ChatCompletionMessageParam
 
-from gemmadesk.core.engine import ChatMessage, DirectLoadSettings, Engine, SamplingParams
+from gemmadesk.core.engine import ChatMessage, DirectLoadSettings, Engine, ReplyDone, SamplingParams
 from tests.server.conftest import API_KEY
 from tests.support.serving import Served
 
@@ -21,10 +23,46 @@ MODEL = "gemma3-270m"
 THOUGHT_PATTERN = "<|channel>thought\nThe sky is blue.<channel|>Blue.\n"
 
 
+def user(text: str) -> ChatCompletionMessageParam:
+    return {"role": "user", "content": text}
+
+
+def as_params(messages: Iterable[ChatMessage]) -> list[ChatCompletionMessageParam]:
+    out: list[ChatCompletionMessageParam] = []
+    for m in messages:
+        if m.role == "system":
+            out.append({"role": "system", "content": m.content})
+        elif m.role == "assistant":
+            out.append({"role": "assistant", "content": m.content})
+        else:
+            out.append(user(m.content))
+    return out
+
+
+class _OpenAIObject(Protocol):  # OpenAI's reply types (pydantic models)
+    @property
+    def model_extra(self) -> dict[str, Any] | None: ...
+
+
+def extra(obj: _OpenAIObject | None) -> dict[str, Any]:
+    """The fields OpenAI's types do not declare (``reasoning_content``, ``meta``, ``timings``)."""
+    return dict(obj.model_extra or {}) if obj is not None else {}
+
+
+def final(events: Iterable[object]) -> ReplyDone:
+    done = [e for e in events if isinstance(e, ReplyDone)]
+    assert len(done) == 1
+    return done[0]
+
+
+def content(chunks: Iterable[ChatCompletionChunk]) -> str:
+    return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+
+
 def test_models_lists_the_loaded_model(client3: openai.OpenAI) -> None:
     models = client3.models.list().data
     assert [m.id for m in models] == [MODEL]
-    assert models[0].model_extra["meta"]["n_ctx"] == 1024
+    assert extra(models[0])["meta"]["n_ctx"] == 1024
 
 
 def test_chat_reply_is_the_engines_reply(client3: openai.OpenAI, gemma3_gguf: Path) -> None:
@@ -33,13 +71,10 @@ def test_chat_reply_is_the_engines_reply(client3: openai.OpenAI, gemma3_gguf: Pa
     engine = Engine()
     engine.load(DirectLoadSettings(model_path=str(gemma3_gguf), n_ctx=1024, n_threads=2))
     try:
-        done = list(engine.chat_stream(messages, SamplingParams(temperature=0.0, max_tokens=24)))[-1]
+        done = final(engine.chat_stream(messages, SamplingParams(temperature=0.0, max_tokens=24)))
     finally:
         engine.unload()
-    reply = client3.chat.completions.create(
-        model=MODEL, messages=[{"role": m.role, "content": m.content} for m in messages], max_tokens=24,
-        temperature=0.0,
-    )  # fmt: skip
+    reply = client3.chat.completions.create(model=MODEL, messages=as_params(messages), max_tokens=24, temperature=0.0)
     assert reply.choices[0].message.content == done.answer
     assert reply.usage is not None
     assert reply.usage.prompt_tokens == done.stats.prompt_tokens
@@ -48,13 +83,12 @@ def test_chat_reply_is_the_engines_reply(client3: openai.OpenAI, gemma3_gguf: Pa
 
 
 def test_streaming_pieces_add_up_to_the_reply_with_usage(client3: openai.OpenAI) -> None:
-    kwargs = {"model": MODEL, "messages": [{"role": "user", "content": "Tell me about the sea."}],
-              "max_tokens": 16, "temperature": 0.0}  # fmt: skip
-    whole = client3.chat.completions.create(**kwargs)  # type: ignore[call-overload]
-    chunks = list(client3.chat.completions.create(**kwargs, stream=True, stream_options={"include_usage": True}))  # type: ignore[call-overload]
+    messages = [user("Tell me about the sea.")]
+    whole = client3.chat.completions.create(model=MODEL, messages=messages, max_tokens=16, temperature=0.0)
+    chunks = list(client3.chat.completions.create(model=MODEL, messages=messages, max_tokens=16, temperature=0.0,
+                                                  stream=True, stream_options={"include_usage": True}))  # fmt: skip
     assert chunks[0].choices[0].delta.role == "assistant"
-    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    assert text.strip() == whole.choices[0].message.content
+    assert content(chunks).strip() == whole.choices[0].message.content
     finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
     assert finishes == ["length"]
     assert chunks[-1].choices == [] and chunks[-1].usage is not None
@@ -64,13 +98,15 @@ def test_streaming_pieces_add_up_to_the_reply_with_usage(client3: openai.OpenAI)
 
 def test_second_turn_reuses_the_kv_prefix(client3: openai.OpenAI) -> None:
     """An API client that resends the whole conversation gets the cached prefix reused."""
-    first = [{"role": "user", "content": "Name three colours of the rainbow, please."}]
-    r1 = client3.chat.completions.create(model=MODEL, messages=first, max_tokens=8, temperature=0.0)  # type: ignore[arg-type]
-    second = [*first, {"role": "assistant", "content": r1.choices[0].message.content},
-              {"role": "user", "content": "And two more?"}]  # fmt: skip
-    r2 = client3.chat.completions.create(model=MODEL, messages=second, max_tokens=8, temperature=0.0)  # type: ignore[arg-type]
-    assert r2.usage is not None and r2.usage.prompt_tokens_details is not None
-    assert r2.usage.prompt_tokens_details.cached_tokens >= r1.usage.prompt_tokens - 1  # type: ignore[union-attr]
+    first = [user("Name three colours of the rainbow, please.")]
+    r1 = client3.chat.completions.create(model=MODEL, messages=first, max_tokens=8, temperature=0.0)
+    second: list[ChatCompletionMessageParam] = [
+        *first, {"role": "assistant", "content": r1.choices[0].message.content}, user("And two more?"),
+    ]  # fmt: skip
+    r2 = client3.chat.completions.create(model=MODEL, messages=second, max_tokens=8, temperature=0.0)
+    assert r1.usage is not None and r2.usage is not None and r2.usage.prompt_tokens_details is not None
+    cached = r2.usage.prompt_tokens_details.cached_tokens
+    assert cached is not None and cached >= r1.usage.prompt_tokens - 1
 
 
 def test_completion_with_stop_cuts_before_the_stop_string(client3: openai.OpenAI) -> None:
@@ -89,32 +125,33 @@ def test_completion_with_stop_cuts_before_the_stop_string(client3: openai.OpenAI
 
 def test_completion_keeps_leading_whitespace_streamed_or_not(client3: openai.OpenAI) -> None:
     """Regression: the non-streamed completion used the stripped answer, losing the leading space."""
-    kwargs = {"model": MODEL, "prompt": "The capital of France is", "max_tokens": 6, "temperature": 0.0}
-    whole = client3.completions.create(**kwargs).choices[0].text  # type: ignore[call-overload]
-    streamed = "".join(c.choices[0].text for c in client3.completions.create(**kwargs, stream=True) if c.choices)  # type: ignore[call-overload]
+    prompt = "The capital of France is"
+    whole = client3.completions.create(model=MODEL, prompt=prompt, max_tokens=6, temperature=0.0).choices[0].text
+    chunks = client3.completions.create(model=MODEL, prompt=prompt, max_tokens=6, temperature=0.0, stream=True)
+    streamed = "".join(c.choices[0].text for c in chunks if c.choices)
     assert whole == streamed and whole.startswith(" ")
 
 
 def test_seed_makes_sampling_repeatable(client3: openai.OpenAI) -> None:
-    kwargs = {"model": MODEL, "messages": [{"role": "user", "content": "Say something."}], "max_tokens": 12,
-              "temperature": 1.0, "top_p": 0.95}  # fmt: skip
-    a = client3.chat.completions.create(**kwargs, seed=7)  # type: ignore[call-overload]
-    b = client3.chat.completions.create(**kwargs, seed=7)  # type: ignore[call-overload]
-    assert a.choices[0].message.content == b.choices[0].message.content
+    replies = [
+        client3.chat.completions.create(model=MODEL, messages=[user("Say something.")], max_tokens=12,
+                                        temperature=1.0, top_p=0.95, seed=7).choices[0].message.content
+        for _ in range(2)
+    ]  # fmt: skip
+    assert replies[0] and replies[0] == replies[1]
 
 
 def test_thoughts_come_back_as_reasoning_content(client3: openai.OpenAI) -> None:
     """The real model copies Gemma 4's thought markers from the prompt (greedy): the engine's thought
     parser splits them out, and the server sends them as reasoning_content, also when streaming."""
-    messages = [{"role": "user", "content": "Repeat exactly:\n" + THOUGHT_PATTERN * 4}]
-    reply = client3.chat.completions.create(model=MODEL, messages=messages, max_tokens=40, temperature=0.0)  # type: ignore[arg-type]
-    reasoning = reply.choices[0].message.model_extra.get("reasoning_content")
-    assert reasoning and "sky is blue" in reasoning
+    messages = [user("Repeat exactly:\n" + THOUGHT_PATTERN * 4)]
+    reply = client3.chat.completions.create(model=MODEL, messages=messages, max_tokens=40, temperature=0.0)
+    reasoning = extra(reply.choices[0].message).get("reasoning_content")
+    assert isinstance(reasoning, str) and "sky is blue" in reasoning
     assert "<|channel>" not in (reply.choices[0].message.content or "")
-    chunks = list(client3.chat.completions.create(model=MODEL, messages=messages, max_tokens=40, temperature=0.0,  # type: ignore[arg-type]
-                                                  stream=True))  # fmt: skip
-    streamed = "".join((c.choices[0].delta.model_extra or {}).get("reasoning_content") or "" for c in chunks
-                       if c.choices)  # fmt: skip
+    chunks = client3.chat.completions.create(model=MODEL, messages=messages, max_tokens=40, temperature=0.0,
+                                             stream=True)  # fmt: skip
+    streamed = "".join(extra(c.choices[0].delta).get("reasoning_content") or "" for c in chunks if c.choices)
     assert streamed.strip() == reasoning
 
 
@@ -126,12 +163,13 @@ def test_concurrent_clients_all_get_their_replies(served3: Served) -> None:
         try:
             client = openai.OpenAI(base_url=served3.base_url, api_key=API_KEY, max_retries=0, timeout=120)
             stream = client.chat.completions.create(
-                model=MODEL, messages=[{"role": "user", "content": f"Count to {i + 3}."}], max_tokens=10,
-                temperature=0.0, stream=True, stream_options={"include_usage": True},
+                model=MODEL, messages=[user(f"Count to {i + 3}.")], max_tokens=10, temperature=0.0, stream=True,
+                stream_options={"include_usage": True},
             )  # fmt: skip
             chunks = list(stream)
-            text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-            results[i] = (text, chunks[-1].usage.completion_tokens)  # type: ignore[union-attr]
+            usage = chunks[-1].usage
+            assert usage is not None
+            results[i] = (content(chunks), usage.completion_tokens)
         except BaseException as exc:
             errors.append(exc)
 
@@ -196,17 +234,26 @@ def test_gemma4_thinking_switch_reaches_the_template(gemma4_tiny: Path) -> None:
 
     with serve_gguf(gemma4_tiny, "gemma4-tiny") as served:
         client = openai.OpenAI(base_url=served.base_url, api_key="unused", max_retries=0)
-        messages = [{"role": "user", "content": "Hello"}]
+        messages = [user("Hello")]
 
-        def prompt_tokens(**extra: object) -> int:
-            r = client.chat.completions.create(model="gemma4-tiny", messages=messages, max_tokens=4, **extra)  # type: ignore[call-overload]
-            return int(r.usage.prompt_tokens)
+        def prompt_tokens(thinking: Literal["off", "kwargs", "high", "none"]) -> int:
+            chat = client.chat.completions
+            if thinking == "kwargs":
+                r = chat.create(model="gemma4-tiny", messages=messages, max_tokens=4,
+                                extra_body={"chat_template_kwargs": {"enable_thinking": True}})  # fmt: skip
+            elif thinking == "off":
+                r = chat.create(model="gemma4-tiny", messages=messages, max_tokens=4)
+            else:
+                r = chat.create(model="gemma4-tiny", messages=messages, max_tokens=4, reasoning_effort=thinking)
+            assert r.usage is not None
+            return r.usage.prompt_tokens
 
-        off = prompt_tokens()
-        assert prompt_tokens(extra_body={"chat_template_kwargs": {"enable_thinking": True}}) > off
-        assert prompt_tokens(reasoning_effort="high") > off
-        assert prompt_tokens(reasoning_effort="none") == off
-        chunks = list(client.chat.completions.create(model="gemma4-tiny", messages=messages, max_tokens=8,  # type: ignore[call-overload]
-                                                     stream=True, stream_options={"include_usage": True}))
-        assert chunks[-1].usage.completion_tokens >= 1
+        off = prompt_tokens("off")
+        assert prompt_tokens("kwargs") > off
+        assert prompt_tokens("high") > off
+        assert prompt_tokens("none") == off
+        chunks = list(client.chat.completions.create(model="gemma4-tiny", messages=messages, max_tokens=8,
+                                                     stream=True, stream_options={"include_usage": True}))  # fmt: skip
+        usage = chunks[-1].usage
+        assert usage is not None and usage.completion_tokens >= 1
         assert served.service.state.supports_thinking

@@ -16,14 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gemmadesk.core.engine import DirectLoadSettings
-from gemmadesk.server import EngineChatService, ServerOptions, ServerThread, create_app
+from gemmadesk.server import HostChatService, ServerOptions, ServerThread, create_app, serve_model
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass
 class Served:
-    service: EngineChatService
+    service: HostChatService
     http: ServerThread
     model_id: str
     api_key: str | None
@@ -37,8 +37,8 @@ class Served:
 def serve_gguf(path: Path, model_id: str, *, api_key: str | None = None, n_ctx: int = 1024,
                options: ServerOptions | None = None, max_queue: int = 16) -> Iterator[Served]:
     """GemmaDesk's server on ``path`` (2 threads, ``n_ctx``), loaded before it is handed out."""
-    service = EngineChatService(model_id, DirectLoadSettings(model_path=str(path), n_ctx=n_ctx, n_threads=2),
-                                max_queue=max_queue)  # fmt: skip
+    service = serve_model(model_id, DirectLoadSettings(model_path=str(path), n_ctx=n_ctx, n_threads=2),
+                          max_queue=max_queue)  # fmt: skip
     deadline = time.monotonic() + 60
     while service.state.status == "loading" and time.monotonic() < deadline:
         time.sleep(0.02)

@@ -37,3 +37,7 @@ class ChatBackend(Protocol):
     def count_prompt_tokens(self, messages: Sequence[ChatMessage], params: SamplingParams) -> int:
         """Tokens the prompt for ``messages`` takes before any trimming."""
         ...
+
+    def count_text_tokens(self, prompt: str) -> int:
+        """Tokens a raw ``prompt`` takes as :meth:`complete_stream` gives it to the model."""
+        ...

@@ -57,6 +57,7 @@ log = logging.getLogger(__name__)
 WINDOW = "window"
 USER_FACING = (EngineError, HistoryError)
 PROGRESS_STEP = 0.01  # report load progress in steps of at least 1 %
+MAX_IDLE_CLIENTS = 64  # clients with nothing queued are forgotten beyond this many (one per API connection)
 
 Job = Callable[["ChatBackend", threading.Event], Iterable[object]]
 """A request's work: called on the worker with the current backend and the request's stop event; every
@@ -201,6 +202,9 @@ class _NoBackend:
         raise self._fail()
 
     def count_prompt_tokens(self, messages: Sequence[ChatMessage], params: SamplingParams) -> int:
+        raise self._fail()
+
+    def count_text_tokens(self, prompt: str) -> int:
         raise self._fail()
 
 
@@ -375,6 +379,9 @@ class ModelHost:
 
     def _pick(self) -> _Request | None:
         """The next request, round-robin over the clients with something queued (call with the lock)."""
+        if len(self._clients) > MAX_IDLE_CLIENTS:  # a long-running server sees a new client per connection
+            self._clients = [c for c in self._clients if self._queues[c] or c == self._last_served]
+            self._queues = {c: self._queues[c] for c in self._clients}
         n = len(self._clients)
         start = (self._clients.index(self._last_served) + 1) % n if self._last_served in self._queues else 0
         for i in range(n):

@@ -8,7 +8,8 @@ save the same rows and follow the same rules::
     handle = session.send("Hello", params)         # saves the user message, begins the reply row, queues it
     for event in handle: ...                       # or handle.listen(on_event, on_done) (worker thread)
     session.regenerate(params); session.edit(message_id, "new text", params)
-    session.run(messages, params)                  # a stateless API turn: same prompt/trim/thinking rules
+    session.run(messages, params)                  # a stateless API turn: same prompt/thinking/stop rules,
+                                                   # never trimmed (refused with the numbers: chat.budget)
 
 Rules decided here, once:
 
@@ -28,11 +29,12 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator, Sequence
-from dataclasses import fields
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import fields, replace
 from typing import Any
 
 from gemmadesk.core.chat.backend import ChatBackend
+from gemmadesk.core.chat.budget import reply_budget
 from gemmadesk.core.chat.host import WINDOW, HostStatus, ModelHost, RequestHandle
 from gemmadesk.core.chat.stops import cut_at_stop_strings
 from gemmadesk.core.engine.chatformat import THOUGHT_OPEN, split_thoughts
@@ -45,6 +47,19 @@ log = logging.getLogger(__name__)
 
 SAVE_INTERVAL_S = 1.0
 NOT_LOADED = "No model is loaded yet. Pick an installed model first, or download one."
+
+
+class ModelChangedError(NotLoadedError):
+    """The model a request was accepted for is no longer the loaded one when its turn comes."""
+
+
+def _budgeted(backend: ChatBackend, params: SamplingParams, count: Callable[[], int]) -> SamplingParams:
+    """``params`` with the reply limit of the context rule (:mod:`.budget`) for the local engine. A remote
+    server knows its own window and refuses for itself (GemmaDesk's count would only be an estimate)."""
+    info = backend.info
+    if info.is_remote or info.n_ctx <= 0:
+        return params
+    return replace(params, max_tokens=reply_budget(count(), info.n_ctx, params.max_tokens))
 
 
 class ReplyHandle(RequestHandle):
@@ -189,22 +204,43 @@ class ChatSession:
         history.edit_user_message(message_id, text)
         return self._reply(self._conversation_id, self.prompt_messages(), params)
 
-    def run(self, messages: Sequence[ChatMessage], params: SamplingParams) -> ReplyHandle:
-        """A stateless turn (the API server): nothing is saved; the same prompt and stop rules apply."""
+    def run(
+        self, messages: Sequence[ChatMessage], params: SamplingParams, *, model_id: str | None = None,
+        strict_context: bool = False,
+    ) -> ReplyHandle:
+        """A stateless turn (the API server): nothing is saved; the same prompt, thinking and stop rules apply.
+
+        ``strict_context`` (API requests): the prompt is never trimmed; with the local engine, a prompt that
+        does not fit with the reply asked for is refused with the numbers (:mod:`gemmadesk.core.chat.budget`),
+        and ``params.max_tokens`` 0 lets the reply run to the end of the window. ``model_id``: refuse
+        (:class:`ModelChangedError`) if another model is loaded by the time the request runs. A request
+        stopped before it started ends without events (nothing is evaluated)."""
         prompt = api_messages(messages)
         handle = ReplyHandle(self.client, None, None)
 
         def job(backend: ChatBackend, stop: threading.Event) -> Iterator[object]:
-            yield from cut_at_stop_strings(backend.chat_stream(prompt, params, stop), params.stop, stop)
+            if stop.is_set():
+                return
+            self._check_model(model_id)
+            p = params
+            if strict_context:
+                p = _budgeted(backend, params, lambda: backend.count_prompt_tokens(prompt, params))
+            yield from cut_at_stop_strings(backend.chat_stream(prompt, p, stop), p.stop, stop)
 
         return self._submit(job, handle)
 
-    def complete(self, prompt: str, params: SamplingParams) -> ReplyHandle:
-        """A raw completion (``/v1/completions``): no template, nothing saved."""
+    def complete(
+        self, prompt: str, params: SamplingParams, *, model_id: str | None = None, strict_context: bool = False
+    ) -> ReplyHandle:
+        """A raw completion (``/v1/completions``): no template, nothing saved; the options of :meth:`run`."""
         handle = ReplyHandle(self.client, None, None)
 
         def job(backend: ChatBackend, stop: threading.Event) -> Iterator[object]:
-            yield from cut_at_stop_strings(backend.complete_stream(prompt, params, stop), params.stop, stop)
+            if stop.is_set():
+                return
+            self._check_model(model_id)
+            p = _budgeted(backend, params, lambda: backend.count_text_tokens(prompt)) if strict_context else params
+            yield from cut_at_stop_strings(backend.complete_stream(prompt, p, stop), p.stop, stop)
 
         return self._submit(job, handle)
 
@@ -254,6 +290,13 @@ class ChatSession:
     def _require_model(self) -> None:
         if self.host.state.status not in (HostStatus.READY, HostStatus.LOADING) and not self.host.state.queue_depth:
             raise NotLoadedError(NOT_LOADED)
+
+    def _check_model(self, model_id: str | None) -> None:
+        loaded = self.host.state.model_id
+        if model_id is not None and loaded != model_id:
+            now = f"“{loaded}” is loaded now" if loaded else "no model is loaded now"
+            raise ModelChangedError(f"The model “{model_id}” was switched off before this request ran ({now}); "
+                                    "send it again with the loaded model's id.")  # fmt: skip
 
     def _require_conversation(self) -> int:
         if self._conversation_id is None:

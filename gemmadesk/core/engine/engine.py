@@ -411,6 +411,10 @@ class Engine:
         """How many tokens the prompt for ``messages`` takes (before any trimming)."""
         return len(self.tokenize_prompt(messages, (params or SamplingParams()).thinking))
 
+    def count_text_tokens(self, prompt: str) -> int:
+        """How many tokens a raw ``prompt`` takes in :meth:`complete_stream` (BOS included)."""
+        return len(self._require().tokenize(prompt.encode("utf-8"), add_bos=True, special=True))
+
     def _require(self) -> Any:
         if self._llm is None:
             raise NotLoadedError("No model is loaded. Load a model first.")

@@ -55,6 +55,7 @@ from gemmadesk.core.remote.errors import (
     server_text,
 )
 from gemmadesk.core.types import (
+    BackendInfo,
     ChatMessage,
     ChunkKind,
     ReplyDone,
@@ -79,16 +80,7 @@ class RemoteTimeouts:
     write: float = 30.0
 
 
-@dataclass(frozen=True)
-class ChatBackendInfo:
-    """The design's ``BackendInfo`` for a remote model (phase 2: the chat core's own type)."""
-
-    name: str
-    n_ctx: int  # 0: the server did not say
-    supports_thinking: bool
-    supports_images: bool = False
-    supports_audio: bool = False
-    is_remote: bool = True
+ChatBackendInfo = BackendInfo  # the phase-1 name of the chat core's BackendInfo
 
 
 @dataclass(frozen=True)
@@ -194,7 +186,7 @@ class RemoteBackend:
         self.timeouts = timeouts or RemoteTimeouts()
         self._host = _host(self.base_url)
         self._has_key = bool(api_key)
-        self._info = ChatBackendInfo(f"{model} @ {self._host}", n_ctx, supports_thinking)
+        self._info = BackendInfo(f"{model} @ {self._host}", n_ctx, supports_thinking, is_remote=True)
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         t = self.timeouts
         # Certificates are always verified: the system's store, or in addition a CA file the user chose.
@@ -209,7 +201,7 @@ class RemoteBackend:
 
     # ------------------------------------------------------------------ ChatBackend
     @property
-    def info(self) -> ChatBackendInfo:
+    def info(self) -> BackendInfo:
         return self._info
 
     def close(self) -> None:
@@ -260,16 +252,21 @@ class RemoteBackend:
         way to count tokens, and the exact count comes back in the reply's usage."""
         return sum(len(m.content) // 3 + 4 for m in messages) + 2
 
+    def count_text_tokens(self, prompt: str) -> int:
+        """An estimate, as :meth:`count_prompt_tokens`."""
+        return len(prompt) // 3 + 1
+
     # ------------------------------------------------------------------ internals
     def _body(self, params: SamplingParams) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": self.model,
             "stream": True,
             "stream_options": {"include_usage": True},
-            "max_tokens": params.max_tokens,
             "temperature": params.temperature,
             "top_p": params.top_p,
         }
+        if params.max_tokens > 0:  # 0: no limit given (an API client of GemmaDesk's server): the server decides
+            body["max_tokens"] = params.max_tokens
         if params.seed is not None:
             body["seed"] = params.seed
         stops = tuple(getattr(params, "stop", ()) or ())
@@ -305,7 +302,7 @@ class RemoteBackend:
                     if reply.chars > MAX_REPLY_CHARS:
                         raise RemoteProtocolError(f"{self._host} sent more than {MAX_REPLY_CHARS // 2**20} MiB of "
                                                   "text for one reply; GemmaDesk stopped reading it.")  # fmt: skip
-                    if reply.pieces > params.max_tokens + 64:  # a server that ignores max_tokens
+                    if 0 < params.max_tokens < reply.pieces - 64:  # a server that ignores max_tokens
                         reply.finish_reason = "length"
                         break
         except RemoteError:
