@@ -177,7 +177,7 @@ class ChatView(QWidget):
         model_label.setTextFormat(Qt.TextFormat.PlainText)
         model_label.setBuddy(self.model_box)
         bar.addWidget(model_label)
-        bar.addWidget(self.model_box)
+        bar.addWidget(self.model_box, 1)  # the two share what is left: the name shows in full where it can
         bar.addWidget(self.load_bar)
         bar.addWidget(self.model_status, 1)
         bar.addWidget(self.settings_toggle)
