@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from PySide6.QtCore import QObject, Qt, QUrl
+from PySide6.QtCore import QEvent, QObject, Qt, QUrl
 from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import QFileDialog, QMessageBox
 
@@ -29,6 +29,8 @@ class InstalledTab(QObject):
         self.panel = InstalledPanel()
         self.index = window.setup_page.add_tab(self.panel, "&Installed")
         self.confirm_box: QMessageBox | None = None
+        self.closing = False
+        window.installEventFilter(self)
         self.panel.set_folder(str(window.store.models_dir))
         self.panel.chat_requested.connect(window.open_chat)
         self.panel.delete_requested.connect(self.confirm_delete)
@@ -41,8 +43,18 @@ class InstalledTab(QObject):
         c.removed.connect(self._removed)
         c.failed.connect(lambda text: window.notice.show_message(text, NoticeLevel.ERROR, ""))
         c.folder_changed.connect(self._folder_changed)
-        setup.hardware_ready.connect(lambda _hw: c.refresh())
-        setup.plans_changed.connect(lambda _text: c.refresh())  # a new context or new speeds: new verdicts
+        setup.hardware_ready.connect(lambda _hw: self.refresh())
+        setup.plans_changed.connect(lambda _text: self.refresh())  # a new context or new speeds: new verdicts
+
+    def refresh(self) -> None:
+        """List again, unless the window is closing (no job may start after it waited for the pool)."""
+        if not self.closing:
+            self.controller.refresh()
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802
+        if watched is self.window and event.type() == QEvent.Type.Close:
+            self.closing = True
+        return False
 
     def _rows(self, rows: list[InstalledRow]) -> None:
         self.panel.set_rows(rows)

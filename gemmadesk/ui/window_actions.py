@@ -40,6 +40,7 @@ class WindowActions(QObject):
         self.dialog: QFileDialog | None = None  # the open file dialog, if any
         self.theme_actions: dict[str, QAction] = {}
         self.shortcuts_dialog: ShortcutsDialog | None = None
+        self.last_folder = Path.home()  # where file dialogs open: the home folder, then the last one used
         window.setAcceptDrops(True)
         window.installEventFilter(self)
 
@@ -119,7 +120,7 @@ class WindowActions(QObject):
     def _chats_imported(self, result: ImportResult) -> None:
         chat = self.window.chat
         chat.refresh_conversations()
-        if result.conversation_ids:
+        if result.conversation_ids and not chat.busy:  # never interrupts a reply being written
             self.window.show_chat()
             chat.open_conversation(result.conversation_ids[0])
         self._tell(NoticeLevel.INFO, result.summary(), "They are in the list on the left; your other chats are "
@@ -164,7 +165,7 @@ class WindowActions(QObject):
                      chosen: Callable[[Path], None]) -> QFileDialog:  # fmt: skip
         if self.dialog is not None:
             self.dialog.close()
-        dialog = QFileDialog(self.window, title)
+        dialog = QFileDialog(self.window, title, str(self.last_folder))
         dialog.setObjectName("file-dialog")
         dialog.setAcceptMode(mode)
         dialog.setNameFilters(filters.split(";;"))
@@ -173,11 +174,15 @@ class WindowActions(QObject):
         if name:
             dialog.selectFile(name)
         dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
-        dialog.fileSelected.connect(lambda file: chosen(Path(file)))
+        dialog.fileSelected.connect(lambda file: self._chosen(Path(file), chosen))
         dialog.finished.connect(lambda _code: setattr(self, "dialog", None))
         self.dialog = dialog
         dialog.open()
         return dialog
+
+    def _chosen(self, path: Path, then: Callable[[Path], None]) -> None:
+        self.last_folder = path.parent  # the next dialog opens there
+        then(path)
 
     def _tell(self, level: NoticeLevel, text: str, next_step: str) -> None:
         self.window.notice.show_message(text, level, next_step)
