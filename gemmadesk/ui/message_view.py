@@ -31,7 +31,7 @@ from gemmadesk.ui.transcript_model import Message, TranscriptModel
 STOP_WORDS = {"stopped": "stopped", "length": "hit max tokens", "context_full": "context full"}
 USER_BUBBLE = "#MessageBubble { border-radius: 8px; background: rgba(127,127,127,0.12) }"
 MATCH_BUBBLE = "#MessageBubble { border-radius: 8px; border: 2px solid #f9a825 }"  # a search match
-INTERRUPTED = "interrupted: this reply did not finish (GemmaDesk was closed or stopped while writing it)"
+INTERRUPTED = "interrupted: this reply did not finish (GemmaDesk closed, crashed or failed while writing it)"
 _Index = QModelIndex | QPersistentModelIndex
 
 
