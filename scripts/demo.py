@@ -7,8 +7,11 @@ clicks and types. It lives here, not in the package: it is not part of the produ
 
 States: ``first-run`` (the fit list), ``downloading`` (a download running, started by clicking the
 panel's button), ``chatting`` (the installed model loaded and a prompt sent through the composer; the
-screenshot is taken when the reply finished). Each waits for its condition by polling, saves the PNG
-and quits; a state that is not reached in ``timeout_s`` saves what is on screen and exits with 1.
+screenshot is taken when the reply finished), ``settings`` (the loaded chat with its Settings panel open
+and a preset chosen), ``new-chat`` (a new, empty chat: its hint), ``models`` (the Models page's Installed
+tab), ``search`` (``--demo-prompt`` typed into the chat search and the first hit opened: the matching
+message framed, its words marked). Each waits for its condition by polling, saves the PNG and quits; a
+state that is not reached in ``timeout_s`` saves what is on screen and exits with 1.
 """
 
 from __future__ import annotations
@@ -49,10 +52,31 @@ class DemoDriver:
                 (table_ready, self._start_download),
                 (lambda: panel.bar.value() >= 60 and panel.pause_button.isVisible(), lambda: None),
             ]
+        loaded = lambda: w.chat.report is not None  # noqa: E731
+        if self.state == "settings":
+            return [(loaded, self._settings), (lambda: w.chat_view.settings_panel.isVisible(), lambda: None)]
+        if self.state == "new-chat":
+            return [(loaded, w.new_chat), (lambda: w.chat_view.messages.hint.isVisible(), lambda: None)]
+        if self.state == "models":
+            return [(lambda: table_ready() and bool(w.installed.controller.rows), w.installed.show)]
+        if self.state == "search":
+            return [(loaded, self._search), (lambda: bool(w.chat_view.messages._match[0]), lambda: None)]
         return [
-            (lambda: w.chat.report is not None, lambda: self._type(self.prompt)),
+            (loaded, lambda: self._type(self.prompt)),
             (lambda: not w.chat.busy and bool(w.chat.transcript.messages()[-1].stats), lambda: None),
         ]
+
+    def _settings(self) -> None:
+        view = self.window.chat_view
+        view.settings_toggle.setChecked(True)
+        panel = view.settings_panel
+        panel.preset_box.setCurrentIndex(panel.preset_box.findData("Code helper"))
+        panel.preset_box.activated.emit(panel.preset_box.currentIndex())
+
+    def _search(self) -> None:
+        view = self.window.chat_view
+        view.sidebar.search.setText(self.prompt)
+        view.sidebar.list.setCurrentIndex(self.window.chat.conversations.index(0))
 
     def _start_download(self) -> None:
         self.window.show_setup()
@@ -88,7 +112,7 @@ class DemoDriver:
         QApplication.exit(self.exit_code)
 
 
-STATES = ("first-run", "downloading", "chatting")
+STATES = ("first-run", "downloading", "chatting", "settings", "new-chat", "models", "search")
 
 
 def main(argv: list[str] | None = None) -> int:

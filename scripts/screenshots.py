@@ -18,6 +18,13 @@ on a private X display (the real xcb platform, not offscreen):
   block is seeded into the history (demo text, marked as such in the conversation title), then a prompt
   is typed and sent and the real model's streamed reply is captured with its statistics.
 - ``chatting-dark.png``: the same with the dark colour scheme.
+- ``settings-800.png``: that chat in an 800x600 window with its Settings panel open and the "Code helper"
+  preset chosen (``settings-800-dark.png``: dark).
+- ``new-chat.png``: a new, empty chat with the loaded model: the hint it shows.
+- ``models-installed.png``: the Models page's Installed tab (the imported Gemma 3 270M with its fit
+  verdict; ``models-installed-800-dark.png``: 800x600, dark).
+- ``search.png``: "slicing" typed into the chat search: the hit's text in the list, the matching message
+  framed and its words marked (``search-dark.png``: dark).
 """
 
 from __future__ import annotations
@@ -90,6 +97,9 @@ def seed_chat(home: Path) -> None:
     paths = app_paths({"GEMMADESK_HOME": str(home)}).ensure()
     ModelStore(paths).import_file(small_gguf())
     history = HistoryStore(paths.history_db)
+    other = history.create_conversation(title="Packing for a day hike (demo text)")
+    history.add_message(other.id, "user", "What should I pack for a day hike?")
+    history.add_message(other.id, "assistant", "Water, snacks, a map, a rain layer, sun cream and a first-aid kit.")
     conv = history.create_conversation(title="Reversing strings (demo text)")
     history.add_message(conv.id, "user", SEEDED_QUESTION)
     history.add_message(conv.id, "assistant", SEEDED_REPLY, settings={"max_tokens": 48, "temperature": 0.7})
@@ -122,7 +132,7 @@ def main(argv: list[str]) -> int:
                 failures += run_app("first-run", root / "b", display, shot, {}) != 0
             if wanted("first-run-nvidia-dark"):
                 dark = app_paths({"GEMMADESK_HOME": str(root / "b2")}).ensure().settings_file
-                dark.write_text(json.dumps({"schema_version": 2, "theme": "dark"}))
+                dark.write_text(json.dumps({"schema_version": 3, "theme": "dark"}))
                 shot = ["first-run-nvidia-dark", "--hardware", str(hw_file)]
                 failures += run_app("first-run", root / "b2", display, shot, {}) != 0
 
@@ -134,10 +144,25 @@ def main(argv: list[str]) -> int:
                 prompt = ["chatting", "--demo-prompt", "Here is a short poem about the sea:"]
                 failures += run_app("chatting", root / "d", display, prompt, {}) != 0
 
+            more = (("settings-800", "settings", "light", ["--demo-size", "800x600"]),
+                    ("settings-800-dark", "settings", "dark", ["--demo-size", "800x600"]),
+                    ("new-chat", "new-chat", "light", []),
+                    ("models-installed", "models", "light", []),
+                    ("models-installed-800-dark", "models", "dark", ["--demo-size", "800x600"]),
+                    ("search", "search", "light", ["--demo-prompt", "slicing"]),
+                    ("search-dark", "search", "dark", ["--demo-prompt", "slicing"]))  # fmt: skip
+            for name, state, theme, extra in more:
+                if wanted(name):
+                    home = root / name
+                    seed_chat(home)
+                    settings = app_paths({"GEMMADESK_HOME": str(home)}).settings_file
+                    settings.write_text(json.dumps({"schema_version": 3, "theme": theme}))
+                    failures += run_app(state, home, display, [name, *extra], {}) != 0
+
             if wanted("chatting-dark"):
                 seed_chat(root / "e")  # the same in the dark scheme (Settings.theme), as a dark desktop shows it
                 settings = app_paths({"GEMMADESK_HOME": str(root / "e")}).settings_file
-                settings.write_text(json.dumps({"schema_version": 2, "theme": "dark"}))
+                settings.write_text(json.dumps({"schema_version": 3, "theme": "dark"}))
                 prompt = ["chatting-dark", "--demo-prompt", "Here is a short poem about the sea:"]
                 failures += run_app("chatting", root / "e", display, prompt, {}) != 0
     finally:

@@ -15,7 +15,7 @@ from gemmadesk import __version__
 
 # Modules providing sub-commands, in the order `--help` lists them. A module that is missing or fails
 # to import is reported, never fatal for the other commands.
-COMMAND_MODULES = ("hw", "models", "store", "chat", "serve", "remote")
+COMMAND_MODULES = ("hw", "models", "store", "chat", "chats", "serve", "remote")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -41,7 +41,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from gemmadesk.core.paths import app_paths, atomic_write_text
+from gemmadesk.core.search_text import MAX_QUERY_CHARS, fts_query, like_pattern, match_spans, search_terms, snippet
 from gemmadesk.core.types import ChatMessage, Role
 
 log = logging.getLogger(__name__)
@@ -107,7 +108,70 @@ def _v3(db: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1, _v2, _v3)
+# Full-text search (issue 11 item 9): an FTS5 index over the messages' text, kept in step by triggers. Its
+# own migration and its own functions, so that other migrations can be ordered around it. A SQLite build
+# without FTS5 still migrates (the version is the same), searches with LIKE, and has no triggers that would
+# make every write fail; the next start on a build with FTS5 creates the index and fills it from the messages.
+FTS_TABLE = "messages_fts"
+_FTS_TRIGGERS = {
+    "messages_fts_insert": "AFTER INSERT ON messages BEGIN "
+                           "INSERT INTO messages_fts(rowid, content) VALUES (new.id, new.content); END",
+    "messages_fts_delete": "AFTER DELETE ON messages BEGIN INSERT INTO messages_fts(messages_fts, rowid, "
+                           "content) VALUES ('delete', old.id, old.content); END",
+    "messages_fts_update": "AFTER UPDATE OF content ON messages BEGIN INSERT INTO messages_fts(messages_fts, rowid, "
+                           "content) VALUES ('delete', old.id, old.content); "
+                           "INSERT INTO messages_fts(rowid, content) VALUES (new.id, new.content); END",
+}  # fmt: skip
+
+
+def fts5_available(db: sqlite3.Connection) -> bool:
+    """This SQLite build has the FTS5 module (probed with a temporary table)."""
+    try:
+        db.execute("CREATE VIRTUAL TABLE temp.gemmadesk_fts5_probe USING fts5(x)")
+        db.execute("DROP TABLE temp.gemmadesk_fts5_probe")
+    except sqlite3.OperationalError:
+        return False
+    return True
+
+
+def _fts_complete(db: sqlite3.Connection) -> bool:
+    """The index table and all three triggers exist (so the index matches the messages)."""
+    have = {r[0]: r[1] for r in db.execute("SELECT name, type FROM sqlite_master WHERE name LIKE 'messages_fts%'")}
+    return have.get(FTS_TABLE) == "table" and all(have.get(name) == "trigger" for name in _FTS_TRIGGERS)
+
+
+def _fts_index(db: sqlite3.Connection) -> None:
+    """Migration: the full-text index of the messages (where this SQLite build has FTS5)."""
+    ensure_fts(db)
+
+
+def ensure_fts(db: sqlite3.Connection) -> bool:
+    """Make the index match this SQLite build; returns whether search can use it. With FTS5: create the
+    table and triggers that are missing and, if anything was missing, rebuild the index from the messages
+    (idempotent). Without FTS5: drop GemmaDesk's triggers (they would fail every write); the index is rebuilt
+    on the next start with FTS5."""
+    if not fts5_available(db):
+        for name in _FTS_TRIGGERS:
+            db.execute(f"DROP TRIGGER IF EXISTS {name}")
+        return False
+    if _fts_complete(db):
+        return True
+    db.execute("SAVEPOINT gemmadesk_fts")
+    try:
+        db.execute(f"CREATE VIRTUAL TABLE IF NOT EXISTS {FTS_TABLE} USING fts5(content, content='messages', "
+                   "content_rowid='id', tokenize='unicode61 remove_diacritics 2')")
+        for name, body in _FTS_TRIGGERS.items():
+            db.execute(f"CREATE TRIGGER IF NOT EXISTS {name} {body}")
+        db.execute(f"INSERT INTO {FTS_TABLE}({FTS_TABLE}) VALUES ('rebuild')")
+        db.execute("RELEASE gemmadesk_fts")
+    except BaseException:
+        db.execute("ROLLBACK TO gemmadesk_fts")
+        db.execute("RELEASE gemmadesk_fts")
+        raise
+    return True
+
+
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1, _v2, _v3, _fts_index)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -147,6 +211,7 @@ class SearchHit:
     message_id: int | None  # None: the conversation's title matched
     role: Role | None
     snippet: str
+    terms: tuple[str, ...] = ()  # the search terms, for highlighting (gemmadesk.core.search_text)
 
 
 def _conversation(row: sqlite3.Row) -> Conversation:
@@ -216,6 +281,7 @@ class HistoryStore:
         self._next_retry = 0.0
         self._reply_conversation: dict[int, int] = {}  # replies begun in this session -> their conversation
         self._recovered = False  # a damaged database was replaced: rows the caller knows may be gone
+        self.fts = False  # search uses the FTS5 index (else LIKE: a SQLite build without FTS5)
         if not self._memory:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = self._open()
@@ -247,8 +313,10 @@ class HistoryStore:
                         "cannot be written: check the file's permissions and the free disk space, then start again."
                     )
                 db.execute("SELECT count(*) FROM conversations").fetchone()
+                self.fts = fts5_available(db) and _fts_complete(db)
             else:
                 migrate(db)
+                self.fts = ensure_fts(db)
         except BaseException:
             db.close()
             raise
@@ -749,27 +817,60 @@ class HistoryStore:
         out += [ChatMessage(m.role, m.content) for m in self.messages(conversation_id) if m.content.strip()]
         return out
 
+    # ------------------------------------------------------------ import
+    def add_conversations(self, items: Sequence[tuple[dict[str, Any], Sequence[dict[str, Any]]]]) -> list[int]:
+        """Insert whole conversations (an import) in one transaction, each with new ids: nothing that exists
+        is changed or replaced. ``items``: (conversation columns, [message columns]) as
+        :func:`gemmadesk.core.history_io.parse_export` returns them (checked again here). Refused while the
+        history cannot be written (an import is not kept in the journal)."""
+        checked = [(_checked(conv, _PENDING_CONVERSATION, partial=False),
+                    [_checked(m, _IMPORTED_MESSAGE, partial=False) for m in messages]) for conv, messages in items]
+
+        def do(db: sqlite3.Connection) -> list[int]:
+            ids = []
+            for conv, messages in checked:
+                cur = db.execute(f"INSERT INTO conversations ({', '.join(conv)}) "
+                                 f"VALUES ({', '.join('?' for _ in conv)})", tuple(conv.values()))
+                cid = int(cur.lastrowid or 0)
+                for m in messages:
+                    db.execute(f"INSERT INTO messages (conversation_id, {', '.join(m)}) "
+                               f"VALUES (?, {', '.join('?' for _ in m)})", (cid, *m.values()))
+                ids.append(cid)
+            return ids
+
+        result: list[int] = self._write(do, self._refuse_while_unwritable("imported"))
+        return result
+
     # ------------------------------------------------------------ search/export
     def search(self, text: str, limit: int = 50) -> list[SearchHit]:
-        """Conversations whose title, and messages whose text, contain ``text`` (LIKE: case-insensitive
-        for ASCII; ``%`` and ``_`` match literally). Title hits come first (``message_id`` None), then
-        message hits, newest first."""
-        needle = text.strip()
+        """Conversations whose title contains ``text`` (LIKE; ``%`` and ``_`` literally), then messages
+        containing every term of ``text`` as the start of a word (:mod:`gemmadesk.core.search_text`: the
+        FTS5 index, or LIKE where this SQLite build has no FTS5), newest first. ``SearchHit.terms``: what to
+        highlight."""
+        needle = text.strip()[:MAX_QUERY_CHARS]
         if not needle:
             return []
-        pattern = "%" + needle.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        terms = tuple(search_terms(needle))
         titles = self._query(
             "SELECT id, title FROM conversations WHERE title LIKE ? ESCAPE '\\' ORDER BY updated_at DESC LIMIT ?",
-            (pattern, limit),
+            (like_pattern(needle), limit),
         )
-        rows = self._query(
-            "SELECT m.id AS mid, m.role, m.content, c.id AS cid, c.title FROM messages m "
-            "JOIN conversations c ON c.id = m.conversation_id "
-            "WHERE m.content LIKE ? ESCAPE '\\' ORDER BY m.id DESC LIMIT ?",
-            (pattern, limit),
-        )
-        hits = [SearchHit(r["id"], r["title"], None, None, r["title"]) for r in titles]
-        hits += [SearchHit(r["cid"], r["title"], r["mid"], r["role"], _snippet(r["content"], needle)) for r in rows]
+        hits = [SearchHit(r["id"], r["title"], None, None, r["title"], terms) for r in titles]
+        if terms:
+            columns = "m.id AS mid, m.role, m.content, c.id AS cid, c.title"
+            if self.fts:
+                rows = self._query(
+                    f"SELECT {columns} FROM {FTS_TABLE} f JOIN messages m ON m.id = f.rowid "
+                    f"JOIN conversations c ON c.id = m.conversation_id WHERE {FTS_TABLE} MATCH ? "
+                    "ORDER BY m.id DESC LIMIT ?", (fts_query(list(terms)), limit))
+            else:  # LIKE finds the terms anywhere; keep the messages where each starts a word, as FTS5 does
+                where = " AND ".join("m.content LIKE ? ESCAPE '\\'" for _ in terms)
+                rows = self._query(
+                    f"SELECT {columns} FROM messages m JOIN conversations c ON c.id = m.conversation_id "
+                    f"WHERE {where} ORDER BY m.id DESC LIMIT ?", (*map(like_pattern, terms), 10 * limit))
+                rows = [r for r in rows if all(match_spans(r["content"], [t]) for t in terms)][:limit]
+            hits += [SearchHit(r["cid"], r["title"], r["mid"], r["role"], snippet(r["content"], list(terms)), terms)
+                     for r in rows]
         return hits[:limit]
 
     def export_json(self, conversation_id: int) -> dict[str, Any]:
@@ -789,7 +890,7 @@ class HistoryStore:
         for m in self.messages(conversation_id):
             head = "## You" if m.role == "user" else f"## {m.model or 'Model'}"
             if m.status == "partial":
-                head += " (stopped)"
+                head += " (stopped)" if m.stats.get("stop_reason") else " (interrupted)"
             lines += [head, f"_{_iso(m.created_at)}_", ""]
             if m.thoughts.strip():
                 lines += [
@@ -813,6 +914,7 @@ _PENDING_CONVERSATION = {"title": str, "created_at": (float, int), "updated_at":
 _PENDING_MESSAGE = {"conversation_id": int, "role": str, "content": str, "thoughts": str,
                     "model": (str, type(None)), "settings_json": str, "stats_json": str, "status": str,
                     "created_at": (float, int), "updated_at": (float, int)}
+_IMPORTED_MESSAGE = {k: v for k, v in _PENDING_MESSAGE.items() if k != "conversation_id"}
 
 
 def _conversation_of(cid: int, row: dict[str, Any]) -> Conversation:
@@ -1022,14 +1124,6 @@ class PartialSaver:
 def _title_from(text: str) -> str:
     line = " ".join(text.split())
     return (line[:57] + "…") if len(line) > 60 else (line or DEFAULT_TITLE)
-
-
-def _snippet(content: str, needle: str, width: int = 60) -> str:
-    at = content.lower().find(needle.lower())
-    if at < 0:
-        return content[: 2 * width]
-    start = max(0, at - width)
-    return ("…" if start else "") + content[start : at + len(needle) + width] + "…" * (at + width < len(content))
 
 
 def _iso(ts: float) -> str:

@@ -37,6 +37,7 @@ class AppPaths:
     log_dir: Path
 
     settings_file = _Under("config_dir", "settings.json")
+    presets_file = _Under("config_dir", "presets.json")  # the user's system-prompt presets
     models_dir = _Under("data_dir", "models")
     history_db = _Under("data_dir", "chats.sqlite3")
     downloads_dir = _Under("data_dir", "downloads")  # partial downloads (resumable) live here until verified

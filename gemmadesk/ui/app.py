@@ -59,19 +59,35 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     return parser.parse_known_args(argv)
 
 
+_SYSTEM_STYLE: list[str] = []  # the style Qt chose before any theme was applied (to switch back to "system")
+
+
 def apply_theme(theme: str) -> None:
-    """Follow the system's light/dark scheme unless the user picked one (Qt tracks system changes itself).
+    """Follow the system's light/dark scheme ("system") or the user's choice; also while the app runs (View →
+    Theme). Qt tracks system changes itself.
 
     Where the platform has no theme of its own to switch (bare X11, offscreen), an explicit choice is
-    honoured with Fusion and a palette built here.
+    honoured with Fusion and a palette built here; "system" then goes back to the style and palette Qt chose.
     """
     from PySide6.QtCore import Qt
+    from PySide6.QtGui import QPalette
     from PySide6.QtWidgets import QApplication
 
+    app = QApplication.instance()
+    if not isinstance(app, QApplication):
+        return
+    if not _SYSTEM_STYLE:
+        _SYSTEM_STYLE.append(app.style().name())
+    hints = QApplication.styleHints()
     schemes = {"light": Qt.ColorScheme.Light, "dark": Qt.ColorScheme.Dark}
     if theme not in schemes:
+        hints.unsetColorScheme()
+        if app.style().name() != _SYSTEM_STYLE[0]:
+            QApplication.setStyle(_SYSTEM_STYLE[0])
+        QApplication.setPalette(QPalette())  # no palette of our own: the platform's (and its changes)
         return
-    QApplication.styleHints().setColorScheme(schemes[theme])
+    hints.setColorScheme(schemes[theme])
+    QApplication.setPalette(QPalette())
     is_dark = QApplication.palette().window().color().lightness() < 128
     if is_dark != (theme == "dark"):
         QApplication.setStyle("Fusion")
@@ -93,6 +109,7 @@ def _dark_palette() -> QPalette:
         palette.setColor(r, QColor(colour))
     palette.setColor(QPalette.ColorGroup.Disabled, role.Text, QColor("#7a7a7a"))
     palette.setColor(QPalette.ColorGroup.Disabled, role.ButtonText, QColor("#7a7a7a"))
+    palette.setColor(QPalette.ColorGroup.Disabled, role.WindowText, QColor("#7a7a7a"))
     return palette
 
 

@@ -40,7 +40,7 @@ from gemmadesk.core.types import (
     SamplingParams,
     TextChunk,
 )
-from gemmadesk.ui.conversation_model import ConversationListModel
+from gemmadesk.ui.conversation_model import ConversationListModel, SearchView
 from gemmadesk.ui.host_bridge import HostBridge
 from gemmadesk.ui.notice import NoticeLevel
 from gemmadesk.ui.setup_controller import SetupController
@@ -55,8 +55,11 @@ log = logging.getLogger(__name__)
 HISTORY_FAILURES = (HistoryError, sqlite3.Error, OSError)
 
 
-def _to_view(m: Row, streaming: bool = False) -> Message:
-    return Message(m.role, m.content, m.thoughts, dict(m.stats), error="", id=m.id, streaming=streaming)
+def _to_view(m: Row, streaming: bool = False, running: int | None = None) -> Message:
+    """``running``: the id of the reply being written now (a "partial" row that is not interrupted)."""
+    interrupted = m.status == "partial" and not m.stats and not streaming and m.id != running
+    return Message(m.role, m.content, m.thoughts, dict(m.stats), error="", id=m.id, streaming=streaming,
+                   interrupted=interrupted)
 
 
 def default_params(settings: Settings) -> SamplingParams:
@@ -71,6 +74,7 @@ class ChatController(QObject):
     model_ready = Signal(str, str)  # model name, placement banner ("" when fully on the GPU)
     notice = Signal(str, str, str)  # level, what happened, what to do next
     conversation_opened = Signal(int)  # id; read params/system_prompt from the controller
+    search_matches = Signal(list, list)  # message ids of the open conversation that match the search, terms
     models_changed = Signal(list)  # [(model id, display name)]
 
     def __init__(
@@ -123,21 +127,15 @@ class ChatController(QObject):
         try:
             yield
         except HISTORY_FAILURES as exc:
-            self._show_history_notices()
             log.warning("could not %s: %r", what, exc)
             text = str(exc) if isinstance(exc, HistoryError) else f"Could not {what}: the chat history failed ({exc})."
+            text = " ".join([text, *self.history.take_notices()])  # with what the history found meanwhile
             self._tell(NoticeLevel.ERROR, text, "Try again; if it keeps failing, the log file has details.")
         except EngineError as exc:
             log.warning("could not %s: %s", what, exc)
             self._tell(NoticeLevel.ERROR, str(exc), "Load a model, then try again.")
         else:
-            self._show_history_notices()
-
-    def _show_history_notices(self) -> None:
-        """What the history recovered from since the last look (a damaged database moved aside, a locked or
-        read-only one keeping new turns in its journal): each shown once, when it happens."""
-        for text in self.history.take_notices():
-            self._tell(NoticeLevel.WARNING, text, "Nothing is lost: GemmaDesk saves them as soon as it can.")
+            self.report_history_notices()
 
     # ------------------------------------------------------------------ models
     def installed_models(self) -> list[InstalledModel]:
@@ -275,6 +273,15 @@ class ChatController(QObject):
         except Exception:
             return self.model_id or ""
 
+    def unload_model(self) -> None:
+        """Free the loaded model (before its file is deleted); the chat then says no model is loaded."""
+        if self._load is not None:
+            self._load.stop()
+            self._load = None
+        self.bridge.host.unload()
+        self.model_id, self.report = None, None
+        self.model_loading.emit("", -1.0)
+
     def set_context(self, n_ctx: int) -> None:
         """The chat panel's context length: reload the model with it (the host then reports it)."""
         loaded = self.bridge.state.settings  # (a remote server has a context length of its own)
@@ -287,10 +294,23 @@ class ChatController(QObject):
             self._query = query.strip()
         with self._history_guard("list the conversations"):
             convs = self.history.list_conversations()
-            if self._query:
-                hits = {h.conversation_id for h in self.history.search(self._query, limit=500)}
-                convs = [c for c in convs if c.id in hits]
-            self.conversations.set_conversations(convs)
+            found = SearchView.of(self.history.search(self._query, limit=500)) if self._query else SearchView()
+            self.conversations.set_conversations([c for c in convs if c.id in found.snippets or not self._query],
+                                                 found)  # fmt: skip
+            if query is not None and self.conversation_id is not None:  # typed: mark the matches of the open chat
+                self._show_matches(self.conversation_id)
+        self.report_history_notices()
+
+    def _show_matches(self, conversation_id: int) -> None:
+        found = self.conversations.search
+        self.search_matches.emit(list(found.matches.get(conversation_id, [])), list(found.terms))
+
+    def report_history_notices(self) -> None:
+        """What the history recovered from since the last look (a damaged database moved aside, new turns kept
+        in a journal while it cannot be written, the journal saved): shown once each."""
+        notices = self.history.take_notices()
+        if notices:
+            self._tell(NoticeLevel.WARNING, " ".join(notices), "Nothing was deleted; details are in the log file.")
 
     def new_conversation(self, keep_settings: bool = False) -> int | None:
         """Start and open a new conversation: with the user's default settings (File → New chat), or with
@@ -322,8 +342,11 @@ class ChatController(QObject):
                 break
         self.params = params
         self.system_prompt = conv.system_prompt
-        self.transcript.set_messages([_to_view(m) for m in rows])
+        running = self._reply.reply_id if self._reply is not None else None
+        self.transcript.set_messages([_to_view(m, running=running) for m in rows])
         self.conversation_opened.emit(conversation_id)
+        if self._query:
+            self._show_matches(conversation_id)
 
     def rename(self, conversation_id: int, title: str) -> None:
         with self._history_guard("rename the conversation"):
@@ -436,7 +459,7 @@ class ChatController(QObject):
         self.busy_changed.emit(False)
         self.refresh_conversations()
         self.setup.refresh_measurements()  # the fit list's speeds now include this reply
-        self._show_history_notices()  # the reply was saved on the LLM thread: it may have hit the journal
+        self.report_history_notices()  # the reply was saved on the LLM thread: it may have hit the journal
 
     @Slot(object)
     def _reply_failed(self, handle: ReplyHandle) -> None:
@@ -447,7 +470,7 @@ class ChatController(QObject):
             self.transcript.update_last(streaming=False, error=message)
         self._reply = None
         self.busy_changed.emit(False)
-        self._show_history_notices()
+        self.report_history_notices()
         self._tell(NoticeLevel.ERROR, message, "The conversation is saved; try again or shorten it.")
 
     def shutdown(self) -> None:

@@ -4,7 +4,7 @@ goes to :class:`ChatController`."""
 
 from __future__ import annotations
 
-from PySide6.QtCore import QItemSelectionModel, Qt, Slot
+from PySide6.QtCore import QItemSelectionModel, QPoint, Qt, Signal, Slot
 from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -13,6 +13,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QLineEdit,
     QListView,
+    QMenu,
     QMessageBox,
     QProgressBar,
     QPushButton,
@@ -26,12 +27,16 @@ from gemmadesk.core.chat import HostState
 from gemmadesk.ui.chat_controller import ChatController
 from gemmadesk.ui.chat_settings import ChatSettingsPanel
 from gemmadesk.ui.composer import Composer
+from gemmadesk.ui.conversation_delegate import ConversationDelegate
 from gemmadesk.ui.conversation_model import CONVERSATION_ID_ROLE
 from gemmadesk.ui.message_view import MessageView
 from gemmadesk.ui.notice import NoticeBar
+from gemmadesk.ui.widgets import ElidedLabel
 
 
 class Sidebar(QWidget):
+    export_requested = Signal(int, str)  # conversation id, "md" | "json"
+
     def __init__(self, ctl: ChatController, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.ctl = ctl
@@ -47,6 +52,14 @@ class Sidebar(QWidget):
             QAbstractItemView.EditTrigger.EditKeyPressed | QAbstractItemView.EditTrigger.DoubleClicked
         )
         self.list.selectionModel().currentRowChanged.connect(self._picked)
+        # Long titles end in "…" at the list's width (no horizontal scrollbar); search hits show their text.
+        self.list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.list.setTextElideMode(Qt.TextElideMode.ElideRight)
+        self.list.setItemDelegate(ConversationDelegate(lambda: ctl.conversations.terms, self.list))
+        self.list.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.list.customContextMenuRequested.connect(self._menu)
+        delete_key = QShortcut(QKeySequence(QKeySequence.StandardKey.Delete), self.list, self.confirm_delete)
+        delete_key.setContext(Qt.ShortcutContext.WidgetShortcut)
         self.new_button = QPushButton("+ New chat")
         self.new_button.setAccessibleName("New chat")
         self.new_button.setToolTip("New chat (Ctrl+N)")
@@ -67,6 +80,20 @@ class Sidebar(QWidget):
         layout.addWidget(self.list, 1)
         layout.addLayout(row)
         ctl.conversations.modelReset.connect(self._reselect)
+
+    def _menu(self, pos: QPoint) -> None:
+        index = self.list.indexAt(pos)
+        if not index.isValid():
+            return
+        self.list.setCurrentIndex(index)
+        cid = int(index.data(CONVERSATION_ID_ROLE))
+        menu = QMenu(self)
+        menu.addAction("&Rename", lambda: self.list.edit(index))
+        menu.addAction("Export as &Markdown…", lambda: self.export_requested.emit(cid, "md"))
+        menu.addAction("Export as &JSON…", lambda: self.export_requested.emit(cid, "json"))
+        menu.addSeparator()
+        menu.addAction("&Delete…", self.confirm_delete)
+        menu.popup(self.list.viewport().mapToGlobal(pos))
 
     def _picked(self, index: object) -> None:
         cid = self.list.currentIndex().data(CONVERSATION_ID_ROLE)
@@ -111,19 +138,24 @@ class ChatView(QWidget):
         self.sidebar = Sidebar(ctl)
         self.model_box = QComboBox()
         self.model_box.setAccessibleName("Model")
-        self.model_box.setMinimumWidth(260)
+        # Sized by a short name, not the longest one: the page fits an 800 px window with Settings open.
+        self.model_box.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.model_box.setMinimumContentsLength(14)
+        self.model_box.setMaximumWidth(420)
         self.model_box.activated.connect(lambda i: ctl.load_model(str(self.model_box.itemData(i))))
         self.load_bar = QProgressBar()
         self.load_bar.setAccessibleName("Model loading progress")
         self.load_bar.setRange(0, 100)
         self.load_bar.setMaximumWidth(200)
         self.load_bar.hide()
-        self.model_status = QLabel("No model loaded")
-        self.model_status.setTextFormat(Qt.TextFormat.PlainText)  # the model's name comes from its file
+        self.model_status = ElidedLabel("No model loaded")  # plain text: the model's name comes from its file
+        self.model_status.setAccessibleName("Model status")
+        self._ready_text = ""  # the status when no reply is being written
         self.settings_toggle = QToolButton()
         self.settings_toggle.setText("Settings")
         self.settings_toggle.setCheckable(True)
         self.settings_toggle.setAccessibleName("Show conversation settings")
+        self.settings_toggle.setToolTip("System prompt, presets and sampling (Ctrl+,)")
         self.banner = QLabel()
         self.banner.setTextFormat(Qt.TextFormat.PlainText)
         self.banner.setWordWrap(True)
@@ -135,17 +167,19 @@ class ChatView(QWidget):
         self.settings_panel = ChatSettingsPanel()
         self.settings_panel.set_values(ctl.system_prompt, ctl.params)
         self.settings_panel.set_context(ctl.settings.context_length)
-        self.composer.thinking.setChecked(ctl.params.thinking)
+        self._sync_thinking()
+        self._hint()
         self.settings_panel.hide()
-        self.settings_toggle.toggled.connect(self.settings_panel.setVisible)
+        self.settings_toggle.toggled.connect(self._show_settings)
 
         bar = QHBoxLayout()
         model_label = QLabel("&Model:")
         model_label.setTextFormat(Qt.TextFormat.PlainText)
         model_label.setBuddy(self.model_box)
-        for w in (model_label, self.model_box, self.load_bar, self.model_status):
-            bar.addWidget(w)
-        bar.addStretch(1)
+        bar.addWidget(model_label)
+        bar.addWidget(self.model_box, 1)  # the two share what is left: the name shows in full where it can
+        bar.addWidget(self.load_bar)
+        bar.addWidget(self.model_status, 1)
         bar.addWidget(self.settings_toggle)
         center = QWidget()
         col = QVBoxLayout(center)
@@ -154,7 +188,7 @@ class ChatView(QWidget):
         col.addWidget(self.banner)
         col.addWidget(self.messages, 1)
         col.addWidget(self.composer)
-        split = QSplitter()
+        self.split = split = QSplitter()
         split.addWidget(self.sidebar)
         split.addWidget(center)
         split.addWidget(self.settings_panel)
@@ -178,6 +212,7 @@ class ChatView(QWidget):
             (ctl.bridge.stateChanged, self._host_state), (ctl.busy_changed, self._busy),
             (ctl.model_loading, self._loading), (ctl.model_ready, self._ready), (ctl.models_changed, self._models),
             (ctl.conversation_opened, self._opened), (ctl.notice, self._notice),
+            (ctl.search_matches, self.messages.highlight), (panel.error, self._panel_error),
         )
         for signal, slot in wiring:
             signal.connect(slot)
@@ -185,9 +220,24 @@ class ChatView(QWidget):
     def _notice(self, level: str, text: str, next_step: str) -> None:
         self.notice.show_message(text, level, next_step)
 
+    def _show_settings(self, shown: bool) -> None:
+        """Open the settings beside the chat without widening the window: in a narrow window the chat list
+        gives up some of its width, so the chat keeps at least half of it."""
+        self.settings_panel.setVisible(shown)
+        if shown:
+            sizes = self.split.sizes()
+            total = sum(sizes)
+            panel = max(self.settings_panel.minimumSizeHint().width(), min(280, total // 4))
+            side = min(sizes[0], max(self.sidebar.minimumSizeHint().width(), total // 5))
+            self.split.setSizes([side, max(total - side - panel, 0), panel])
+
+    def _panel_error(self, text: str) -> None:
+        self.notice.show_message(text, "warning", "")
+
     def _shortcuts(self) -> None:
         QShortcut(QKeySequence.StandardKey.Find, self, self.sidebar.search.setFocus)
         QShortcut(QKeySequence(Qt.Key.Key_Escape), self, self.composer.escape)
+        QShortcut(QKeySequence("Ctrl+,"), self, self.settings_toggle.toggle)
 
     # ------------------------------------------------------------------ reactions
     def _send(self, text: str, message_id: int | None) -> None:
@@ -213,11 +263,39 @@ class ChatView(QWidget):
         self.composer.set_busy(busy)
         self.messages.set_busy(busy)
         self.model_box.setEnabled(not busy)
+        if busy:
+            self.model_status.setText("Writing a reply… (Esc stops)")
+        elif self._ready_text:
+            self.model_status.setText(self._ready_text)
+
+    def _sync_thinking(self) -> None:
+        """The Thinking switch: on only for models that can think; it shows the conversation's setting."""
+        state, report = self.ctl.host_state, self.ctl.report
+        info = state.info if state.ready else None
+        supported = info.supports_thinking if info is not None else report.supports_thinking if report else True
+        box = self.composer.thinking
+        box.blockSignals(True)
+        box.setEnabled(supported)
+        box.setChecked(supported and self.ctl.params.thinking)
+        box.setToolTip("Let the model think before it answers" if supported
+                       else "This model cannot think before answering")  # fmt: skip
+        box.blockSignals(False)
+
+    def _hint(self) -> None:
+        if self.ctl.report is None and self.ctl.model_id is None:
+            self.messages.set_hint("No model is loaded", "Pick an installed model above, or download one: File → "
+                                   "Models… (Ctrl+Shift+M).")
+        else:
+            self.messages.set_hint("Start a conversation", "Type your message below and press Enter (Shift+Enter "
+                                   "adds a line; Esc stops a reply). Settings, top right, has the system prompt, "
+                                   "presets and sampling.")
 
     def _loading(self, name: str, fraction: float) -> None:
         if fraction < 0:
             self.load_bar.hide()
+            self._ready_text = ""
             self.model_status.setText("No model loaded")
+            self._hint()
             return
         self.load_bar.show()
         self.load_bar.setValue(int(fraction * 100))
@@ -235,7 +313,10 @@ class ChatView(QWidget):
         remote = self.ctl.remote_info
         if remote is not None:  # a model on another server (gemmadesk.ui.remote_controller)
             where, ctx = "remote server", f" · {remote.n_ctx // 1024}K context" if remote.n_ctx >= 1024 else ""
-        self.model_status.setText(f"Ready · {where}{ctx}")
+        self._ready_text = f"Ready · {where}{ctx}"
+        self.model_status.setText(self._ready_text)
+        self._sync_thinking()
+        self._hint()
         self.composer.send_button.setEnabled(True)
         self.banner.setText(banner)
         self.banner.setVisible(bool(banner))
@@ -251,7 +332,5 @@ class ChatView(QWidget):
     def _opened(self, _cid: int) -> None:
         self.composer.cancel_edit()  # an edit belongs to the conversation it was started in
         self.settings_panel.set_values(self.ctl.system_prompt, self.ctl.params)
-        self.composer.thinking.blockSignals(True)
-        self.composer.thinking.setChecked(self.ctl.params.thinking)
-        self.composer.thinking.blockSignals(False)
+        self._sync_thinking()
         self.sidebar._reselect()

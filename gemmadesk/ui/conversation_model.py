@@ -6,16 +6,36 @@ Titles are edited in place (F2 / double-click / the Rename button); the edit is 
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from PySide6.QtCore import QAbstractListModel, QModelIndex, QPersistentModelIndex, Qt, Signal
 
-from gemmadesk.core.history import Conversation
+from gemmadesk.core.history import Conversation, SearchHit
 from gemmadesk.ui.richtext import plain_tooltip
 
 _Index = QModelIndex | QPersistentModelIndex
 CONVERSATION_ID_ROLE = Qt.ItemDataRole.UserRole + 1
+SNIPPET_ROLE = Qt.ItemDataRole.UserRole + 2  # the matching text while searching ("" otherwise)
+
+
+@dataclass(frozen=True)
+class SearchView:
+    """What a search found, as the sidebar and the transcript show it."""
+
+    snippets: dict[int, str] = field(default_factory=dict)  # conversation id -> its matching text
+    matches: dict[int, list[int]] = field(default_factory=dict)  # conversation id -> its matching message ids
+    terms: list[str] = field(default_factory=list)  # what to highlight
+
+    @classmethod
+    def of(cls, hits: list[SearchHit]) -> SearchView:
+        view = cls(terms=list(hits[0].terms) if hits else [])
+        for h in hits:
+            view.snippets.setdefault(h.conversation_id, h.snippet)
+            if h.message_id is not None:
+                view.matches.setdefault(h.conversation_id, []).append(h.message_id)
+        return view
 
 
 class ConversationListModel(QAbstractListModel):
@@ -24,10 +44,16 @@ class ConversationListModel(QAbstractListModel):
     def __init__(self, parent: Any = None) -> None:
         super().__init__(parent)
         self._items: list[Conversation] = []
+        self.search = SearchView()  # while searching: each conversation's matching text, the terms
 
-    def set_conversations(self, items: list[Conversation]) -> None:
+    @property
+    def terms(self) -> list[str]:
+        return self.search.terms
+
+    def set_conversations(self, items: list[Conversation], search: SearchView | None = None) -> None:
         self.beginResetModel()
         self._items = list(items)
+        self.search = search or SearchView()
         self.endResetModel()
 
     def conversation(self, row: int) -> Conversation:
@@ -55,6 +81,8 @@ class ConversationListModel(QAbstractListModel):
             return plain_tooltip(f"{c.title}\nlast active {datetime.fromtimestamp(c.updated_at):%Y-%m-%d %H:%M}")
         if role == CONVERSATION_ID_ROLE:
             return c.id
+        if role == SNIPPET_ROLE:
+            return self.search.snippets.get(c.id, "")
         return None
 
     def setData(self, index: _Index, value: Any, role: int = Qt.ItemDataRole.EditRole) -> bool:

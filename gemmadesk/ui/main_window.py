@@ -16,12 +16,14 @@ from gemmadesk.core.fit import FitOptions
 from gemmadesk.core.hardware import Hardware
 from gemmadesk.core.history import HistoryError, HistoryStore
 from gemmadesk.core.paths import AppPaths, app_paths
+from gemmadesk.core.presets import PresetStore
 from gemmadesk.core.remote import ServerStore
 from gemmadesk.core.settings import Settings, SettingsStore
 from gemmadesk.core.store import ModelStore
 from gemmadesk.ui.chat_controller import ChatController
 from gemmadesk.ui.chat_view import ChatView
 from gemmadesk.ui.download_controller import DownloadController
+from gemmadesk.ui.installed_tab import InstalledTab
 from gemmadesk.ui.notice import NoticeBar
 from gemmadesk.ui.remote_controller import RemoteController
 from gemmadesk.ui.remote_view import VllmOffer
@@ -32,6 +34,7 @@ from gemmadesk.ui.server_menu import ServerMenu
 from gemmadesk.ui.setup_controller import SetupController
 from gemmadesk.ui.setup_page import SetupPage
 from gemmadesk.ui.tasks import TaskRunner
+from gemmadesk.ui.window_actions import WindowActions
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +70,9 @@ class MainWindow(QMainWindow):
         self.chat_view = ChatView(self.chat, self.notice)
         self.stack.addWidget(self.setup_page)
         self.stack.addWidget(self.chat_view)
+        self.chat_view.settings_panel.set_preset_store(PresetStore(self.paths.presets_file))
+        self.window_actions = WindowActions(self)  # Import…, Export…, drops, theme, keyboard help
+        self.installed = InstalledTab(self)  # the Models page's Installed tab
         central = QWidget()
         layout = QVBoxLayout(central)
         layout.addWidget(self.notice)
@@ -85,6 +91,8 @@ class MainWindow(QMainWindow):
 
         self.setup_page.context_chosen.connect(self._remember_context)
         self.setup_page.chat_requested.connect(self.open_chat)
+        self.setup_page.back_requested.connect(self.show_chat)
+        self.chat_view.sidebar.export_requested.connect(self.window_actions.choose_export)
         self.chat.model_ready.connect(self._remember_model)
         self.chat.bridge.stateChanged.connect(self._host_state)
         self.setup.hardware_failed.connect(
@@ -138,8 +146,20 @@ class MainWindow(QMainWindow):
         self.chat_view.composer.edit.setFocus()
 
     def new_chat(self) -> None:
-        if self.stack.currentWidget() is self.chat_view:
-            self.chat.new_conversation()
+        """Ctrl+N, from any page: to the chat, with a new conversation."""
+        if self.stack.currentWidget() is not self.chat_view:
+            self.show_chat()
+        self.chat.new_conversation()
+
+    def show_chat(self) -> None:
+        """Back to the chat; with no model loaded, the last one used (or the first installed) is loaded."""
+        installed = [m.id for m in self.chat.installed_models() if m.status == "ok"]
+        if self.chat.model_id is None and installed:
+            last = self.settings.last_model
+            self.open_chat(last if last in installed else installed[0])
+            return
+        self.stack.setCurrentWidget(self.chat_view)
+        self.chat_view.composer.edit.setFocus()
 
     def _remember_model(self) -> None:
         if self.chat.model_id and self.chat.model_id != self.settings.last_model:
@@ -154,15 +174,19 @@ class MainWindow(QMainWindow):
         new_action.triggered.connect(self.new_chat)
         file_menu.addAction(new_action)
         self.models_action = QAction("&Models…", self)
+        self.models_action.setShortcut(QKeySequence("Ctrl+Shift+M"))
         self.models_action.triggered.connect(self.show_setup)
         file_menu.addAction(self.models_action)
+        self.window_actions.fill_file_menu(file_menu)
         quit_action = QAction("&Quit", self)
         quit_action.setShortcut(QKeySequence.StandardKey.Quit)
         quit_action.triggered.connect(self.close)
         file_menu.addAction(quit_action)
+        self.window_actions.add_view_menu(self.menuBar())
         self.server_menu = ServerMenu(self, self.serve, self.remote, self._remember_serve_port)
         self.menuBar().addMenu(self.server_menu.menu)
         help_menu = self.menuBar().addMenu("&Help")
+        self.window_actions.fill_help_menu(help_menu)
         log_action = QAction("Open &log folder", self)
         log_action.triggered.connect(self.open_log_folder)
         help_menu.addAction(log_action)
@@ -220,6 +244,9 @@ class MainWindow(QMainWindow):
             self.setup.set_context(n_ctx)
             self.setup_page.view.set_context(n_ctx)
             self._remember_context(n_ctx)
+
+    def save_settings(self) -> None:
+        self._save_settings()
 
     def _save_settings(self) -> None:
         try:

@@ -8,8 +8,8 @@ statistics, an error) is plain text: a label never interprets model- or file-con
 
 from __future__ import annotations
 
-from PySide6.QtCore import QModelIndex, QPersistentModelIndex, Qt, QTimer, QUrl, Signal
-from PySide6.QtGui import QDesktopServices, QGuiApplication, QResizeEvent
+from PySide6.QtCore import QEvent, QModelIndex, QPersistentModelIndex, QRegularExpression, Qt, QTimer, QUrl, Signal
+from PySide6.QtGui import QColor, QDesktopServices, QGuiApplication, QResizeEvent
 from PySide6.QtWidgets import (
     QFrame,
     QHBoxLayout,
@@ -17,16 +17,21 @@ from PySide6.QtWidgets import (
     QPushButton,
     QScrollArea,
     QSizePolicy,
+    QTextEdit,
     QToolButton,
     QVBoxLayout,
     QWidget,
 )
 
+from gemmadesk.core.search_text import highlight_pattern
+from gemmadesk.ui.conversation_delegate import HIGHLIGHT
 from gemmadesk.ui.markdown import MarkdownView, warm_up
 from gemmadesk.ui.transcript_model import Message, TranscriptModel
 
 STOP_WORDS = {"stopped": "stopped", "length": "hit max tokens", "context_full": "context full"}
 USER_BUBBLE = "#MessageBubble { border-radius: 8px; background: rgba(127,127,127,0.12) }"
+MATCH_BUBBLE = "#MessageBubble { border-radius: 8px; border: 2px solid #f9a825 }"  # a search match
+INTERRUPTED = "interrupted: this reply did not finish (GemmaDesk closed, crashed or failed while writing it)"
 _Index = QModelIndex | QPersistentModelIndex
 
 
@@ -111,19 +116,24 @@ class MessageBubble(QFrame):
         self.error.setStyleSheet("color: #c62828")
         self.error.setAccessibleName("Error")
         self.error.hide()
+        self.copy_button = QPushButton("Copy")
+        self.copy_button.setAccessibleName("Copy this whole message")
+        self.copy_button.setToolTip("Copy the whole message (as Markdown)")
+        self.copy_button.clicked.connect(self.copy)
         self.regen_button = QPushButton("Regenerate")
         self.regen_button.setAccessibleName("Regenerate this reply")
         self.regen_button.clicked.connect(self.regenerate)
         self.edit_button = QPushButton("Edit")
         self.edit_button.setAccessibleName("Edit this message and send it again")
         self.edit_button.clicked.connect(self.edit)
-        for b in (self.regen_button, self.edit_button):
+        for b in (self.copy_button, self.regen_button, self.edit_button):
             b.setFlat(True)
         head = QHBoxLayout()
         head.addWidget(self.who)
         head.addWidget(self.thoughts_toggle)
         head.addStretch(1)
         head.addWidget(self.stats)
+        head.addWidget(self.copy_button)
         head.addWidget(self.edit_button)
         head.addWidget(self.regen_button)
         layout = QVBoxLayout(self)
@@ -134,11 +144,17 @@ class MessageBubble(QFrame):
         layout.addWidget(self.error)
         self._last_text: tuple[str, bool, bool] | None = None
         self._last_thoughts: tuple[str, bool, bool] | None = None
+        self.content = ""  # the message's whole text (what Copy copies)
+        self.matched = False  # a search match: framed, its matching words highlighted
+
+    def copy(self) -> None:
+        QGuiApplication.clipboard().setText(self.content)
 
     def show_message(self, m: Message, is_last: bool, busy: bool) -> None:
         assistant = m.role == "assistant"
+        self.content = m.content
         self.who.setText("<b>Gemma</b>" if assistant else "<b>You</b>")
-        sheet = "" if assistant else USER_BUBBLE
+        sheet = MATCH_BUBBLE if self.matched else "" if assistant else USER_BUBBLE
         if self.styleSheet() != sheet:  # a new style sheet re-polishes every child: not on every batch
             self.setStyleSheet(sheet)
         dark = is_dark(self)
@@ -154,9 +170,31 @@ class MessageBubble(QFrame):
             self.thoughts.show_markdown(m.thoughts, streaming=thinking[1] and bool(m.thoughts), dark=dark)
         self.thoughts_toggle.setVisible(bool(m.thoughts))
         self._toggle_thoughts(self.thoughts_toggle.isChecked())
-        self.stats.setText(format_stats(m.stats))
+        self.stats.setText(INTERRUPTED if m.interrupted else format_stats(m.stats))
+        self.stats.setStyleSheet("color: #b26a00; font-size: 11px" if m.interrupted else "color: gray; font-size: 11px")
+        self.copy_button.setVisible(bool(m.content) and not m.streaming)
         self.regen_button.setVisible(assistant and is_last and not busy)
         self.edit_button.setVisible(not assistant and not busy)
+
+    def highlight(self, terms: list[str]) -> int:
+        """Mark the words that match ``terms`` in the shown text (no terms: clear); returns how many."""
+        selections: list[QTextEdit.ExtraSelection] = []
+        pattern = highlight_pattern(terms)
+        if pattern:
+            options = (QRegularExpression.PatternOption.CaseInsensitiveOption
+                       | QRegularExpression.PatternOption.UseUnicodePropertiesOption)  # fmt: skip
+            regex = QRegularExpression(pattern, options)
+            cursor = self.body.document().find(regex)
+            while not cursor.isNull() and len(selections) < 500:
+                if cursor.hasSelection():
+                    selection = QTextEdit.ExtraSelection()
+                    selection.cursor = cursor
+                    selection.format.setBackground(QColor(HIGHLIGHT))
+                    selection.format.setForeground(QColor("black"))
+                    selections.append(selection)
+                cursor = self.body.document().find(regex, cursor)
+        self.body.setExtraSelections(selections)
+        return len(selections)
 
     def _toggle_thoughts(self, shown: bool) -> None:
         self.thoughts_toggle.setText("▾ Thoughts" if shown else "▸ Thoughts")
@@ -184,6 +222,8 @@ class MessageView(QScrollArea):
         self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self._inner = QWidget()
         self._layout = QVBoxLayout(self._inner)
+        self.hint = _Hint()  # what an empty chat says (set_hint); shown while there are no messages
+        self._layout.addWidget(self.hint)
         self._layout.addStretch(1)
         self.setWidget(self._inner)
         self.bubbles: list[MessageBubble] = []
@@ -197,7 +237,51 @@ class MessageView(QScrollArea):
         self.verticalScrollBar().rangeChanged.connect(self._follow)
         self._stick = True
         self.verticalScrollBar().valueChanged.connect(self._track_bottom)
+        self._match: tuple[list[int], list[str]] = ([], [])  # message ids and terms of a search, shown
+        self._recolour = QTimer(self)
+        self._recolour.setSingleShot(True)
+        self._recolour.setInterval(0)
+        self._recolour.timeout.connect(lambda: self._refresh(0, len(self.bubbles) - 1))
         self._rebuild()
+
+    def set_hint(self, title: str, text: str) -> None:
+        self.hint.title.setText(title)
+        self.hint.text.setText(text)
+
+    def highlight(self, message_ids: list[int], terms: list[str]) -> None:
+        """Frame the messages that matched the search, mark the matching words, and scroll to the first."""
+        self._match = (list(message_ids), list(terms))
+        wanted = set(message_ids)
+        first: MessageBubble | None = None
+        for row, bubble in enumerate(self.bubbles):
+            matched = self.model.message(row).id in wanted
+            if matched != bubble.matched:
+                bubble.matched = matched
+                self._refresh(row, row)
+            if matched and first is None:
+                first = bubble
+        self._apply_highlight(first, tries=20)
+
+    def _apply_highlight(self, first: MessageBubble | None, tries: int) -> None:
+        """Long messages are shown in steps: mark the words once the whole text is in the view."""
+        if any(b.body.busy for b in self.bubbles) and tries > 0:
+            QTimer.singleShot(50, self, lambda: self._apply_highlight(first, tries - 1))
+            return
+        for bubble in self.bubbles:
+            bubble.highlight(self._match[1] if bubble.matched else [])
+        if first is not None:
+            self._stick = False
+            QTimer.singleShot(0, self, lambda: self._scroll_to(first))
+
+    def _scroll_to(self, bubble: MessageBubble) -> None:
+        if bubble in self.bubbles:
+            self.ensureWidgetVisible(bubble, 0, 40)
+
+    def changeEvent(self, event: QEvent) -> None:  # noqa: N802
+        """A new theme (View → Theme, or the system's): render every bubble again in its colours."""
+        super().changeEvent(event)
+        if event.type() in (QEvent.Type.PaletteChange, QEvent.Type.ApplicationPaletteChange, QEvent.Type.StyleChange):
+            self._recolour.start()  # once every child has the new palette
 
     def set_busy(self, busy: bool) -> None:
         self.busy = busy
@@ -213,6 +297,7 @@ class MessageView(QScrollArea):
         for bubble in self.bubbles:
             bubble.deleteLater()
         self.bubbles = []
+        self._match = ([], [])
         self._inserted(QModelIndex(), 0, self.model.rowCount() - 1)
         self._stick = True
 
@@ -220,7 +305,8 @@ class MessageView(QScrollArea):
         for row in range(first, last + 1):
             bubble = self._make(row)
             self.bubbles.insert(row, bubble)
-            self._layout.insertWidget(row, bubble)
+            self._layout.insertWidget(row + 1, bubble)  # after the hint
+        self.hint.setVisible(not self.bubbles)
         self._refresh(max(first - 1, 0), len(self.bubbles) - 1)
 
     def _removed(self, _parent: _Index, first: int, last: int) -> None:
@@ -228,6 +314,7 @@ class MessageView(QScrollArea):
             self._layout.removeWidget(bubble)
             bubble.deleteLater()
         del self.bubbles[first : last + 1]
+        self.hint.setVisible(not self.bubbles)
         self._refresh(max(first - 1, 0), len(self.bubbles) - 1)
 
     def _changed(self, top: _Index, bottom: _Index) -> None:
@@ -246,3 +333,27 @@ class MessageView(QScrollArea):
         if self._stick:
             bar = self.verticalScrollBar()
             QTimer.singleShot(0, lambda: bar.setValue(bar.maximum()))
+
+
+class _Hint(QWidget):
+    """The empty chat's hint: a title and a sentence, plain text, centred."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setObjectName("EmptyChatHint")
+        self.title = QLabel()
+        self.title.setTextFormat(Qt.TextFormat.PlainText)
+        font = self.title.font()
+        font.setPointSizeF(font.pointSizeF() * 1.4)
+        font.setBold(True)
+        self.title.setFont(font)
+        self.text = QLabel()
+        self.text.setTextFormat(Qt.TextFormat.PlainText)
+        self.text.setWordWrap(True)
+        self.text.setStyleSheet("color: gray")
+        self.text.setAccessibleName("What to do in an empty chat")
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(24, 60, 24, 0)
+        for label in (self.title, self.text):
+            label.setAlignment(Qt.AlignmentFlag.AlignHCenter)
+            layout.addWidget(label)

@@ -6,7 +6,8 @@ import html
 from typing import TYPE_CHECKING
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import QMessageBox, QVBoxLayout, QWidget
+from PySide6.QtGui import QKeySequence, QShortcut
+from PySide6.QtWidgets import QMessageBox, QPushButton, QTabWidget, QVBoxLayout, QWidget
 
 from gemmadesk.core.fit import will_not_run_warning
 from gemmadesk.core.units import human_bytes
@@ -23,6 +24,7 @@ if TYPE_CHECKING:  # the downloads module is imported on the first download, not
 class SetupPage(QWidget):
     chat_requested = Signal(str)  # installed model id
     context_chosen = Signal(int)
+    back_requested = Signal()  # "Back to chat" (or Esc)
 
     def __init__(self, setup: SetupController, downloads: DownloadController, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -31,9 +33,24 @@ class SetupPage(QWidget):
         self.view = SetupView(setup.model)
         self.panel = DownloadPanel()
         self._failed_id: str | None = None  # the entry whose download failed last (its panel shows Retry)
+        # The page: a way back to the chat, then tabs: the fit list with its download panel; the window adds
+        # the installed models (add_tab).
+        self.back_button = QPushButton("← Back to &chat")
+        self.back_button.setAccessibleName("Back to the chat")
+        self.back_button.setToolTip("Back to the chat (Esc)")
+        self.back_button.clicked.connect(self.back_requested)
+        QShortcut(QKeySequence(Qt.Key.Key_Escape), self, self.back_requested.emit)
+        self.tabs = QTabWidget()
+        self.tabs.setDocumentMode(True)
+        download_tab = QWidget()
+        column = QVBoxLayout(download_tab)
+        column.setContentsMargins(0, 0, 0, 0)
+        column.addWidget(self.view, 1)
+        column.addWidget(self.panel)
+        self.tabs.addTab(download_tab, "&Download models")
+        self.tabs.setCornerWidget(self.back_button, Qt.Corner.TopLeftCorner)
         layout = QVBoxLayout(self)
-        layout.addWidget(self.view, 1)
-        layout.addWidget(self.panel)
+        layout.addWidget(self.tabs, 1)
         self.view.set_context(setup.options.n_ctx)
 
         setup.hardware_ready.connect(self.view.show_hardware)
@@ -57,6 +74,9 @@ class SetupPage(QWidget):
         downloads.stopped.connect(self._stopped)
         downloads.partial_found.connect(self._partial_found)
         downloads.discarded.connect(self._discarded)
+
+    def add_tab(self, widget: QWidget, title: str) -> int:
+        return self.tabs.addTab(widget, title)
 
     # ------------------------------------------------------------------ helpers
     def _label(self, entry_id: str | None) -> str:

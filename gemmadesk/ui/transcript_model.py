@@ -29,6 +29,7 @@ class Message:
     streaming: bool = False
     error: str = ""
     id: int | None = None  # the history store's row id once saved
+    interrupted: bool = False  # a reply left unfinished by an earlier run (closed or crashed while writing)
 
 
 class TranscriptModel(QAbstractListModel):

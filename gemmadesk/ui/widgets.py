@@ -1,0 +1,45 @@
+"""Small widgets the pages share."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QSize, Qt
+from PySide6.QtGui import QPainter, QPaintEvent
+from PySide6.QtWidgets import QLabel, QSizePolicy, QWidget
+
+from gemmadesk.ui.richtext import plain_tooltip
+
+
+class ElidedLabel(QLabel):
+    """One line of plain text that shrinks with an ellipsis instead of widening the window; the full text is
+    the tooltip when it does not fit."""
+
+    def __init__(self, text: str = "", parent: QWidget | None = None,
+                 mode: Qt.TextElideMode = Qt.TextElideMode.ElideRight) -> None:  # fmt: skip
+        super().__init__(parent)
+        self.setTextFormat(Qt.TextFormat.PlainText)
+        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self._mode = mode
+        self._full = ""
+        self.setText(text)
+
+    def setText(self, text: str) -> None:  # noqa: N802 (Qt's name)
+        self._full = text
+        super().setText(text)
+        self.updateGeometry()
+
+    def full_text(self) -> str:
+        return self._full
+
+    def minimumSizeHint(self) -> QSize:  # noqa: N802
+        return QSize(self.fontMetrics().horizontalAdvance("…") * 3, super().minimumSizeHint().height())
+
+    def shown_text(self) -> str:
+        """What is painted at the current width."""
+        return self.fontMetrics().elidedText(self._full, self._mode, max(self.contentsRect().width(), 0))
+
+    def paintEvent(self, event: QPaintEvent) -> None:  # noqa: N802
+        shown = self.shown_text()
+        self.setToolTip(plain_tooltip(self._full) if shown != self._full else "")
+        painter = QPainter(self)
+        painter.setPen(self.palette().color(self.foregroundRole()))
+        painter.drawText(self.contentsRect(), int(self.alignment()) | int(Qt.AlignmentFlag.AlignVCenter), shown)
