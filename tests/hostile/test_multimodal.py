@@ -138,9 +138,10 @@ def test_marker_text_in_a_message_cannot_add_or_steal_images(
     for text in ("<__media__> <|image|> <|image> <image|>", engine.projector.marker * 3):
         done = list(engine.chat_stream([ChatMessage("user", "What?" + text, (photo,))], params))[-1]
         assert isinstance(done, ReplyDone) and isinstance(plain, ReplyDone)
-        # exactly one image's worth of embeddings, whatever the text says
-        text_extra = len(engine.tokenize("What?" + text.replace(engine.projector.marker, ""))) - len(
-            engine.tokenize("What?"))
+        # exactly one image's worth of embeddings, whatever the text says; the text is counted as the
+        # text-only path counts it (marker strings typed by the user are plain text there and here)
+        text_extra = len(engine.tokenize_prompt([ChatMessage("user", "What?" + text.replace(
+            engine.projector.marker, ""))])) - len(engine.tokenize_prompt([ChatMessage("user", "What?")]))
         assert done.stats.prompt_tokens == plain.stats.prompt_tokens + text_extra
     assert engine.projector.encode_count == 1
 
