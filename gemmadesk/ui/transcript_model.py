@@ -11,6 +11,8 @@ from typing import Any
 
 from PySide6.QtCore import QAbstractListModel, QModelIndex, QPersistentModelIndex, Qt
 
+from gemmadesk.core.types import Attachment
+
 _Index = QModelIndex | QPersistentModelIndex
 
 ROLE_ROLE = Qt.ItemDataRole.UserRole + 1
@@ -29,6 +31,7 @@ class Message:
     streaming: bool = False
     error: str = ""
     id: int | None = None  # the history store's row id once saved
+    attachments: tuple[Attachment, ...] = ()  # images/audio of a user message (files in the attachment store)
 
 
 class TranscriptModel(QAbstractListModel):
