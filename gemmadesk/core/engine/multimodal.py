@@ -50,14 +50,13 @@ from gemmadesk.core.engine.errors import AttachmentError, EngineError
 from gemmadesk.core.engine.llama_adapter import llama_module, log_mark, log_since, mtmd_module
 from gemmadesk.core.engine.trim import Fitted, fit_messages
 from gemmadesk.core.media import MediaError, check_stream, open_regular
-from gemmadesk.core.mmproj import ProjectorFileError, ProjectorInfo, read_projector
+from gemmadesk.core.mmproj import DEFAULT_IMAGE_MAX_TOKENS, ProjectorFileError, ProjectorInfo, read_projector
 from gemmadesk.core.types import Attachment, ChatMessage
 
 log = logging.getLogger(__name__)
 
 MEDIA_TOKEN = -1
 _OOM = re.compile(r"out of memory|failed to allocate|unable to allocate|alloc\w* .*failed|cudaMalloc", re.I)
-DEFAULT_IMAGE_MAX_TOKENS = 280  # Gemma 4's default image budget (70/140/280/560/1120 are the trained ones)
 EMBED_CACHE_BYTES = 512 * 2**20
 DECODED_BYTES = 256 * 2**20  # decoded bitmaps kept during one turn (then freed)
 _KIND_WORD = {"image": "images", "audio": "audio"}
