@@ -32,6 +32,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from gemmadesk.core.engine import (
+    AttachmentError,
     ContextOverflowError,
     EngineError,
     NotLoadedError,
@@ -94,7 +95,7 @@ def engine_error_to_api(error: EngineError) -> ApiError:
         return ApiError(503, str(error), type="unavailable_error", code="server_busy")
     if isinstance(error, NotLoadedError):
         return ApiError(503, str(error), type="unavailable_error", code="model_not_loaded")
-    if isinstance(error, TemplateRefusedError):
+    if isinstance(error, TemplateRefusedError | AttachmentError):
         return ApiError(400, str(error), param="messages")
     return ApiError(500, str(error), type="server_error")
 
