@@ -310,12 +310,12 @@ class AttachmentStrip(QWidget):
             if thumb is not None:
                 button.setIcon(QPixmap.fromImage(thumb))
             else:
-                button.setText("🖼")
+                button.setText("image")
             button.setAccessibleName(f"Image {name}: view it large")
             button.setToolTip(f"{name}{' · ' + detail if detail else ''}\nClick to view it large")
             button.clicked.connect(lambda _=False, a=att: self.view_requested.emit(a))
         else:
-            button.setText(f"🔊 {name}")
+            button.setText("♪" if self.removable else f"♪ {name}")  # (emoji fonts are not everywhere)
             button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextOnly)
             button.setAccessibleName(f"Audio {name}: play it")
             button.setToolTip(f"{name}{' · ' + detail if detail else ''}\nClick to play it in your audio player")

@@ -117,7 +117,7 @@ class Composer(QWidget):
         self.stop_button.clicked.connect(self.stop)
         self.stop_button.hide()
         self.attach_button = QToolButton()
-        self.attach_button.setText("📎")
+        self.attach_button.setText("Attach…")
         self.attach_button.setAccessibleName("Attach images or audio")
         self.attach_button.setToolTip("Attach images or audio (or drop files here, or paste a picture)")
         self.attach_button.clicked.connect(self.attach_clicked)
