@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
 from PySide6.QtGui import QDragEnterEvent, QDropEvent, QGuiApplication, QImage
-from PySide6.QtWidgets import QApplication, QToolButton
+from PySide6.QtWidgets import QApplication, QLabel, QToolButton
 
 from gemmadesk.core.history import HistoryStore
 from gemmadesk.core.paths import app_paths
@@ -82,7 +82,8 @@ def test_drop_paste_remove_send_thumbnail_view_large_and_reload(  # type: ignore
     assert img.name == "Beach at noon.png" and img.path.parent.parent == ctl.history.attachments.root
     button = img_item.findChild(QToolButton, "AttachmentButton")
     assert button is not None and not button.icon().isNull(), "a real thumbnail"
-    assert "voice note.wav" in audio_item.findChild(QToolButton, "AttachmentButton").text()
+    assert "voice note.wav" in audio_item.findChild(QToolButton, "AttachmentButton").accessibleName()
+    assert "voice note.wav" in [label.text() for label in audio_item.findChildren(QLabel)]
 
     picture = QImage(120, 80, QImage.Format.Format_RGB32)
     picture.fill(Qt.GlobalColor.darkCyan)
