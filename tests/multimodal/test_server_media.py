@@ -62,19 +62,18 @@ def test_an_image_and_audio_are_seen_and_a_repeat_reuses_the_stored_file(served:
     (_audio(wav(0.2), "ogg"), "must be one of wav, mp3, flac"),
 ])
 def test_bad_media_parts_are_a_400_naming_the_problem(served: Served, part: dict[str, Any], expected: str) -> None:
+    messages: Any = [{"role": "user", "content": [part]}]
     with pytest.raises(openai.BadRequestError) as caught:
-        _client(served).chat.completions.create(
-            model="gemma4-tiny", max_tokens=2, messages=[{"role": "user", "content": [part]}])  # type: ignore[list-item]
+        _client(served).chat.completions.create(model="gemma4-tiny", max_tokens=2, messages=messages)
     assert expected in str(caught.value)
     assert list(AttachmentStore().hashes()) == [], "nothing stored for a refused part"
 
 
 def test_a_model_without_its_projector_answers_400_in_one_sentence(tiny_model: Path) -> None:
+    messages: Any = [{"role": "user", "content": [_image(png(64, 64))]}]
     with serve_gguf(tiny_model, "gemma4-tiny", n_ctx=1024) as plain, \
             pytest.raises(openai.BadRequestError, match="without its projector"):
-        _client(plain).chat.completions.create(
-            model="gemma4-tiny", max_tokens=2,
-            messages=[{"role": "user", "content": [_image(png(64, 64))]}])  # type: ignore[list-item]
+        _client(plain).chat.completions.create(model="gemma4-tiny", max_tokens=2, messages=messages)
 
 
 def test_limits_on_media_parts() -> None:

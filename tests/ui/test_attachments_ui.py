@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
 from PySide6.QtGui import QDragEnterEvent, QDropEvent, QGuiApplication, QImage
-from PySide6.QtWidgets import QApplication, QLabel, QToolButton
+from PySide6.QtWidgets import QApplication, QLabel, QToolButton, QWidget
 
 from gemmadesk.core.history import HistoryStore
 from gemmadesk.core.paths import app_paths
@@ -54,6 +54,12 @@ def _drop(widget: object, mime: QMimeData) -> None:
     QApplication.sendEvent(widget, drop)  # type: ignore[arg-type]
 
 
+def _button(item: QWidget) -> QToolButton:
+    button = item.findChild(QToolButton, "AttachmentButton")
+    assert button is not None
+    return button
+
+
 def _files(*paths: Path) -> QMimeData:
     mime = QMimeData()
     mime.setUrls([QUrl.fromLocalFile(str(p)) for p in paths])
@@ -80,9 +86,9 @@ def test_drop_paste_remove_send_thumbnail_view_large_and_reload(  # type: ignore
     assert composer.attachments.isVisible()
     [(img, img_item), (audio, audio_item)] = sorted(composer.attachments.items, key=lambda x: x[0].kind != "image")
     assert img.name == "Beach at noon.png" and img.path.parent.parent == ctl.history.attachments.root
-    button = img_item.findChild(QToolButton, "AttachmentButton")
+    button = _button(img_item)
     assert button is not None and not button.icon().isNull(), "a real thumbnail"
-    assert "voice note.wav" in audio_item.findChild(QToolButton, "AttachmentButton").accessibleName()
+    assert "voice note.wav" in _button(audio_item).accessibleName()
     assert "voice note.wav" in [label.text() for label in audio_item.findChildren(QLabel)]
 
     picture = QImage(120, 80, QImage.Format.Format_RGB32)
@@ -105,14 +111,15 @@ def test_drop_paste_remove_send_thumbnail_view_large_and_reload(  # type: ignore
     user, reply = ctl.transcript.messages()
     assert len(user.attachments) == 2 and reply.stats["prompt_tokens"] > 2 * 70
     bubble = view.messages.bubbles[0]
-    thumbs = [item.findChild(QToolButton, "AttachmentButton") for _, item in bubble.attachments.items]
+    thumbs = [_button(item) for _, item in bubble.attachments.items]
     qtbot.waitUntil(lambda: all(not t.icon().isNull() for t in thumbs), timeout=LONG)
 
     qtbot.mouseClick(thumbs[0], Qt.MouseButton.LeftButton)  # click: view it large
     viewers = [w for w in window.findChildren(ImageViewer)]
     assert len(viewers) == 1
     qtbot.waitUntil(lambda: viewers[0].image is not None, timeout=LONG)
-    assert viewers[0].image.width() == 320  # full size (below the view limit)
+    shown = viewers[0].image
+    assert shown is not None and shown.width() == 320  # full size (below the view limit)
     viewers[0].close()
 
     history = HistoryStore()
@@ -126,7 +133,7 @@ def test_drop_paste_remove_send_thumbnail_view_large_and_reload(  # type: ignore
     again = _window(qtbot)  # restart: the transcript shows the pictures again
     first = again.chat_view.messages.bubbles[0]
     assert len(first.attachments.items) == 2
-    buttons = [item.findChild(QToolButton, "AttachmentButton") for _, item in first.attachments.items]
+    buttons = [_button(item) for _, item in first.attachments.items]
     qtbot.waitUntil(lambda: all(not b.icon().isNull() for b in buttons), timeout=LONG)
     again.close()
 
@@ -202,6 +209,6 @@ def test_a_missing_attachment_is_shown_as_missing(  # type: ignore[no-untyped-de
     assert cid is not None
     window.chat.open_conversation(cid)
     [(_, item)] = window.chat_view.messages.bubbles[0].attachments.items
-    button = item.findChild(QToolButton, "AttachmentButton")
+    button = _button(item)
     assert "attachment missing" in button.text() and not button.isEnabled()
     window.close()
