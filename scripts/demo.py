@@ -57,7 +57,7 @@ class DemoDriver:
                 (lambda: w.chat.report is not None, self._attach_first),
                 (lambda: len(pending()) == 2, lambda: self._type(self.prompt)),
                 (lambda: not w.chat.busy and bool(w.chat.transcript.messages()[-1].stats),
-                 lambda: w.chat.attach_files(self._pictures()[2:])),
+                 lambda: w.chat.attachment_jobs.attach_files(self._pictures()[2:])),
                 (lambda: len(pending()) == 2, lambda: None),
             ]
         return [
@@ -67,7 +67,7 @@ class DemoDriver:
 
     def _attach_first(self) -> None:
         self.window.chat_view.settings_panel.max_tokens.setValue(40)  # a short reply keeps the pictures in view
-        self.window.chat.attach_files(self._pictures()[:2])
+        self.window.chat.attachment_jobs.attach_files(self._pictures()[:2])
 
     def _pictures(self) -> list[str]:
         """Demo files drawn here (a sunset, a bar chart, a street map) and a short tone, beside the home folder."""

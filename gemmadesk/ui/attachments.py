@@ -166,6 +166,29 @@ class AttachmentJobs(QObject):
         self._thumbs: OrderedDict[str, QImage] = OrderedDict()
         self._asked: set[str] = set()
 
+    def refusal(self) -> str | None:
+        """Why nothing can be attached to the loaded model at all (None: it takes images or audio)."""
+        why = self._refusals()
+        return why.get("image") if why.get("image") and why.get("audio") else None
+
+    @Slot(list)
+    def attach_files(self, paths: list[str]) -> None:
+        """Files picked or dropped: refused at once when the model takes no files at all."""
+        why = self.refusal()
+        if why:
+            self.failed.emit(why)
+        else:
+            self.add_paths(paths)
+
+    @Slot(object)
+    def attach_image(self, image: object) -> None:
+        """A pasted or dropped picture."""
+        why = self._refusals().get("image")
+        if why:
+            self.failed.emit(why)
+        elif isinstance(image, QImage):
+            self.add_image(image)
+
     def add_paths(self, paths: Sequence[str | Path]) -> None:
         """Attach files (from the file dialog or a drop); each reports ``prepared`` or ``failed``."""
         if len(paths) > MAX_FILES_AT_ONCE:

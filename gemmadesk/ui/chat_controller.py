@@ -316,27 +316,6 @@ class ChatController(QObject):
         state = self.bridge.state
         return {kind: refusal(kind, state.info, state.report) for kind in ("image", "audio")}
 
-    def attach_refusal(self) -> str | None:
-        """Why nothing can be attached to the loaded model at all (None: images or audio are taken)."""
-        why = self.attach_refusals()
-        return why["image"] if why["image"] and why["audio"] else None
-
-    def attach_files(self, paths: list[str]) -> None:
-        why = self.attach_refusal()
-        if why:
-            self._tell(NoticeLevel.WARNING, why, "")
-            return
-        self.attachment_jobs.add_paths(paths)
-
-    def attach_image(self, image: object) -> None:
-        from PySide6.QtGui import QImage
-
-        why = self.attach_refusals()["image"]
-        if why:
-            self._tell(NoticeLevel.WARNING, why, "")
-        elif isinstance(image, QImage):
-            self.attachment_jobs.add_image(image)
-
     @Slot(str)
     def _attach_failed(self, text: str) -> None:
         self._tell(NoticeLevel.WARNING, text, "")

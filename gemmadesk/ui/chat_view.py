@@ -183,8 +183,9 @@ class ChatView(QWidget):
             (ctl.bridge.stateChanged, self._host_state), (ctl.busy_changed, self._busy),
             (ctl.model_loading, self._loading), (ctl.model_ready, self._ready), (ctl.models_changed, self._models),
             (ctl.conversation_opened, self._opened), (ctl.notice, self._notice),
-            (composer.attach_clicked, self.pick_files), (composer.files_dropped, ctl.attach_files),
-            (composer.image_pasted, ctl.attach_image), (ctl.attachment_jobs.prepared, composer.add_attachment),
+            (composer.attach_clicked, self.pick_files), (composer.files_dropped, ctl.attachment_jobs.attach_files),
+            (composer.image_pasted, ctl.attachment_jobs.attach_image),
+            (ctl.attachment_jobs.prepared, composer.add_attachment),
             (self.messages.image_requested, self.view_image), (composer.attachments.view_requested, self.view_image),
         )
         for signal, slot in wiring:
@@ -200,13 +201,13 @@ class ChatView(QWidget):
     # ------------------------------------------------------------------ attachments
     def pick_files(self) -> None:
         """The paper clip: a file dialog (not blocking the event loop) for images and audio."""
-        why = self.ctl.attach_refusal()
+        why = self.ctl.attachment_jobs.refusal()
         if why:
             self.notice.show_message(why, "warning")
             return
         dialog = QFileDialog(self, "Attach images or audio", "", FILE_FILTER)
         dialog.setFileMode(QFileDialog.FileMode.ExistingFiles)
-        dialog.filesSelected.connect(self.ctl.attach_files)
+        dialog.filesSelected.connect(self.ctl.attachment_jobs.attach_files)
         dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         self.file_dialog = dialog
         dialog.open()
@@ -232,9 +233,9 @@ class ChatView(QWidget):
         mime = event.mimeData()
         files = local_files(mime)
         if files:
-            self.ctl.attach_files(files)
+            self.ctl.attachment_jobs.attach_files(files)
         elif mime.hasImage() and isinstance(image := mime.imageData(), QImage):
-            self.ctl.attach_image(image)
+            self.ctl.attachment_jobs.attach_image(image)
         else:
             super().dropEvent(event)
             return
@@ -292,7 +293,7 @@ class ChatView(QWidget):
         elif report is not None and report.architecture == "gemma4":
             senses = " · text only (no projector)"
         self.model_status.setText(f"Ready · {where}{ctx}{senses}")
-        why = self.ctl.attach_refusal()
+        why = self.ctl.attachment_jobs.refusal()
         self.composer.set_attach_refusal(why)
         self.model_status.setToolTip(why or "")
         self.composer.send_button.setEnabled(True)

@@ -78,7 +78,7 @@ def _old_way(engine: Engine, messages: Sequence[ChatMessage]) -> list[int]:
     inp.text, inp.text_len, inp.add_special, inp.parse_special = raw, len(raw), False, True
     array = (mtmd.mtmd_bitmap_p_ctypes * len(bitmaps))(*bitmaps)
     try:
-        assert mtmd.mtmd_tokenize(projector._ctx, chunks, ctypes.byref(inp), array, len(bitmaps)) == 0
+        assert mtmd.mtmd_tokenize(projector._mctx, chunks, ctypes.byref(inp), array, len(bitmaps)) == 0
         out: list[int] = []
         for i in range(int(mtmd.mtmd_input_chunks_size(chunks))):
             chunk = mtmd.mtmd_input_chunks_get(chunks, i)

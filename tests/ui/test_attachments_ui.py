@@ -198,7 +198,7 @@ def test_a_missing_attachment_is_shown_as_missing(  # type: ignore[no-untyped-de
 ) -> None:
     window = vision_window
     photo = write(tmp_path, "gone.png", png(64, 64))
-    window.chat.attach_files([str(photo)])
+    window.chat.attachment_jobs.attach_files([str(photo)])
     qtbot.waitUntil(lambda: len(window.chat_view.composer.pending_attachments()) == 1, timeout=LONG)
     window.chat_view.composer.edit.setPlainText("Look")
     qtbot.keyClick(window.chat_view.composer.edit, Qt.Key.Key_Return)

@@ -122,7 +122,7 @@ class Projector:
     """One loaded projector bound to one loaded ``Llama``. Not thread-safe (the engine's thread only)."""
 
     def __init__(self, mtmd: Any, ctx: Any, llm: Any, info: ProjectorInfo, marker: str, image_max_tokens: int) -> None:
-        self._mtmd, self._ctx, self._llm, self.info = mtmd, ctx, llm, info
+        self._mtmd, self._mctx, self._llm, self.info = mtmd, ctx, llm, info
         self.marker = marker
         self.image_max_tokens = image_max_tokens
         self.supports_images = bool(mtmd.mtmd_support_vision(ctx))
@@ -190,7 +190,7 @@ class Projector:
         self._media.clear()
         self._cache_order.clear()
         self._spans.clear()
-        ctx, self._ctx = self._ctx, None
+        ctx, self._mctx = self._mctx, None
         if ctx:
             self._mtmd.mtmd_free(ctx)
 
@@ -241,7 +241,7 @@ class Projector:
                 if att.sha256 not in self._media:
                     self._media[att.sha256] = self._probe(att)
                 elif not (self.supports_images if att.kind == "image" else self.supports_audio):
-                    raise self._refuse_kind(att.kind, Path(att.path).name)
+                    raise self._refuse_kind(att.kind, att.display_name)
 
     def _bitmap(self, sha: str) -> Any:
         """The decoded bitmap of attachment ``sha``, decoding its file again if it is not held."""
@@ -262,7 +262,7 @@ class Projector:
     def _read(self, att: Attachment) -> tuple[bytes, str]:
         """The attachment's bytes, checked: readable, bounded, the kind it claims, unchanged since attached."""
         path = Path(att.path)
-        name = path.name
+        name = att.display_name  # the name it was attached as (the stored file is named by its hash)
         try:
             fh, size = open_regular(path)
             with fh:
@@ -287,7 +287,7 @@ class Projector:
     def _decode(self, data: bytes, name: str, kind: str) -> Any:
         buf = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
         mark = log_mark()
-        bitmap = self._mtmd.mtmd_helper_bitmap_init_from_buf(self._ctx, buf, len(data), False)
+        bitmap = self._mtmd.mtmd_helper_bitmap_init_from_buf(self._mctx, buf, len(data), False)
         if not bitmap:
             raise AttachmentError(
                 f"“{name}” could not be decoded as {'an image' if kind == 'image' else 'audio'}; the file may be "
@@ -388,7 +388,7 @@ class Projector:
             part.bitmap = bitmap  # text stays NULL: a media part
             parts = (ctypes.POINTER(m.mtmd_input_part) * 1)(ctypes.pointer(part))
             mark = log_mark()
-            rc = m.mtmd_tokenize_from_parts(self._ctx, chunks, parts, 1, False)
+            rc = m.mtmd_tokenize_from_parts(self._mctx, chunks, parts, 1, False)
             if rc != 0:
                 raise AttachmentError(
                     "The attachments could not be prepared for the model; remove them and attach them again.",
@@ -495,7 +495,7 @@ class Projector:
         new_n_past = llama_cpp.llama_pos(0)
         mark = log_mark()
         rc = m.mtmd_helper_decode_image_chunk(
-            self._ctx, llm.ctx, chunk, embedding, n_past, 0, int(llm.n_batch),
+            self._mctx, llm.ctx, chunk, embedding, n_past, 0, int(llm.n_batch),
             ctypes.byref(new_n_past), m.mtmd_helper_post_decode_callback(), None,  # no callback (NULL)
         )
         if rc != 0:
@@ -533,7 +533,7 @@ class Projector:
                 chunk = unit.chunk
                 mark = log_mark()
                 started = time.perf_counter()
-                rc = m.mtmd_encode_chunk(self._ctx, chunk)
+                rc = m.mtmd_encode_chunk(self._mctx, chunk)
                 self.encode_seconds += time.perf_counter() - started
                 if rc != 0:
                     raise AttachmentError(
@@ -542,7 +542,7 @@ class Projector:
                     )
                 n = int(m.mtmd_input_chunk_get_n_tokens(chunk)) * self._n_embd
                 out = (ctypes.c_float * n)()
-                ctypes.memmove(out, m.mtmd_get_output_embd(self._ctx), n * 4)
+                ctypes.memmove(out, m.mtmd_get_output_embd(self._mctx), n * 4)
                 embeddings.append(out)
                 self.encode_count += 1
         finally:
