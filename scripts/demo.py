@@ -10,8 +10,10 @@ panel's button), ``chatting`` (the installed model loaded and a prompt sent thro
 screenshot is taken when the reply finished), ``settings`` (the loaded chat with its Settings panel open
 and a preset chosen), ``new-chat`` (a new, empty chat: its hint), ``models`` (the Models page's Installed
 tab), ``search`` (``--demo-prompt`` typed into the chat search and the first hit opened: the matching
-message framed, its words marked). Each waits for its condition by polling, saves the PNG and quits; a
-state that is not reached in ``timeout_s`` saves what is on screen and exits with 1.
+message framed, its words marked), ``attachments`` (two pictures attached the way a drop attaches them
+and sent with the prompt; when the reply finished, a picture and a recording wait in the composer). Each
+waits for its condition by polling, saves the PNG and quits; a state that is not reached in ``timeout_s``
+saves what is on screen and exits with 1.
 """
 
 from __future__ import annotations
@@ -61,6 +63,15 @@ class DemoDriver:
             return [(lambda: table_ready() and bool(w.installed.controller.rows), w.installed.show)]
         if self.state == "search":
             return [(loaded, self._search), (lambda: bool(w.chat_view.messages._match[0]), lambda: None)]
+        if self.state == "attachments":
+            pending = lambda: w.chat_view.composer.pending_attachments()  # noqa: E731
+            return [
+                (lambda: w.chat.report is not None, self._attach_first),
+                (lambda: len(pending()) == 2, lambda: self._type(self.prompt)),
+                (lambda: not w.chat.busy and bool(w.chat.transcript.messages()[-1].stats),
+                 lambda: w.chat.attachment_jobs.attach_files(self._pictures()[2:])),
+                (lambda: len(pending()) == 2, lambda: None),
+            ]
         return [
             (loaded, lambda: self._type(self.prompt)),
             (lambda: not w.chat.busy and bool(w.chat.transcript.messages()[-1].stats), lambda: None),
@@ -77,6 +88,66 @@ class DemoDriver:
         view = self.window.chat_view
         view.sidebar.search.setText(self.prompt)
         view.sidebar.list.setCurrentIndex(self.window.chat.conversations.index(0))
+    def _attach_first(self) -> None:
+        self.window.chat_view.settings_panel.max_tokens.setValue(40)  # a short reply keeps the pictures in view
+        self.window.chat.attachment_jobs.attach_files(self._pictures()[:2])
+
+    def _pictures(self) -> list[str]:
+        """Demo files drawn here (a sunset, a bar chart, a street map) and a short tone, beside the home folder."""
+        from PySide6.QtCore import QPointF, QRectF, Qt
+        from PySide6.QtGui import QColor, QImage, QLinearGradient, QPainter, QPen
+
+        folder = Path(self.window.paths.data_dir).parent.parent / "demo-files"  # beside GEMMADESK_HOME
+        folder.mkdir(parents=True, exist_ok=True)
+        out = []
+        sunset = QImage(640, 420, QImage.Format.Format_RGB32)
+        p = QPainter(sunset)
+        sky = QLinearGradient(0, 0, 0, 260)
+        sky.setColorAt(0, QColor("#2b1055"))
+        sky.setColorAt(1, QColor("#ff8c42"))
+        p.fillRect(0, 0, 640, 260, sky)
+        p.setBrush(QColor("#ffd166"))
+        p.setPen(Qt.PenStyle.NoPen)
+        p.drawEllipse(QPointF(320, 250), 70, 70)
+        p.fillRect(0, 260, 640, 160, QColor("#1b3b6f"))
+        p.setPen(QPen(QColor("#ffd166"), 3))
+        for y in range(270, 410, 18):
+            p.drawLine(260 - (y - 260) // 3, y, 380 + (y - 260) // 3, y)
+        p.end()
+        chart = QImage(480, 360, QImage.Format.Format_RGB32)
+        chart.fill(QColor("white"))
+        p = QPainter(chart)
+        p.setPen(QPen(QColor("#333"), 2))
+        p.drawLine(40, 320, 460, 320)
+        p.drawLine(40, 20, 40, 320)
+        for i, (h, c) in enumerate([(120, "#4e79a7"), (220, "#f28e2b"), (170, "#e15759"), (260, "#76b7b2")]):
+            p.fillRect(QRectF(70 + i * 95, 320 - h, 60, h), QColor(c))
+        p.end()
+        city = QImage(500, 500, QImage.Format.Format_RGB32)
+        city.fill(QColor("#eef2e6"))
+        p = QPainter(city)
+        p.setPen(QPen(QColor("#ffffff"), 14))
+        for x in range(40, 500, 110):
+            p.drawLine(x, 0, x, 500)
+            p.drawLine(0, x, 500, x)
+        p.setPen(QPen(QColor("#3a86ff"), 22))
+        p.drawLine(0, 330, 500, 250)
+        p.end()
+        for name, image in (("sunset.png", sunset), ("sales-by-quarter.png", chart), ("street-map.png", city)):
+            image.save(str(folder / name))
+            out.append(str(folder / name))
+        import math
+        import struct
+        import wave
+
+        tone = folder / "voice-memo.wav"
+        with wave.open(str(tone), "wb") as f:
+            f.setnchannels(1)
+            f.setsampwidth(2)
+            f.setframerate(16000)
+            f.writeframes(b"".join(struct.pack("<h", int(6000 * math.sin(i / 6))) for i in range(16000 * 3)))
+        out.append(str(tone))
+        return out
 
     def _start_download(self) -> None:
         self.window.show_setup()
@@ -112,7 +183,7 @@ class DemoDriver:
         QApplication.exit(self.exit_code)
 
 
-STATES = ("first-run", "downloading", "chatting", "settings", "new-chat", "models", "search")
+STATES = ("first-run", "downloading", "chatting", "settings", "new-chat", "models", "search", "attachments")
 
 
 def main(argv: list[str] | None = None) -> int:

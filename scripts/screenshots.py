@@ -25,6 +25,11 @@ on a private X display (the real xcb platform, not offscreen):
   verdict; ``models-installed-800-dark.png``: 800x600, dark).
 - ``search.png``: "slicing" typed into the chat search: the hit's text in the list, the matching message
   framed and its words marked (``search-dark.png``: dark).
+- ``attachments.png``: images and audio (issue 14): the synthetic Gemma 4 test model and projector
+  (tests/support/synth_gemma4*.py: the real vocabulary, tensor names and shapes, random weights — so the
+  reply is nonsense, and the conversation's title says so) installed and loaded; two pictures drawn by the
+  driver are attached as a drop attaches them and sent; the transcript shows their thumbnails, and a
+  third picture and a recording wait in the composer as removable attachments.
 """
 
 from __future__ import annotations
@@ -106,6 +111,23 @@ def seed_chat(home: Path) -> None:
     history.close()
 
 
+def seed_vision(home: Path) -> None:
+    from tests.support.synth_gemma4 import write_gemma4_gguf
+    from tests.support.synth_gemma4_mmproj import write_gemma4_mmproj
+
+    paths = app_paths({"GEMMADESK_HOME": str(home)}).ensure()
+    models = home.parent / "synthetic-models"
+    models.mkdir(exist_ok=True)
+    model = write_gemma4_gguf(models / "gemma4-tiny.gguf", "tiny", seed=0)
+    projector = write_gemma4_mmproj(models / "mmproj-gemma4-tiny.gguf", "tiny")
+    store = ModelStore(paths)
+    installed = store.import_file(model)
+    store.attach_mmproj(installed.id, projector, None, owned=False)
+    history = HistoryStore(paths.history_db)
+    history.create_conversation(title="Pictures (synthetic test model: random weights, nonsense replies)")
+    history.close()
+
+
 def main(argv: list[str]) -> int:
     def wanted(name: str) -> bool:
         return not argv or any(name.startswith(prefix) for prefix in argv)
@@ -158,6 +180,10 @@ def main(argv: list[str]) -> int:
                     settings = app_paths({"GEMMADESK_HOME": str(home)}).settings_file
                     settings.write_text(json.dumps({"schema_version": 3, "theme": theme}))
                     failures += run_app(state, home, display, [name, *extra], {}) != 0
+            if wanted("attachments"):
+                seed_vision(root / "f")
+                prompt = ["attachments", "--demo-prompt", "What do these two pictures show?"]
+                failures += run_app("attachments", root / "f", display, prompt, {}) != 0
 
             if wanted("chatting-dark"):
                 seed_chat(root / "e")  # the same in the dark scheme (Settings.theme), as a dark desktop shows it

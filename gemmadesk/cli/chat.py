@@ -7,6 +7,11 @@ the same chat core as the app (``gemmadesk.core.chat.ChatSession``), so it is sa
 in the same rows, partial replies included (``--no-history`` to skip). Ctrl+C stops a reply; in the
 interactive chat, ``/new`` starts a new conversation, ``/think on|off`` switches thinking and ``/quit``
 (or Ctrl+D) leaves.
+
+``--image PATH`` / ``--audio PATH`` (repeatable) attach files to the message (``-p``) or to the first message
+of the interactive chat. They need the model's projector: an installed model's (``gemmadesk-cli pull MODEL
+--mmproj``), or ``--mmproj PATH`` for a .gguf given by path. Images work with every Gemma 4 size, audio with
+E2B, E4B and 12B.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from gemmadesk.core.types import ContextTrimmed, LoadSettings, ReplyDone, SamplingParams, TextChunk
+from gemmadesk.core.types import Attachment, ContextTrimmed, LoadSettings, ReplyDone, SamplingParams, TextChunk
 
 if TYPE_CHECKING:
     from gemmadesk.core.chat import ChatSession, ModelHost, RequestHandle
@@ -45,6 +50,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("--top-k", type=int, default=None)
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--no-history", action="store_true", help="do not save the conversation")
+    p.add_argument("--image", action="append", default=[], metavar="PATH", type=Path,
+                   help="attach an image (PNG, JPEG, GIF, BMP); repeat for several")
+    p.add_argument("--audio", action="append", default=[], metavar="PATH", type=Path,
+                   help="attach audio (WAV, MP3, FLAC; Gemma 4 E2B, E4B, 12B); repeat for several")
+    p.add_argument("--mmproj", type=Path, default=None, metavar="PATH",
+                   help="the vision/audio projector .gguf (default: the one installed with the model)")
     p.set_defaults(func=run)
 
 
@@ -69,7 +80,39 @@ def resolve_model(spec: str, settings: Settings | None = None) -> tuple[Path, st
         ) from None
 
 
-def load_settings_for(path: Path, n_ctx: int, gpu_layers: int | None, settings: Settings) -> tuple[LoadSettings, str]:
+def installed_projector(path: Path, settings: Settings | None = None) -> Path | None:
+    """The projector (mmproj) installed with the model at ``path``, if it is an installed model that has one."""
+    from gemmadesk.core.store import ModelStore
+
+    try:
+        resolved = path.resolve()
+        model = next((m for m in ModelStore(settings=settings).list() if m.path.resolve() == resolved), None)
+    except (OSError, ValueError):
+        return None
+    return model.mmproj_path if model is not None else None
+
+
+def check_attachment_files(images: list[Path], audio: list[Path]) -> list[str]:
+    """One sentence per file that cannot be attached (checked from its bytes before the model loads)."""
+    from gemmadesk.core.media import MediaError, check_media_file
+
+    problems = []
+    for kind, paths in (("image", images), ("audio", audio)):
+        for path in paths:
+            try:
+                info = check_media_file(path)
+            except MediaError as exc:
+                problems.append(str(exc))
+                continue
+            if info.kind != kind:
+                problems.append(f"“{path.name}” is {'an image' if info.kind == 'image' else 'audio'}; "
+                                f"pass it with --{info.kind}.")
+    return problems
+
+
+def load_settings_for(
+    path: Path, n_ctx: int, gpu_layers: int | None, settings: Settings, mmproj: Path | None = None
+) -> tuple[LoadSettings, str]:
     """Settings from the fit plan for this machine (as the app uses), and the plan's one-line reason."""
     from gemmadesk.core import hardware
     from gemmadesk.core.attention import attention_settings
@@ -80,12 +123,13 @@ def load_settings_for(path: Path, n_ctx: int, gpu_layers: int | None, settings: 
     for problem in problems:
         print(f"note: settings: {problem}", file=sys.stderr)
     try:
-        options = FitOptions(n_ctx=n_ctx, kv_type=kv_type, flash_attn=flash_attn)
-        plan = plan_for_file(path, hardware.probe(), options)
+        options = FitOptions(n_ctx=n_ctx, kv_type=kv_type, flash_attn=flash_attn, with_mmproj=mmproj is not None)
+        plan = plan_for_file(path, hardware.probe(), options, mmproj_path=mmproj)
     except Exception as exc:  # an unreadable file: the engine gives the precise message when loading
-        direct = LoadSettings(model_path=str(path), n_ctx=n_ctx, n_gpu_layers=gpu_layers or 0, n_threads=threads)
+        direct = LoadSettings(model_path=str(path), n_ctx=n_ctx, n_gpu_layers=gpu_layers or 0, n_threads=threads,
+                              mmproj_path=str(mmproj) if mmproj else None)
         return direct, str(exc)
-    load = replace(plan.load_settings(path), n_threads=threads)
+    load = replace(plan.load_settings(path, mmproj), n_threads=threads)
     if gpu_layers is not None:
         load = replace(load, n_gpu_layers=gpu_layers)
     return load, plan.reason
@@ -154,7 +198,21 @@ def run(args: argparse.Namespace) -> int:
 
     settings = SettingsStore(app_paths().settings_file).load()
     path, model_id = resolve_model(args.model, settings)
-    load, reason = load_settings_for(path, args.ctx or settings.context_length, args.gpu_layers, settings)
+    images, audio = list(args.image or []), list(args.audio or [])
+    problems = check_attachment_files(images, audio)
+    if problems:
+        for problem in problems:
+            print(f"error: {problem}", file=sys.stderr)
+        return 1
+    mmproj = args.mmproj or installed_projector(path, settings)
+    if (images or audio) and mmproj is None:
+        print(f"error: “{model_id}” has no projector (mmproj) installed, so it cannot take images or audio; run "
+              f"`gemmadesk-cli pull {model_id} --mmproj` for a catalog model, or pass --mmproj PATH.", file=sys.stderr)
+        return 1
+    if mmproj is not None and not mmproj.is_file():
+        print(f"error: the projector {mmproj} does not exist; check the path.", file=sys.stderr)
+        return 1
+    load, reason = load_settings_for(path, args.ctx or settings.context_length, args.gpu_layers, settings, mmproj)
     host = ModelHost()
     worker = threading.Thread(target=host.run_forever, name="gemmadesk-llm", daemon=True)
     worker.start()
@@ -178,14 +236,22 @@ def run(args: argparse.Namespace) -> int:
             session = ChatSession(host, history, client="cli")
             system = settings.system_prompt if args.system is None else args.system
             params = sampling_for(args, settings)
+            try:
+                attachments = tuple(session.store_attachment(p) for p in [*images, *audio])
+                session.check_attachments(attachments)
+            except EngineError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 1
             if args.prompt is not None:
-                return _one_shot(session, host, args, system, params)
+                return _one_shot(session, host, args, system, params, attachments)
             print(
                 f"{report.model_name} ({report.architecture}, {report.n_ctx:,} tokens context, "
                 f"{report.n_gpu_layers} layers on GPU, prompt format {report.chat_format}). {reason}",
                 file=sys.stderr,
             )
-            return _interactive(session, system, params)
+            if attachments:
+                print(f"[{len(attachments)} file(s) go with your first message]", file=sys.stderr)
+            return _interactive(session, system, params, attachments)
         finally:
             history.close()
     finally:
@@ -193,14 +259,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _one_shot(
-    session: ChatSession, host: ModelHost, args: argparse.Namespace, system: str, params: SamplingParams
+    session: ChatSession, host: ModelHost, args: argparse.Namespace, system: str, params: SamplingParams,
+    attachments: tuple[Attachment, ...] = (),
 ) -> int:
     from gemmadesk.core.engine.errors import EngineError
     from gemmadesk.core.history import HistoryError
 
     try:
         session.new(system)
-        done = _reply(session.send(args.prompt, params), echo=not args.json)
+        done = _reply(session.send(args.prompt, params, attachments), echo=not args.json)
     except (EngineError, HistoryError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -210,13 +277,16 @@ def _one_shot(
             "reply": done.answer, "thoughts": done.thoughts, "stats": done.stats.to_dict(),
             "model": report.to_dict() if report else None,
             "conversation_id": None if args.no_history else session.conversation_id,
+            "attachments": [{"name": a.display_name, "kind": str(a.kind), "sha256": a.sha256} for a in attachments],
         }  # fmt: skip
         json.dump(out, sys.stdout, indent=2)
         sys.stdout.write("\n")
     return 0
 
 
-def _interactive(session: ChatSession, system: str, params: SamplingParams) -> int:
+def _interactive(
+    session: ChatSession, system: str, params: SamplingParams, attachments: tuple[Attachment, ...] = ()
+) -> int:
     from gemmadesk.core.engine.errors import EngineError
     from gemmadesk.core.history import HistoryError
 
@@ -243,6 +313,7 @@ def _interactive(session: ChatSession, system: str, params: SamplingParams) -> i
             if not started:
                 session.new(system)
                 started = True
-            _reply(session.send(text, params), echo=True)
+            pending, attachments = attachments, ()
+            _reply(session.send(text, params, pending), echo=True)
         except (EngineError, HistoryError) as exc:
             print(f"error: {exc}", file=sys.stderr)

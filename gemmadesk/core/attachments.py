@@ -17,12 +17,15 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import os
 import re
 import stat
 import tempfile
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from gemmadesk.core.media import (
     EXTENSIONS,
@@ -40,6 +43,13 @@ _NAME = re.compile(r"^(?P<sha>[0-9a-f]{64})(?P<ext>\.[a-z0-9]{2,5})$")
 _BLOCK = 1 << 20
 
 
+def _shown_name(name: str) -> str:
+    """A file name as shown to the person: no folders, no control characters, at most 120 characters."""
+    base = re.split(r"[\\/]", name)[-1]
+    clean = "".join(ch for ch in base if ch.isprintable())
+    return clean[:120]
+
+
 class AttachmentStoreError(Exception):
     """A storage problem (disk full, permissions); ``str()`` is one sentence for the person."""
 
@@ -55,41 +65,50 @@ class AttachmentStore:
         source = Path(source)
         fh, size = open_regular(source)
         with fh:
-            info = check_stream(fh, size, source.name)
-            limit = MAX_IMAGE_BYTES if info.kind == "image" else MAX_AUDIO_BYTES
-            folder = self._ensure_root()
-            try:
-                fd, tmp_name = tempfile.mkstemp(prefix=".incoming-", suffix=".part", dir=folder)
-            except OSError as exc:
-                raise AttachmentStoreError(self._disk_message(exc)) from None
-            tmp = Path(tmp_name)
-            try:
-                digest = hashlib.sha256()
-                n = 0
-                with os.fdopen(fd, "wb") as out:
-                    while block := fh.read(_BLOCK):
-                        n += len(block)
-                        if n > limit:
-                            raise MediaError(f"“{source.name}” grew past {limit // 2**20} MB while it was "
-                                             "being attached; attach it again once it is complete.")
-                        digest.update(block)
-                        out.write(block)
-                    out.flush()
-                    os.fsync(out.fileno())
-                sha = digest.hexdigest()
-                final = self.path_for(sha, info.extension)
-                final.parent.mkdir(exist_ok=True)
-                if self._is_our_file(final) and final.stat().st_size == n:
-                    tmp.unlink()
-                else:
-                    os.replace(tmp, final)
-            except OSError as exc:
-                tmp.unlink(missing_ok=True)
-                raise AttachmentStoreError(self._disk_message(exc)) from None
-            except BaseException:
-                tmp.unlink(missing_ok=True)
-                raise
-        return Attachment(AttachmentKind(info.kind), final, sha, info.mime)
+            return self._store(fh, size, _shown_name(source.name))
+
+    def put_bytes(self, data: bytes, name: str) -> Attachment:
+        """:meth:`put` for bytes in memory (a pasted picture, an API request's data: URL); ``name`` is
+        only shown to the person (and in messages)."""
+        return self._store(io.BytesIO(data), len(data), _shown_name(name) or "attachment")
+
+    def _store(self, fh: BinaryIO, size: int, name: str) -> Attachment:
+        info = check_stream(fh, size, name)
+        limit = MAX_IMAGE_BYTES if info.kind == "image" else MAX_AUDIO_BYTES
+        folder = self._ensure_root()
+        try:
+            fd, tmp_name = tempfile.mkstemp(prefix=".incoming-", suffix=".part", dir=folder)
+        except OSError as exc:
+            raise AttachmentStoreError(self._disk_message(exc)) from None
+        tmp = Path(tmp_name)
+        try:
+            digest = hashlib.sha256()
+            n = 0
+            with os.fdopen(fd, "wb") as out:
+                while block := fh.read(_BLOCK):
+                    n += len(block)
+                    if n > limit:
+                        raise MediaError(f"“{name}” grew past {limit // 2**20} MB while it was "
+                                         "being attached; attach it again once it is complete.")
+                    digest.update(block)
+                    out.write(block)
+                out.flush()
+                os.fsync(out.fileno())
+            sha = digest.hexdigest()
+            final = self.path_for(sha, info.extension)
+            final.parent.mkdir(exist_ok=True)
+            if self._is_our_file(final) and final.stat().st_size == n:
+                tmp.unlink()
+                os.utime(final)  # attached again just now: a start-up sweep must not take it (min_age_s)
+            else:
+                os.replace(tmp, final)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise AttachmentStoreError(self._disk_message(exc)) from None
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return Attachment(AttachmentKind(info.kind), final, sha, info.mime, name)
 
     def _ensure_root(self) -> Path:
         try:
@@ -160,10 +179,24 @@ class AttachmentStore:
             path.parent.rmdir()  # only if now empty
         return True
 
-    def remove_unused(self, referenced: Iterable[str]) -> int:
-        """Delete every stored attachment whose hash is not in ``referenced``; returns how many."""
+    def remove_unused(self, referenced: Iterable[str], min_age_s: float = 0.0) -> int:
+        """Delete every stored attachment whose hash is not in ``referenced``; returns how many.
+        ``min_age_s``: keep files stored (or attached again) less than this long ago, which another
+        GemmaDesk process may be about to reference (a start-up sweep)."""
         keep = set(referenced)
-        return sum(self.remove(sha) for sha in list(self.hashes()) if sha not in keep)
+        now = time.time()
+        count = 0
+        for sha in list(self.hashes()):
+            if sha in keep:
+                continue
+            path = self.find(sha)
+            try:
+                if path is None or (min_age_s > 0 and now - path.lstat().st_mtime < min_age_s):
+                    continue
+            except OSError:
+                continue
+            count += self.remove(sha)
+        return count
 
     def _is_our_file(self, path: Path) -> bool:
         """A regular file (not a link) directly in a two-digit folder of this store's own root."""

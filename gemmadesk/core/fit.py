@@ -465,15 +465,51 @@ def plan_entry(
     from gemmadesk.core.catalog import load_catalog
 
     layout = entry_layout(entry, catalog or load_catalog(), gguf_path)
-    mmproj = entry.mmproj.size_bytes if entry.mmproj else 0
-    return plan_layout(layout, hw, options, entry=entry, entry_id=entry.id, mmproj_bytes=mmproj)
+    return plan_layout(layout, hw, options, entry=entry, entry_id=entry.id, mmproj_bytes=vision_bytes(entry, options))
 
 
 def plan_for_file(gguf_path: Path, hw: Hardware, options: FitOptions, mmproj_path: Path | None = None) -> Plan:
     """Plan any local GGUF (imported or custom) from its own header."""
     layout = read_layout(gguf_path)
-    mmproj = os.path.getsize(mmproj_path) if mmproj_path else 0
+    mmproj = vision_bytes_for_file(mmproj_path, options) if mmproj_path else 0
     return plan_layout(layout, hw, options, entry_id=Path(gguf_path).name, mmproj_bytes=mmproj)
+
+
+def vision_bytes(entry: CatalogEntry, options: FitOptions) -> int:
+    """Memory the entry's projector (mmproj) takes once loaded: its file plus the image/audio encoders'
+    compute buffers at Gemma 4's default image budget (:func:`gemmadesk.core.mmproj.projector_memory`,
+    from the published encoder shapes, so it is known before the projector is downloaded). 0 without one.
+    Image and audio tokens need no memory of their own: they take context positions, which the KV cache
+    sized for ``n_ctx`` already holds (see :func:`image_tokens_note`)."""
+    from gemmadesk.core.mmproj import DEFAULT_IMAGE_MAX_TOKENS, PUBLISHED_SHAPES, projector_memory
+
+    if entry.mmproj is None:
+        return 0
+    shape = PUBLISHED_SHAPES.get(entry.size)
+    fa = options.flash_attn is not FlashAttnMode.OFF
+    buffers = projector_memory(shape, DEFAULT_IMAGE_MAX_TOKENS, fa) if shape is not None else 0
+    return entry.mmproj.size_bytes + buffers
+
+
+def vision_bytes_for_file(mmproj_path: Path, options: FitOptions) -> int:
+    """:func:`vision_bytes` for a projector file on disk (its own header gives the encoder shapes)."""
+    from gemmadesk.core.mmproj import DEFAULT_IMAGE_MAX_TOKENS, ProjectorFileError, projector_memory, read_projector
+
+    size = os.path.getsize(mmproj_path)
+    try:
+        info = read_projector(mmproj_path)
+    except (ProjectorFileError, OSError):
+        return size  # the engine says what is wrong with it when loading
+    return size + projector_memory(info, DEFAULT_IMAGE_MAX_TOKENS, options.flash_attn is not FlashAttnMode.OFF)
+
+
+def image_tokens_note(n_ctx: int) -> str:
+    """How much of the context an image or a minute of audio uses, in words (for the fit list)."""
+    from gemmadesk.core.mmproj import DEFAULT_IMAGE_MAX_TOKENS, TOKENS_PER_AUDIO_SECOND
+
+    images = max(n_ctx // DEFAULT_IMAGE_MAX_TOKENS, 0)
+    return (f"An image takes up to {DEFAULT_IMAGE_MAX_TOKENS} of the {n_ctx:,} context tokens (about {images} images "
+            f"fit), a minute of audio {60 * TOKENS_PER_AUDIO_SECOND:,}.")
 
 
 # ------------------------------------------------------------------------------------------ recommend

@@ -35,22 +35,27 @@ Editing rules (decided here, the UI follows them):
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import logging
 import os
+import re
+import shutil
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from gemmadesk.core.attachments import AttachmentStore
+from gemmadesk.core.media import AUDIO_TYPES, EXTENSIONS, IMAGE_TYPES
 from gemmadesk.core.paths import app_paths, atomic_write_text
 from gemmadesk.core.search_text import MAX_QUERY_CHARS, fts_query, like_pattern, match_spans, search_terms, snippet
-from gemmadesk.core.types import ChatMessage, Role
+from gemmadesk.core.types import Attachment, AttachmentKind, ChatMessage, Role
 
 log = logging.getLogger(__name__)
 
@@ -62,11 +67,15 @@ SALVAGE_PROBES = 200_000  # row lookups spent stepping over damaged pages when r
 SALVAGE_GAP = 5_000  # ... and ids in a row that read nothing before giving up (when the largest id is unknown)
 
 # SQLite's primary result codes (the low byte of sqlite3.Error.sqlite_errorcode).
+_SHA = re.compile(r"[0-9a-f]{64}")
+_MIMES = set(IMAGE_TYPES.values()) | set(AUDIO_TYPES.values())
 _DAMAGED = {11, 26}  # SQLITE_CORRUPT, SQLITE_NOTADB
 _UNWRITABLE = {3, 5, 6, 8, 10, 13, 14}  # PERM, BUSY, LOCKED, READONLY, IOERR, FULL, CANTOPEN
 _CONVERSATION_COLUMNS = ("title", "created_at", "updated_at", "system_prompt", "model")
 _MESSAGE_COLUMNS = ("conversation_id", "role", "content", "thoughts", "model", "settings_json", "stats_json",
-                    "status", "created_at", "updated_at")
+                    "status", "created_at", "updated_at", "attachments_json")
+MAX_ATTACHMENTS_JSON = 64 * 1024  # a message's attachment list as stored (a few hundred bytes per file)
+SWEEP_MIN_AGE_S = 3600.0  # the start-up sweep leaves younger unreferenced files (another process may use them)
 
 
 def _v1(db: sqlite3.Connection) -> None:
@@ -171,7 +180,21 @@ def ensure_fts(db: sqlite3.Connection) -> bool:
     return True
 
 
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1, _v2, _v3, _fts_index)
+def _attachments_migration(db: sqlite3.Connection) -> None:
+    """Messages reference their attached images/audio (issue 14): ``attachments_json`` is a JSON list of
+    ``{"sha256", "kind", "mime", "ext", "name", "size"}``; the files live content-addressed in the
+    :class:`~gemmadesk.core.attachments.AttachmentStore` beside the database. One column (not a table)
+    so the journal of unsaved messages and the rescue of a damaged database carry it like any other.
+    Kept as its own function so its number can follow whatever other migration lands first."""
+    db.executescript(
+        """
+        ALTER TABLE messages ADD COLUMN attachments_json TEXT NOT NULL DEFAULT '[]';
+        CREATE INDEX messages_with_attachments ON messages(id) WHERE attachments_json <> '[]';
+        """
+    )
+
+
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1, _v2, _v3, _fts_index, _attachments_migration)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -202,6 +225,7 @@ class Message:
     status: Status
     created_at: float
     updated_at: float
+    attachments: tuple[Attachment, ...] = ()  # paths inside the history's AttachmentStore (may be missing)
 
 
 @dataclass(frozen=True)
@@ -220,13 +244,77 @@ def _conversation(row: sqlite3.Row) -> Conversation:
     )
 
 
-def _message(row: sqlite3.Row | dict[str, Any]) -> Message:
+def _message(row: sqlite3.Row | dict[str, Any], store: AttachmentStore | None = None) -> Message:
+    keys = row.keys()
+    refs = attachment_refs(row["attachments_json"] if "attachments_json" in keys else "[]")
     return Message(
         id=row["id"], conversation_id=row["conversation_id"], role=row["role"], content=row["content"],
         thoughts=row["thoughts"], model=row["model"], settings=_json_object(row["settings_json"]),
         stats=_json_object(row["stats_json"]), status=row["status"], created_at=row["created_at"],
         updated_at=row["updated_at"] or row["created_at"],
+        attachments=tuple(_attachment(ref, store) for ref in refs),
     )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class AttachmentRef:
+    """One attachment as a message stores it (the file itself is in the AttachmentStore)."""
+
+    sha256: str
+    kind: AttachmentKind
+    mime: str
+    ext: str
+    name: str = ""
+    size: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self) | {"kind": str(self.kind)}
+
+    @property
+    def file_name(self) -> str:
+        return f"{self.sha256}{self.ext}"
+
+
+def attachment_refs(text: Any) -> list[AttachmentRef]:
+    """The attachments a message's ``attachments_json`` names; anything malformed (a damaged or hand-edited
+    database) is left out, never passed on as a path."""
+    if not isinstance(text, str) or text in ("", "[]") or len(text) > MAX_ATTACHMENTS_JSON:
+        return []
+    try:
+        items = json.loads(text)
+    except (ValueError, RecursionError):
+        return []
+    out: list[AttachmentRef] = []
+    for item in items if isinstance(items, list) else []:
+        if not isinstance(item, dict):
+            continue
+        sha, kind, mime, ext = item.get("sha256"), item.get("kind"), item.get("mime"), item.get("ext")
+        name, size = item.get("name", ""), item.get("size", 0)
+        if not (isinstance(sha, str) and _SHA.fullmatch(sha) and kind in ("image", "audio")
+                and isinstance(mime, str) and mime in _MIMES and ext in EXTENSIONS.values()
+                and isinstance(name, str) and isinstance(size, int) and not isinstance(size, bool)):
+            continue
+        out.append(AttachmentRef(sha, AttachmentKind(kind), mime, str(ext), name[:200], max(size, 0)))
+    return out
+
+
+def _attachments_json(attachments: Sequence[Attachment]) -> str:
+    refs = []
+    for att in attachments:
+        path = Path(att.path)
+        if not _SHA.fullmatch(att.sha256) or path.suffix not in EXTENSIONS.values():
+            raise HistoryError(f"“{att.display_name}” was not stored as an attachment; attach it again.")
+        try:
+            size = path.stat().st_size
+        except OSError:
+            size = 0
+        refs.append(AttachmentRef(att.sha256, AttachmentKind(att.kind), att.mime, path.suffix, att.name, size))
+    return json.dumps([r.to_dict() for r in refs])
+
+
+def _attachment(ref: AttachmentRef, store: AttachmentStore | None) -> Attachment:
+    path = store.path_for(ref.sha256, ref.ext) if store is not None else Path(ref.file_name)
+    return Attachment(ref.kind, path, ref.sha256, ref.mime, ref.name)
 
 
 def _json_object(text: Any) -> dict[str, Any]:
@@ -269,9 +357,19 @@ def migrate(db: sqlite3.Connection) -> int:
 class HistoryStore:
     """Conversations and messages. Safe to share between threads (one connection behind a lock)."""
 
-    def __init__(self, path: str | Path | None = None) -> None:
+    def __init__(self, path: str | Path | None = None, attachments: AttachmentStore | None = None) -> None:
         self.path = Path(path) if path is not None else app_paths().history_db
         self._memory = str(path) == ":memory:"
+        # Attachments live beside the database (``<data dir>/attachments`` for the default one). An
+        # in-memory history (nothing saved) references the app's store but never deletes from it: it
+        # does not know which files the saved chats use.
+        if attachments is not None:
+            self.attachments = attachments
+        elif self._memory:
+            self.attachments = AttachmentStore()
+        else:
+            self.attachments = AttachmentStore(root=self.path.parent / "attachments")
+        self._collects_attachments = not self._memory
         self._lock = threading.RLock()
         self.notices: list[str] = []  # one sentence each: what happened to the history and where things are
         self.read_only: str | None = None  # why new turns wait in the journal (None: saved normally)
@@ -615,16 +713,65 @@ class HistoryStore:
                 self._write(do, journal)
 
     def delete_conversation(self, conversation_id: int) -> None:
+        """Delete a conversation and its messages, then the attachment files no other message uses."""
+
         def do(db: sqlite3.Connection) -> None:
             db.execute("DELETE FROM conversations WHERE id = ?", (self._real(conversation_id),))
 
         with self._lock:
             cid = self._real(conversation_id)
+            used = _hashes(self.messages(cid))
             if cid in self._pending.conversations:
                 self._pending.drop_conversation(cid)
                 self._save_journal()
-                return
-            self._write(do, self._refuse_while_unwritable("deleted"))
+            else:
+                self._write(do, self._refuse_while_unwritable("deleted"))
+            self._collect_attachments(used)
+
+    # ------------------------------------------------------------ attachment files
+    def referenced_attachments(self) -> set[str]:
+        """The content hashes every saved message (and every one waiting in the journal) references."""
+        with self._lock:
+            rows = self._query("SELECT attachments_json FROM messages WHERE attachments_json <> '[]'")
+            refs = {r.sha256 for row in rows for r in attachment_refs(row[0])}
+            refs |= {r.sha256 for row in self._pending.messages.values()
+                     for r in attachment_refs(row.get("attachments_json"))}
+            return refs
+
+    def _may_collect(self) -> bool:
+        """Attachment files are deleted only when this history surely knows every message: a saved,
+        writable database with no damaged copy kept aside (its chats may still reference them)."""
+        if not self._collects_attachments or self._recovered or self.read_only is not None:
+            return False
+        try:
+            return not any(self.path.parent.glob(f"{glob.escape(self.path.name)}.damaged-*"))
+        except OSError:
+            return False
+
+    def _collect_attachments(self, candidates: set[str]) -> int:
+        """After messages were deleted: delete the files of ``candidates`` that no message references any
+        more (after the database commit, so a crash leaves an unused file, never a missing one)."""
+        if not candidates or not self._may_collect():
+            return 0
+        removed = 0
+        try:
+            for sha in sorted(candidates - self.referenced_attachments()):
+                removed += self.attachments.remove(sha)
+        except (OSError, HistoryError) as exc:  # left for the next start-up sweep
+            log.warning("could not delete unused attachments: %s", exc)
+        return removed
+
+    def sweep_attachments(self, min_age_s: float = SWEEP_MIN_AGE_S) -> int:
+        """Delete stored attachment files no message references (left by a crash between the database and
+        the file, or by a chat that was never saved), if older than ``min_age_s``; returns how many."""
+        if not self._may_collect():
+            return 0
+        try:
+            with self._lock:
+                return self.attachments.remove_unused(self.referenced_attachments(), min_age_s=min_age_s)
+        except (OSError, HistoryError) as exc:
+            log.warning("could not sweep unused attachments: %s", exc)
+            return 0
 
     def _refuse_while_unwritable(self, what: str) -> Callable[[], None]:
         def refuse() -> None:
@@ -641,8 +788,10 @@ class HistoryStore:
             cid = self._real(conversation_id)
             rows = [] if cid < 0 else self._query(
                 "SELECT * FROM messages WHERE conversation_id = ? ORDER BY id", (cid,))
-            out = [_message({**dict(r), **self._pending.message_updates.get(r["id"], {})}) for r in rows]
-            out += [_message({"id": mid, **row}) for mid, row in sorted(self._pending.messages.items(), reverse=True)
+            store = self.attachments
+            out = [_message({**dict(r), **self._pending.message_updates.get(r["id"], {})}, store) for r in rows]
+            out += [_message({"id": mid, **row}, store)
+                    for mid, row in sorted(self._pending.messages.items(), reverse=True)
                     if self._real(row["conversation_id"]) == cid]
             return out
 
@@ -650,11 +799,11 @@ class HistoryStore:
         with self._lock:
             mid = self._real(message_id)
             if mid in self._pending.messages:
-                return _message({"id": mid, **self._pending.messages[mid]})
+                return _message({"id": mid, **self._pending.messages[mid]}, self.attachments)
             rows = self._query("SELECT * FROM messages WHERE id = ?", (mid,))
             if not rows:
                 raise HistoryError(f"Message {message_id} does not exist (it may have been deleted).")
-            return _message({**dict(rows[0]), **self._pending.message_updates.get(mid, {})})
+            return _message({**dict(rows[0]), **self._pending.message_updates.get(mid, {})}, self.attachments)
 
     def add_message(
         self,
@@ -667,12 +816,16 @@ class HistoryStore:
         settings: dict[str, Any] | None = None,
         stats: dict[str, Any] | None = None,
         status: Status = "complete",
+        attachments: Sequence[Attachment] = (),
     ) -> Message:
-        """Append and commit one message. The first user message also titles a "New chat"."""
+        """Append and commit one message. The first user message also titles a "New chat".
+        ``attachments``: files already in :attr:`attachments` (``AttachmentStore.put``), referenced by hash."""
         now = time.time()
         row = {"role": role, "content": content, "thoughts": thoughts, "model": model,
                "settings_json": json.dumps(settings or {}), "stats_json": json.dumps(stats or {}),
-               "status": status, "created_at": now, "updated_at": now}
+               "status": status, "created_at": now, "updated_at": now,
+               "attachments_json": _attachments_json(attachments)}
+        title = _title_from(content or " ".join(a.display_name for a in attachments))
 
         def do(db: sqlite3.Connection) -> int:
             cid = self._real(conversation_id)
@@ -680,14 +833,15 @@ class HistoryStore:
                 _ensure_conversation(db, cid, now)
             cur = db.execute(
                 "INSERT INTO messages (conversation_id, role, content, thoughts, model, settings_json, "
-                "stats_json, status, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "stats_json, status, created_at, updated_at, attachments_json) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (cid, *row.values()),
             )  # fmt: skip
             db.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", (now, cid))
             if role == "user":
                 db.execute(
                     "UPDATE conversations SET title = ? WHERE id = ? AND title = ?",
-                    (_title_from(content), cid, DEFAULT_TITLE),
+                    (title, cid, DEFAULT_TITLE),
                 )
             return int(cur.lastrowid or 0)
 
@@ -698,7 +852,7 @@ class HistoryStore:
             self._pending.messages[mid] = {"conversation_id": cid, **row}
             changes: dict[str, Any] = {"updated_at": now}
             if role == "user" and conv.title == DEFAULT_TITLE:
-                changes["title"] = _title_from(content)
+                changes["title"] = title
             if cid in self._pending.conversations:
                 self._pending.conversations[cid].update(changes)
             else:
@@ -776,11 +930,16 @@ class HistoryStore:
 
         with self._lock:
             mid = self._real(message_id)
+            try:
+                used = _hashes([self.get_message(mid)])
+            except HistoryError:
+                used = set()
             if mid in self._pending.messages:
                 del self._pending.messages[mid]
                 self._save_journal()
-                return
-            self._write(do, self._refuse_while_unwritable("deleted"))
+            else:
+                self._write(do, self._refuse_while_unwritable("deleted"))
+            self._collect_attachments(used)
 
     def edit_user_message(self, message_id: int, content: str) -> list[Message]:
         """Replace a user message's text and delete every later message of its conversation; returns
@@ -798,7 +957,10 @@ class HistoryStore:
 
         if msg.id < 0 or msg.conversation_id < 0:
             self._refuse_while_unwritable("edited")()
-        self._write(do, self._refuse_while_unwritable("edited"))
+        with self._lock:
+            used = _hashes(m for m in self.messages(msg.conversation_id) if m.id > msg.id)
+            self._write(do, self._refuse_while_unwritable("edited"))
+            self._collect_attachments(used)
         return self.messages(msg.conversation_id)
 
     def remove_last_reply(self, conversation_id: int) -> list[Message]:
@@ -814,7 +976,8 @@ class HistoryStore:
         Empty partial replies (stopped before the first token) are left out."""
         conv = self.get_conversation(conversation_id)
         out = [ChatMessage("system", conv.system_prompt)] if conv.system_prompt.strip() else []
-        out += [ChatMessage(m.role, m.content) for m in self.messages(conversation_id) if m.content.strip()]
+        out += [ChatMessage(m.role, m.content, m.attachments) for m in self.messages(conversation_id)
+                if m.content.strip() or m.attachments]
         return out
 
     # ------------------------------------------------------------ import
@@ -874,13 +1037,49 @@ class HistoryStore:
         return hits[:limit]
 
     def export_json(self, conversation_id: int) -> dict[str, Any]:
+        """The conversation as JSON-ready data. Each message's ``attachments`` lists its files by content hash,
+        with ``file`` = ``attachments/<sha256><ext>``: the path :meth:`export_attachments` copies them to."""
         conv = self.get_conversation(conversation_id)
         return {
             "format": "gemmadesk-conversation",
             "version": 1,
             "conversation": asdict(conv),
-            "messages": [asdict(m) for m in self.messages(conversation_id)],
+            "messages": [_exported(m) for m in self.messages(conversation_id)],
         }
+
+    def export_attachments(self, conversation_id: int, folder: str | Path) -> list[str]:
+        """Copy the conversation's attachment files into ``folder/attachments/`` (as ``<sha256><ext>``, the
+        relative paths the JSON and Markdown exports use); returns the names of files that are missing from
+        the store (the exports still name them). Never overwrites a different file."""
+        target = Path(folder) / "attachments"
+        missing: list[str] = []
+        seen: set[str] = set()
+        for m in self.messages(conversation_id):
+            for att in m.attachments:
+                if att.sha256 in seen:
+                    continue
+                seen.add(att.sha256)
+                source = self.attachments.find(att.sha256)
+                if source is None:
+                    missing.append(att.display_name)
+                    continue
+                target.mkdir(parents=True, exist_ok=True)
+                dest = target / source.name
+                if dest.is_symlink() or (dest.exists() and dest.stat().st_size == source.stat().st_size):
+                    continue
+                tmp = dest.with_name(f".{dest.name}.part")
+                shutil.copyfile(source, tmp)
+                os.replace(tmp, dest)
+        return missing
+
+    def export_folder(self, conversation_id: int, folder: str | Path) -> Path:
+        """``chat.md`` + ``chat.json`` + ``attachments/`` in ``folder`` (made if missing); returns the folder."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.export_attachments(conversation_id, folder)
+        atomic_write_text(folder / "chat.json", json.dumps(self.export_json(conversation_id), indent=2))
+        atomic_write_text(folder / "chat.md", self.export_markdown(conversation_id))
+        return folder
 
     def export_markdown(self, conversation_id: int) -> str:
         conv = self.get_conversation(conversation_id)
@@ -901,6 +1100,9 @@ class HistoryStore:
                     "</details>",
                     "",
                 ]
+            lines += [_markdown_attachment(a) for a in m.attachments]
+            if m.attachments:
+                lines.append("")
             lines += [m.content.strip(), ""]
         return "\n".join(lines)
 
@@ -913,8 +1115,8 @@ _PENDING_CONVERSATION = {"title": str, "created_at": (float, int), "updated_at":
                          "system_prompt": str, "model": (str, type(None))}
 _PENDING_MESSAGE = {"conversation_id": int, "role": str, "content": str, "thoughts": str,
                     "model": (str, type(None)), "settings_json": str, "stats_json": str, "status": str,
-                    "created_at": (float, int), "updated_at": (float, int)}
-_IMPORTED_MESSAGE = {k: v for k, v in _PENDING_MESSAGE.items() if k != "conversation_id"}
+                    "created_at": (float, int), "updated_at": (float, int), "attachments_json": str}
+_IMPORTED_MESSAGE = {k: v for k, v in _PENDING_MESSAGE.items() if k not in ("conversation_id", "attachments_json")}
 
 
 def _conversation_of(cid: int, row: dict[str, Any]) -> Conversation:
@@ -981,6 +1183,8 @@ class _Pending:
                 if not isinstance(raw, dict):
                     raise ValueError(f"{key}: not an object")
                 row = dict(raw)
+                if key == "messages":
+                    row.setdefault("attachments_json", "[]")  # journals written before attachments existed
                 some_id = row.pop("id", None)
                 if isinstance(some_id, bool) or not isinstance(some_id, int) or (some_id < 0) != negative:
                     raise ValueError(f"{key}: bad id")
@@ -1119,6 +1323,27 @@ class PartialSaver:
         self.store.update_partial(self.message_id, self.answer, self.thoughts)
         self._saved_at = time.monotonic()
         self.saves += 1
+
+
+def _hashes(messages: Iterable[Message]) -> set[str]:
+    return {a.sha256 for m in messages for a in m.attachments}
+
+
+def _exported(m: Message) -> dict[str, Any]:
+    data = asdict(m)
+    data["attachments"] = [
+        {"kind": str(a.kind), "mime": a.mime, "name": a.name, "sha256": a.sha256,
+         "file": f"attachments/{a.sha256}{Path(a.path).suffix}"}
+        for a in m.attachments
+    ]  # fmt: skip
+    return data
+
+
+def _markdown_attachment(a: Attachment) -> str:
+    """A Markdown line for an attachment: an image (alt text = its name, escaped) or a link to audio."""
+    label = re.sub(r"([\\`*_{}\[\]()#+\-.!<>|])", r"\\\1", a.display_name) or "attachment"
+    target = f"attachments/{a.sha256}{Path(a.path).suffix}"
+    return f"![{label}]({target})" if a.kind == "image" else f"[Audio: {label}]({target})"
 
 
 def _title_from(text: str) -> str:

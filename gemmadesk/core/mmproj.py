@@ -30,6 +30,8 @@ VISION_TYPES = ("gemma4v", "gemma4uv")
 AUDIO_TYPES = ("gemma4a", "gemma4ua")
 UA_FRAME = 640  # gemma4ua: samples per token, hard-coded in clip.cpp
 MERGE = 3  # Gemma 4 vision pools 3 × 3 patches into one token (clip.cpp default, key scale_factor)
+DEFAULT_IMAGE_MAX_TOKENS = 280  # Gemma 4's default image budget (70/140/280/560/1120 are the trained ones)
+TOKENS_PER_AUDIO_SECOND = 25
 WARMUP_IMAGE_TOKENS = 256  # clip.cpp sizes the vision compute buffer with a 256-token image at load
 MAX_DIM = 65_536
 

@@ -94,6 +94,13 @@ class Attachment:
     path: Path
     sha256: str
     mime: str
+    # The file's name when it was attached: shown to the person, never used as a path, not part of equality
+    # (the same content attached under two names is one attachment).
+    name: str = field(default="", compare=False)
+
+    @property
+    def display_name(self) -> str:
+        return self.name or Path(self.path).name
 
 
 @dataclass(frozen=True)

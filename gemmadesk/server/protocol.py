@@ -8,17 +8,27 @@ thoughts as ``reasoning_content`` (in the message and in stream deltas), as llam
 Thinking is switched on per request by ``chat_template_kwargs: {"enable_thinking": true}`` (vLLM,
 llama-server) or by ``reasoning_effort`` ("none" switches it off; any other level switches it on:
 Gemma 4 has no levels). Default: off.
+
+Images and audio (issue 14): ``image_url`` parts with ``data:`` URLs only (a URL is never fetched) and
+``input_audio`` parts (``{"data": base64, "format": "wav"|"mp3"|"flac"}``), at most
+:data:`MAX_MEDIA_PARTS` per request and bounded by the body limit, go through the same checks as a file
+attached in the app (:class:`~gemmadesk.core.attachments.AttachmentStore`: recognised from their bytes,
+sizes bounded) and are stored content-addressed, so a repeated request re-uses the model's cached
+encoding. Whether the loaded model can take them is the engine's answer (a 400 with one sentence).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import math
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from gemmadesk.core.engine import ChatMessage, ReplyStats, SamplingParams
+from gemmadesk.core.engine import Attachment, ChatMessage, ReplyStats, SamplingParams
 from gemmadesk.server.service import ChatJob, CompletionJob
 
 MAX_BODY_BYTES = 8 * 2**20
@@ -28,7 +38,10 @@ MAX_STOP_LENGTH = 256
 MAX_MODEL_NAME = 256
 MAX_REPLY_TOKENS = 1_000_000
 MAX_USER = 64
+MAX_MEDIA_PARTS = 16
+AUDIO_FORMATS = ("wav", "mp3", "flac")
 REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh")
+StoreMedia = Callable[[bytes, str], Attachment]  # (bytes, a name to show) -> the stored attachment
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 
 
@@ -198,33 +211,86 @@ def _thinking(body: dict[str, Any]) -> bool:
     return thinking
 
 
-def _content(message: dict[str, Any], i: int) -> str:
+def _content(message: dict[str, Any], i: int) -> tuple[str, list[tuple[str, bytes]]]:
+    """(the text, the media parts as (kind, bytes)) of one message."""
     content = message.get("content")
     if content is None and message.get("role") == "assistant":
-        return ""
+        return "", []
     if isinstance(content, str):
-        return content
+        return content, []
     if isinstance(content, list):
-        texts = []
+        texts: list[str] = []
+        media: list[tuple[str, bytes]] = []
         for part in content:
-            if not isinstance(part, dict) or part.get("type") not in ("text", "input_text"):
-                kind = part.get("type") if isinstance(part, dict) else type(part).__name__
-                raise bad(f"messages[{i}]: content parts of type “{kind}” are not supported; send text.", "messages")
+            kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+            if isinstance(part, dict) and kind in ("image_url", "input_audio"):
+                media.append(_media_part(part, i))
+                continue
+            if not isinstance(part, dict) or kind not in ("text", "input_text"):
+                raise bad(f"messages[{i}]: content parts of type “{str(kind)[:40]}” are not supported; send text, "
+                          "image_url or input_audio parts.", "messages")  # fmt: skip
             text = part.get("text")
             if not isinstance(text, str):
                 raise bad(f"messages[{i}]: a text part needs a “text” string.", "messages")
             texts.append(text)
-        return "\n".join(texts)
-    raise bad(f"messages[{i}].content must be a string or a list of text parts.", "messages")
+        return "\n".join(texts), media
+    raise bad(f"messages[{i}].content must be a string or a list of content parts.", "messages")
 
 
-def parse_messages(raw: Any) -> tuple[ChatMessage, ...]:
+def _media_part(part: dict[str, Any], i: int) -> tuple[str, bytes]:
+    """An ``image_url`` (``data:`` URL) or ``input_audio`` part as (kind, decoded bytes)."""
+    if part["type"] == "image_url":
+        image = part.get("image_url")
+        url = image.get("url") if isinstance(image, dict) else image
+        if not isinstance(url, str) or not url.startswith("data:"):
+            raise bad(f"messages[{i}]: images must be sent inline as “data:image/…;base64,…” URLs; GemmaDesk's "
+                      "server never fetches URLs.", "messages")  # fmt: skip
+        header, _, payload = url.partition(",")
+        if not header.endswith(";base64"):
+            raise bad(f"messages[{i}]: an image data URL must be base64 (“data:image/png;base64,…”).", "messages")
+        return "image", _b64(payload, i)
+    audio = part.get("input_audio")
+    if not isinstance(audio, dict) or not isinstance(audio.get("data"), str):
+        raise bad(f"messages[{i}]: an input_audio part needs {{\"data\": base64, \"format\": \"wav\"}}.", "messages")
+    if audio.get("format") not in AUDIO_FORMATS:
+        raise bad(f"messages[{i}]: input_audio “format” must be one of {', '.join(AUDIO_FORMATS)}.", "messages")
+    return "audio", _b64(audio["data"], i)
+
+
+def _b64(payload: str, i: int) -> bytes:
+    try:
+        return base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError):
+        raise bad(f"messages[{i}]: the attached data is not valid base64.", "messages") from None
+
+
+def _stored(kind: str, data: bytes, i: int, n: int, store: StoreMedia | None) -> Attachment:
+    """Check and store one media part (as a file attached in the app would be)."""
+    from gemmadesk.core.attachments import AttachmentStore, AttachmentStoreError
+    from gemmadesk.core.media import JPEG_SCAN_BYTES, MediaError, check_media
+
+    name = f"{kind} {n + 1} of messages[{i}]"
+    try:
+        found = check_media(data[:JPEG_SCAN_BYTES], len(data), name).kind  # before anything is stored
+        if found != kind:
+            raise bad(f"messages[{i}]: an {kind} part holds {found} data; send it as "
+                      f"{'image_url' if found == 'image' else 'input_audio'}.", "messages")  # fmt: skip
+        return (store or AttachmentStore().put_bytes)(data, name)
+    except MediaError as exc:
+        raise bad(f"messages[{i}]: {exc}", "messages") from None
+    except AttachmentStoreError as exc:
+        raise ApiError(500, str(exc), type="server_error") from None
+
+
+def parse_messages(raw: Any, store: StoreMedia | None = None) -> tuple[ChatMessage, ...]:
+    """The request's messages; ``store`` keeps image/audio parts (default: the app's AttachmentStore)."""
     if not isinstance(raw, list) or not raw:
         raise bad("“messages” must be a non-empty list.", "messages")
     if len(raw) > MAX_MESSAGES:
         raise bad(f"“messages” holds {len(raw):,} messages; at most {MAX_MESSAGES:,} are accepted.", "messages")
     system: list[str] = []
     turns: list[ChatMessage] = []
+    n_media = 0
     for i, message in enumerate(raw):
         if not isinstance(message, dict):
             raise bad(f"messages[{i}] must be an object with “role” and “content”.", "messages")
@@ -234,13 +300,19 @@ def parse_messages(raw: Any) -> tuple[ChatMessage, ...]:
                 f"messages[{i}] has role {str(message.get('role'))[:40]!r}; use system, developer, user or assistant.",
                 "messages",
             )
-        text = _content(message, i)
+        text, media = _content(message, i)
+        if media and role != "user":
+            raise bad(f"messages[{i}]: only user messages can carry images or audio.", "messages")
+        n_media += len(media)
+        if n_media > MAX_MEDIA_PARTS:
+            raise bad(f"At most {MAX_MEDIA_PARTS} images and audio clips are accepted in one request.", "messages")
         if role == "system":
             if turns:
                 raise bad(f"messages[{i}]: system messages must come before the conversation.", "messages")
             system.append(text)
         else:
-            turns.append(ChatMessage(role, text))  # type: ignore[arg-type]
+            atts = tuple(_stored(kind, data, i, n, store) for n, (kind, data) in enumerate(media))
+            turns.append(ChatMessage(role, text, atts))  # type: ignore[arg-type]
     if not turns or turns[-1].role != "user":
         raise bad("The last message must be the user's (GemmaDesk does not continue assistant messages).", "messages")
     head = [ChatMessage("system", "\n\n".join(system))] if system else []
@@ -256,7 +328,7 @@ def _object(body: Any) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------ requests
 
 
-def parse_chat(body: Any) -> ChatRequest:
+def parse_chat(body: Any, store: StoreMedia | None = None) -> ChatRequest:
     body = _object(body)
     model = _model(body)
     _unsupported(body, {"n": 1, "logprobs": False, "top_logprobs": 0, "tools": (), "tool_choice": ("none", "auto"),
@@ -265,7 +337,7 @@ def parse_chat(body: Any) -> ChatRequest:
     response_format = body.get("response_format")
     if response_format is not None and response_format != {"type": "text"}:
         raise bad("“response_format” other than text is not supported by GemmaDesk's server.", "response_format")
-    messages = parse_messages(body.get("messages"))
+    messages = parse_messages(body.get("messages"), store)
     params = _sampling(body, _thinking(body))
     stream, include_usage = _stream_options(body)
     return ChatRequest(model, ChatJob(messages=messages, params=params), stream, include_usage, _user(body))

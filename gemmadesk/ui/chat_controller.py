@@ -9,6 +9,11 @@ Per-conversation sampling settings are stored with each reply (``settings`` of t
 from the conversation's latest reply; a new conversation starts from the user's defaults (``Settings``).
 What is loaded, with which context, is the host's: :attr:`HostBridge.stateChanged` is what views observe.
 History failures in these slots (a locked or damaged database) become notices, never tracebacks.
+
+Attachments (issue 14): :attr:`attachment_jobs` stores dropped, pasted and picked files off the GUI thread
+(refusing kinds the loaded model cannot take before storing anything, :func:`media_rules.refusal`) and
+makes thumbnails; :meth:`send` passes the stored files to the session. A start-up sweep removes attachment
+files no chat references (on the thread pool).
 """
 
 from __future__ import annotations
@@ -24,13 +29,15 @@ from typing import TYPE_CHECKING
 from PySide6.QtCore import QObject, Signal, Slot
 
 from gemmadesk.core.chat import ChatSession, HostState, ReplyHandle, RequestHandle, sampling_from_row
-from gemmadesk.core.engine.errors import EngineError
+from gemmadesk.core.chat.media_rules import refusal
+from gemmadesk.core.engine.errors import AttachmentError, EngineError
 from gemmadesk.core.fit import Plan, Verdict, plan_entry, plan_for_file
 from gemmadesk.core.history import HistoryError, HistoryStore
 from gemmadesk.core.history import Message as Row
 from gemmadesk.core.settings import Settings
 from gemmadesk.core.store import InstalledModel, ModelStore
 from gemmadesk.core.types import (
+    Attachment,
     BackendInfo,
     ContextTrimmed,
     LoadProgress,
@@ -40,6 +47,7 @@ from gemmadesk.core.types import (
     SamplingParams,
     TextChunk,
 )
+from gemmadesk.ui.attachments import AttachmentJobs
 from gemmadesk.ui.conversation_model import ConversationListModel, SearchView
 from gemmadesk.ui.host_bridge import HostBridge
 from gemmadesk.ui.notice import NoticeLevel
@@ -59,7 +67,7 @@ def _to_view(m: Row, streaming: bool = False, running: int | None = None) -> Mes
     """``running``: the id of the reply being written now (a "partial" row that is not interrupted)."""
     interrupted = m.status == "partial" and not m.stats and not streaming and m.id != running
     return Message(m.role, m.content, m.thoughts, dict(m.stats), error="", id=m.id, streaming=streaming,
-                   interrupted=interrupted)
+                   interrupted=interrupted, attachments=m.attachments)
 
 
 def default_params(settings: Settings) -> SamplingParams:
@@ -104,7 +112,10 @@ class ChatController(QObject):
         self._reply: ReplyHandle | None = None
         self._closed = False
         self._query = ""
-
+        self.attachment_jobs = AttachmentJobs(lambda: self.history.attachments, self.attach_refusals, self)
+        self.attachment_jobs.failed.connect(self._attach_failed)
+        self.attachment_jobs.tasks.run(self.history.sweep_attachments, name="sweep unused attachments",
+                                       on_error=lambda e: log.warning("attachment sweep failed: %s", e))
     @property
     def conversation_id(self) -> int | None:
         return self.session.conversation_id
@@ -372,15 +383,35 @@ class ChatController(QObject):
                 with self._history_guard("save the system prompt"):
                     self.session.set_system_prompt(system_prompt)
 
+    # ------------------------------------------------------------------ attachments
+    def attach_refusals(self) -> dict[str, str | None]:
+        """Per kind ("image", "audio"): why the loaded model cannot take it (one sentence), or None."""
+        state = self.bridge.state
+        return {kind: refusal(kind, state.info, state.report) for kind in ("image", "audio")}
+
+    @Slot(str)
+    def _attach_failed(self, text: str) -> None:
+        self._tell(NoticeLevel.WARNING, text, "")
+
     # ------------------------------------------------------------------ replies
-    def send(self, text: str) -> bool:
-        """Send ``text`` in the open conversation (a new one if none); False when it was not accepted."""
+    def send(self, text: str, attachments: tuple[Attachment, ...] = ()) -> bool:
+        """Send ``text`` (with ``attachments``, already stored by :attr:`attachment_jobs`) in the open
+        conversation (a new one if none); False when it was not accepted."""
         if not self._ready():
+            return False
+        try:
+            self.session.check_attachments(attachments)
+        except AttachmentError as exc:
+            self._tell(NoticeLevel.WARNING, str(exc), "Remove the attachments to send the text alone.")
             return False
         if self.conversation_id is None and self.new_conversation(keep_settings=True) is None:
             return False
         with self._history_guard("save your message"):
-            handle = self.session.send(text, self.params)
+            try:
+                handle = self.session.send(text, self.params, attachments)
+            except AttachmentError as exc:
+                self._tell(NoticeLevel.WARNING, str(exc), "Remove the attachments to send the text alone.")
+                return False
             if handle.user_message is not None:
                 self.transcript.append(_to_view(handle.user_message))
             self._start(handle)

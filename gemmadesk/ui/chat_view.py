@@ -5,10 +5,11 @@ goes to :class:`ChatController`."""
 from __future__ import annotations
 
 from PySide6.QtCore import QItemSelectionModel, QPoint, Qt, Signal, Slot
-from PySide6.QtGui import QKeySequence, QShortcut
+from PySide6.QtGui import QDragEnterEvent, QDragMoveEvent, QDropEvent, QImage, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
+    QFileDialog,
     QHBoxLayout,
     QLabel,
     QLineEdit,
@@ -24,9 +25,11 @@ from PySide6.QtWidgets import (
 )
 
 from gemmadesk.core.chat import HostState
+from gemmadesk.core.types import Attachment
+from gemmadesk.ui.attachments import FILE_FILTER, ImageViewer
 from gemmadesk.ui.chat_controller import ChatController
 from gemmadesk.ui.chat_settings import ChatSettingsPanel
-from gemmadesk.ui.composer import Composer
+from gemmadesk.ui.composer import Composer, carries_attachment, local_files
 from gemmadesk.ui.conversation_delegate import ConversationDelegate
 from gemmadesk.ui.conversation_model import CONVERSATION_ID_ROLE
 from gemmadesk.ui.message_view import MessageView
@@ -162,7 +165,7 @@ class ChatView(QWidget):
         self.banner.setAccessibleName("Where the model runs")
         self.banner.setStyleSheet("background: #fff3e0; color: #8a4b00; padding: 6px; border-radius: 4px")
         self.banner.hide()
-        self.messages = MessageView(ctl.transcript)
+        self.messages = MessageView(ctl.transcript, jobs=ctl.attachment_jobs)
         self.composer = Composer()
         self.settings_panel = ChatSettingsPanel()
         self.settings_panel.set_values(ctl.system_prompt, ctl.params)
@@ -199,6 +202,8 @@ class ChatView(QWidget):
         layout.addWidget(split)
         self._wire()
         self._shortcuts()
+        self.setAcceptDrops(True)  # files dropped anywhere on the chat are attached
+        self.file_dialog: QFileDialog | None = None
         self.setTabOrder(self.composer.edit, self.composer.send_button)
         self.setTabOrder(self.composer.send_button, self.composer.thinking)
         self.setTabOrder(self.composer.thinking, self.sidebar.search)
@@ -213,6 +218,10 @@ class ChatView(QWidget):
             (ctl.model_loading, self._loading), (ctl.model_ready, self._ready), (ctl.models_changed, self._models),
             (ctl.conversation_opened, self._opened), (ctl.notice, self._notice),
             (ctl.search_matches, self.messages.highlight), (panel.error, self._panel_error),
+            (composer.attach_clicked, self.pick_files), (composer.files_dropped, ctl.attachment_jobs.attach_files),
+            (composer.image_pasted, ctl.attachment_jobs.attach_image),
+            (ctl.attachment_jobs.prepared, composer.add_attachment),
+            (self.messages.image_requested, self.view_image), (composer.attachments.view_requested, self.view_image),
         )
         for signal, slot in wiring:
             signal.connect(slot)
@@ -239,9 +248,55 @@ class ChatView(QWidget):
         QShortcut(QKeySequence(Qt.Key.Key_Escape), self, self.composer.escape)
         QShortcut(QKeySequence("Ctrl+,"), self, self.settings_toggle.toggle)
 
+    # ------------------------------------------------------------------ attachments
+    def pick_files(self) -> None:
+        """The paper clip: a file dialog (not blocking the event loop) for images and audio."""
+        why = self.ctl.attachment_jobs.refusal()
+        if why:
+            self.notice.show_message(why, "warning")
+            return
+        dialog = QFileDialog(self, "Attach images or audio", "", FILE_FILTER)
+        dialog.setFileMode(QFileDialog.FileMode.ExistingFiles)
+        dialog.filesSelected.connect(self.ctl.attachment_jobs.attach_files)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        self.file_dialog = dialog
+        dialog.open()
+
+    def view_image(self, att: Attachment) -> ImageViewer:
+        viewer = ImageViewer(att, self.ctl.attachment_jobs.tasks, self)
+        viewer.show()
+        return viewer
+
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:
+        if carries_attachment(event.mimeData()):
+            event.acceptProposedAction()
+        else:
+            super().dragEnterEvent(event)
+
+    def dragMoveEvent(self, event: QDragMoveEvent) -> None:
+        if carries_attachment(event.mimeData()):
+            event.acceptProposedAction()
+        else:
+            super().dragMoveEvent(event)
+
+    def dropEvent(self, event: QDropEvent) -> None:
+        mime = event.mimeData()
+        files = local_files(mime)
+        if files:
+            self.ctl.attachment_jobs.attach_files(files)
+        elif mime.hasImage() and isinstance(image := mime.imageData(), QImage):
+            self.ctl.attachment_jobs.attach_image(image)
+        else:
+            super().dropEvent(event)
+            return
+        event.acceptProposedAction()
+
     # ------------------------------------------------------------------ reactions
     def _send(self, text: str, message_id: int | None) -> None:
-        accepted = self.ctl.send(text) if message_id is None else self.ctl.edit_and_resend(message_id, text)
+        if message_id is None:
+            accepted = self.ctl.send(text, self.composer.pending_attachments())
+        else:
+            accepted = self.ctl.edit_and_resend(message_id, text)
         if accepted:
             self.composer.sent()
 
@@ -313,8 +368,16 @@ class ChatView(QWidget):
         remote = self.ctl.remote_info
         if remote is not None:  # a model on another server (gemmadesk.ui.remote_controller)
             where, ctx = "remote server", f" · {remote.n_ctx // 1024}K context" if remote.n_ctx >= 1024 else ""
-        self._ready_text = f"Ready · {where}{ctx}"
+        senses = ""
+        if report is not None and (report.supports_images or report.supports_audio):
+            senses = " · sees images" + (" and hears audio" if report.supports_audio else "")
+        elif report is not None and report.architecture == "gemma4" and remote is None:
+            senses = " · text only (no projector)"
+        self._ready_text = f"Ready · {where}{ctx}{senses}"
         self.model_status.setText(self._ready_text)
+        why = self.ctl.attachment_jobs.refusal()
+        self.composer.set_attach_refusal(why)
+        self.model_status.setToolTip(why or "")
         self._sync_thinking()
         self._hint()
         self.composer.send_button.setEnabled(True)

@@ -4,26 +4,63 @@ Editing an earlier message shows a banner with a Cancel button; the edit is tied
 (``editing``), and the chat view cancels it whenever another conversation is opened. The composer keeps
 no "busy" state of its own: the chat controller decides whether a message is accepted (``set_busy`` only
 switches Send and Stop), and the view clears the text once it was (:meth:`Composer.sent`).
+
+Attachments (issue 14): the paper-clip button, files dropped on the box (or anywhere on the chat: the chat
+view forwards them) and pictures pasted from the clipboard are handed on (``files_dropped``,
+``image_pasted``, ``attach_clicked``); the chat controller stores them off the GUI thread and the view adds
+each prepared one here as a removable thumbnail (:meth:`Composer.add_attachment`). A message may be only
+attachments. An edit of an earlier message changes its text only: pending attachments wait for the next
+new message.
 """
 
 from __future__ import annotations
 
-from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QKeyEvent
+from PySide6.QtCore import QMimeData, Qt, Signal
+from PySide6.QtGui import QImage, QKeyEvent
 from PySide6.QtWidgets import (
     QCheckBox,
     QHBoxLayout,
     QLabel,
     QPlainTextEdit,
     QPushButton,
+    QToolButton,
     QVBoxLayout,
     QWidget,
 )
+
+from gemmadesk.core.types import Attachment
+from gemmadesk.ui.attachments import AttachmentStrip, Prepared
+
+
+def local_files(mime: QMimeData) -> list[str]:
+    """The local files a drop or paste carries (remote URLs are never fetched)."""
+    return [u.toLocalFile() for u in mime.urls() if u.isLocalFile() and u.toLocalFile()] if mime.hasUrls() else []
+
+
+def carries_attachment(mime: QMimeData) -> bool:
+    return bool(local_files(mime)) or mime.hasImage()
 
 
 class MessageEdit(QPlainTextEdit):
     submit = Signal()
     escape = Signal()
+    files_dropped = Signal(list)  # local paths dropped or pasted
+    image_pasted = Signal(object)  # QImage (clipboard or dropped image data)
+
+    def canInsertFromMimeData(self, source: QMimeData) -> bool:
+        return carries_attachment(source) or super().canInsertFromMimeData(source)
+
+    def insertFromMimeData(self, source: QMimeData) -> None:
+        """Paste and drop: files and pictures become attachments; text is inserted as text."""
+        files = local_files(source)
+        if files:
+            self.files_dropped.emit(files)
+        elif source.hasImage():
+            image = source.imageData()
+            if isinstance(image, QImage):
+                self.image_pasted.emit(image)
+        else:
+            super().insertFromMimeData(source)
 
     def keyPressEvent(self, event: QKeyEvent) -> None:
         key = event.key()
@@ -48,6 +85,9 @@ class MessageEdit(QPlainTextEdit):
 class Composer(QWidget):
     send = Signal(str, object)  # text, id of the message being edited (None: a new message)
     stop = Signal()
+    attach_clicked = Signal()
+    files_dropped = Signal(list)
+    image_pasted = Signal(object)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -76,16 +116,27 @@ class Composer(QWidget):
         self.stop_button.setToolTip("Stop (Esc)")
         self.stop_button.clicked.connect(self.stop)
         self.stop_button.hide()
+        self.attach_button = QToolButton()
+        self.attach_button.setText("Attach…")
+        self.attach_button.setAccessibleName("Attach images or audio")
+        self.attach_button.setToolTip("Attach images or audio (or drop files here, or paste a picture)")
+        self.attach_button.clicked.connect(self.attach_clicked)
+        self.attachments = AttachmentStrip(None, removable=True)
+        self.attachments.setAccessibleName("Attachments of the next message")
+        self.edit.files_dropped.connect(self.files_dropped)
+        self.edit.image_pasted.connect(self.image_pasted)
         side = QVBoxLayout()
         side.addWidget(self.send_button)
         side.addWidget(self.stop_button)
         side.addWidget(self.thinking)
         row = QHBoxLayout()
+        row.addWidget(self.attach_button, 0, Qt.AlignmentFlag.AlignTop)
         row.addWidget(self.edit, 1)
         row.addLayout(side)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.editing_bar)
+        layout.addWidget(self.attachments)
         layout.addLayout(row)
         self.editing: int | None = None  # id of the message being edited
         self._draft = ""  # what was typed before the edit began
@@ -113,11 +164,25 @@ class Composer(QWidget):
         self._draft = ""
 
     def sent(self) -> None:
-        """The message was accepted: clear the box and end any edit."""
+        """The message was accepted: clear the box (and its attachments, unless it was an edit) and end any edit."""
+        if self.editing is None:
+            self.attachments.set_attachments(())
         self.editing = None
         self._draft = ""
         self.editing_bar.hide()
         self.edit.clear()
+
+    def add_attachment(self, prepared: Prepared) -> None:
+        self.attachments.add(prepared)
+
+    def pending_attachments(self) -> tuple[Attachment, ...]:
+        """What goes with the next new message, in the order attached."""
+        return self.attachments.attachments()
+
+    def set_attach_refusal(self, why: str | None) -> None:
+        """The loaded model takes no attachments at all: say why on the button (it stays clickable, and
+        explains itself again when clicked)."""
+        self.attach_button.setToolTip(why or "Attach images or audio (or drop files here, or paste a picture)")
 
     def escape(self) -> None:
         """Esc: end an edit if one is open, else stop the reply."""
@@ -128,5 +193,5 @@ class Composer(QWidget):
 
     def _submit(self) -> None:
         text = self.edit.toPlainText().strip()
-        if text:
+        if text or (self.editing is None and self.pending_attachments()):
             self.send.emit(text, self.editing)

@@ -76,7 +76,8 @@ class DownloadController(QObject):
                 if not pre.ok:
                     raise downloads.DownloadError("; ".join(pre.messages))
             return downloads.download(
-                entry, store, on_progress=relay.progress.emit, control=control, retry=retry
+                entry, store, on_progress=relay.progress.emit, control=control, retry=retry,
+                with_mmproj=options.with_mmproj and entry.mmproj is not None,
             )
 
         self._tasks.run(job, self._done, self._error, name=f"download {entry.id}")

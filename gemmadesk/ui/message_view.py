@@ -24,6 +24,7 @@ from PySide6.QtWidgets import (
 )
 
 from gemmadesk.core.search_text import highlight_pattern
+from gemmadesk.ui.attachments import AttachmentJobs, AttachmentStrip
 from gemmadesk.ui.conversation_delegate import HIGHLIGHT
 from gemmadesk.ui.markdown import MarkdownView, warm_up
 from gemmadesk.ui.transcript_model import Message, TranscriptModel
@@ -86,10 +87,14 @@ class AutoHeightBrowser(MarkdownView):
 class MessageBubble(QFrame):
     regenerate = Signal()
     edit = Signal()
+    view_image = Signal(object)  # Attachment
 
-    def __init__(self, parent: QWidget | None = None) -> None:
+    def __init__(self, parent: QWidget | None = None, jobs: AttachmentJobs | None = None) -> None:
         super().__init__(parent)
         self.setObjectName("MessageBubble")
+        self.attachments = AttachmentStrip(jobs)  # thumbnails (click: view large) and audio (click: play)
+        self.attachments.setAccessibleName("Attachments")
+        self.attachments.view_requested.connect(self.view_image)
         self.who = QLabel()
         self.who.setTextFormat(Qt.TextFormat.RichText)  # fixed text only: "<b>Gemma</b>" / "<b>You</b>"
         self.stats = QLabel()
@@ -139,6 +144,7 @@ class MessageBubble(QFrame):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(10, 6, 10, 6)
         layout.addLayout(head)
+        layout.addWidget(self.attachments)
         layout.addWidget(self.thoughts)
         layout.addWidget(self.body)
         layout.addWidget(self.error)
@@ -162,6 +168,8 @@ class MessageBubble(QFrame):
         if shown != self._last_text:
             self._last_text = shown
             self.body.show_markdown(m.content, streaming=m.streaming, dark=dark)
+        self.attachments.set_attachments(m.attachments)
+        self.body.setVisible(bool(m.content) or assistant)  # a message of attachments only has no text
         self.error.setText(m.error)
         self.error.setVisible(bool(m.error))
         thinking = (m.thoughts, m.streaming and not m.content, dark)
@@ -213,9 +221,12 @@ class MessageBubble(QFrame):
 class MessageView(QScrollArea):
     regenerate_requested = Signal()
     edit_requested = Signal(int)  # row
+    image_requested = Signal(object)  # Attachment: show it large
 
-    def __init__(self, model: TranscriptModel, parent: QWidget | None = None) -> None:
+    def __init__(self, model: TranscriptModel, parent: QWidget | None = None,
+                 jobs: AttachmentJobs | None = None) -> None:  # fmt: skip
         super().__init__(parent)
+        self.jobs = jobs
         self.setAccessibleName("Conversation")
         self.setWidgetResizable(True)
         self.setFrameShape(QFrame.Shape.NoFrame)
@@ -288,8 +299,9 @@ class MessageView(QScrollArea):
         self._refresh(0, len(self.bubbles) - 1)
 
     def _make(self, row: int) -> MessageBubble:
-        bubble = MessageBubble()
+        bubble = MessageBubble(jobs=self.jobs)
         bubble.regenerate.connect(self.regenerate_requested)
+        bubble.view_image.connect(self.image_requested)
         bubble.edit.connect(lambda b=bubble: self.edit_requested.emit(self.bubbles.index(b)))
         return bubble
 

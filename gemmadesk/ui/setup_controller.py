@@ -91,6 +91,12 @@ class SetupController(QObject):
             self.options = replace(self.options, n_ctx=n_ctx)
             self.recompute()
 
+    def set_with_mmproj(self, on: bool) -> None:
+        """Count (and download) the vision projector with each model: images, and audio on E2B/E4B/12B."""
+        if on != self.options.with_mmproj:
+            self.options = replace(self.options, with_mmproj=on)
+            self.recompute()
+
     def recompute(self) -> None:
         if self.hardware is None:
             return

@@ -59,6 +59,7 @@ class SetupPage(QWidget):
         setup.context_adjusted.connect(self.view.set_context)
         self.view.context_changed.connect(setup.set_context)
         self.view.context_changed.connect(self.context_chosen)
+        self.view.vision_changed.connect(setup.set_with_mmproj)
         self.view.selection_changed.connect(self._selection_changed)
         self.confirm_box: QMessageBox | None = None  # open while asking about a model that will not run
 

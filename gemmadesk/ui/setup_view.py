@@ -6,6 +6,7 @@ from PySide6.QtCore import QModelIndex, QPersistentModelIndex, QRect, QRectF, QS
 from PySide6.QtGui import QColor, QPainter, QPalette
 from PySide6.QtWidgets import (
     QAbstractItemView,
+    QCheckBox,
     QComboBox,
     QHBoxLayout,
     QHeaderView,
@@ -17,7 +18,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from gemmadesk.core.fit import GPU_RESERVE_BYTES, memory_budget
+from gemmadesk.core.fit import GPU_RESERVE_BYTES, image_tokens_note, memory_budget
 from gemmadesk.core.hardware import Hardware, decode_threads, gpu_bandwidth
 from gemmadesk.core.speed import ram_bandwidth
 from gemmadesk.core.units import human_bytes
@@ -179,6 +180,7 @@ class SetupView(QWidget):
 
     context_changed = Signal(int)
     selection_changed = Signal(str)  # entry id ("" when nothing downloadable is selected)
+    vision_changed = Signal(bool)  # count and download the vision projector (mmproj) with the model
 
     def __init__(self, model: FitTableModel, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -201,7 +203,13 @@ class SetupView(QWidget):
         ctx_label.setBuddy(self.context_box)
         ctx_row.addWidget(ctx_label)
         ctx_row.addWidget(self.context_box)
+        self.vision_box = QCheckBox("Include the &vision projector (images; audio on E2B, E4B, 12B)")
+        self.vision_box.setAccessibleName("Include the vision projector")
+        self.vision_box.toggled.connect(self.vision_changed)
+        self.vision_box.toggled.connect(lambda _on: self._vision_tip())
+        ctx_row.addWidget(self.vision_box)
         ctx_row.addStretch(1)
+        self._vision_tip()
 
         self.table = QTableView()
         self.table.setAccessibleName("Models and whether they fit")
@@ -250,6 +258,15 @@ class SetupView(QWidget):
         i = self.context_box.findData(n_ctx)
         if i >= 0:
             self.context_box.setCurrentIndex(i)
+        self._vision_tip()
+
+    def _vision_tip(self) -> None:
+        n_ctx = self.context_box.currentData()
+        note = image_tokens_note(int(n_ctx)) if isinstance(n_ctx, int) else ""
+        self.vision_box.setToolTip(
+            "Download each model's projector with it, so chats can include pictures and sound; the memory "
+            f"column then counts the projector and its image encoder. {note}"
+        )
 
     def show_hardware(self, hw: Hardware) -> None:
         self.hardware_label.setText(hardware_summary_html(hw))

@@ -11,6 +11,8 @@ from typing import Any
 
 from PySide6.QtCore import QAbstractListModel, QModelIndex, QPersistentModelIndex, Qt
 
+from gemmadesk.core.types import Attachment
+
 _Index = QModelIndex | QPersistentModelIndex
 
 ROLE_ROLE = Qt.ItemDataRole.UserRole + 1
@@ -30,6 +32,7 @@ class Message:
     error: str = ""
     id: int | None = None  # the history store's row id once saved
     interrupted: bool = False  # a reply left unfinished by an earlier run (closed or crashed while writing)
+    attachments: tuple[Attachment, ...] = ()  # images/audio of a user message (files in the attachment store)
 
 
 class TranscriptModel(QAbstractListModel):

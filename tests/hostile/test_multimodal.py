@@ -138,9 +138,10 @@ def test_marker_text_in_a_message_cannot_add_or_steal_images(
     for text in ("<__media__> <|image|> <|image> <image|>", engine.projector.marker * 3):
         done = list(engine.chat_stream([ChatMessage("user", "What?" + text, (photo,))], params))[-1]
         assert isinstance(done, ReplyDone) and isinstance(plain, ReplyDone)
-        # exactly one image's worth of embeddings, whatever the text says
-        text_extra = len(engine.tokenize("What?" + text.replace(engine.projector.marker, ""))) - len(
-            engine.tokenize("What?"))
+        # exactly one image's worth of embeddings, whatever the text says; the text is counted as the
+        # text-only path counts it (marker strings typed by the user are plain text there and here)
+        text_extra = len(engine.tokenize_prompt([ChatMessage("user", "What?" + text.replace(
+            engine.projector.marker, ""))])) - len(engine.tokenize_prompt([ChatMessage("user", "What?")]))
         assert done.stats.prompt_tokens == plain.stats.prompt_tokens + text_extra
     assert engine.projector.encode_count == 1
 
@@ -156,3 +157,40 @@ def test_audio_that_is_silence_of_zero_length_is_refused(
     with pytest.raises(AttachmentError, match="contains no sound|could not be decoded"):
         list(engine.chat_stream([ChatMessage("user", "?", (empty,))]))
     assert hashlib.sha256(empty.path.read_bytes()).hexdigest() == empty.sha256
+
+
+def test_hostile_attachment_references_never_delete_or_follow_anything_outside(tmp_path: Path, decoy: Decoy) -> None:
+    """A hand-edited history points attachments outside the store (``..`` in the hash or the extension, an
+    absolute path), and a stored file was replaced by a link into the user's folder: deleting every chat and
+    sweeping the store touch nothing outside GemmaDesk's folders (issue 14 phase 2)."""
+    import sqlite3
+
+    from gemmadesk.core.history import HistoryStore
+
+    history = HistoryStore()
+    try:
+        (tmp_path / "p.png").write_bytes(png(16, 16))
+        photo = history.attachments.put(tmp_path / "p.png")
+        conv = history.create_conversation()
+        msg = history.add_message(conv.id, "user", "x", attachments=(photo,))
+        forged = history.add_message(conv.id, "user", "y")
+        db = sqlite3.connect(history.path)
+        outside = decoy.root / "notes.txt"
+        db.execute("UPDATE messages SET attachments_json = ? WHERE id = ?", (
+            '[{"sha256": "../../../../' + str(outside) + '", "kind": "image", "mime": "image/png", "ext": ".png"},'
+            ' {"sha256": "' + "b" * 64 + '", "kind": "image", "mime": "image/png", "ext": "/../../../notes.txt"}]',
+            forged.id))
+        db.commit()
+        db.close()
+        assert history.get_message(forged.id).attachments == ()
+        photo.path.unlink()
+        photo.path.symlink_to(decoy.root / "OUTSIDE" / "f.gguf")  # the "stored file" is now a link out
+        assert history.get_message(msg.id).attachments == (photo,)
+        history.delete_conversation(conv.id)
+        old = time.time() - 10 * 3600
+        os.utime(photo.path, (old, old), follow_symlinks=False)
+        history.sweep_attachments(min_age_s=0)
+        assert photo.path.is_symlink(), "not GemmaDesk's file: left as it is"
+    finally:
+        history.close()
+    decoy.assert_untouched()

@@ -35,10 +35,13 @@ class Served:
 
 @contextlib.contextmanager
 def serve_gguf(path: Path, model_id: str, *, api_key: str | None = None, n_ctx: int = 1024,
-               options: ServerOptions | None = None, max_queue: int = 16) -> Iterator[Served]:
-    """GemmaDesk's server on ``path`` (2 threads, ``n_ctx``), loaded before it is handed out."""
-    service = serve_model(model_id, DirectLoadSettings(model_path=str(path), n_ctx=n_ctx, n_threads=2),
-                          max_queue=max_queue)  # fmt: skip
+               options: ServerOptions | None = None, max_queue: int = 16,
+               mmproj: Path | None = None) -> Iterator[Served]:
+    """GemmaDesk's server on ``path`` (2 threads, ``n_ctx``; ``mmproj``: its projector), loaded before it is
+    handed out."""
+    settings = DirectLoadSettings(model_path=str(path), n_ctx=n_ctx, n_threads=2,
+                                  mmproj_path=str(mmproj) if mmproj else None)
+    service = serve_model(model_id, settings, max_queue=max_queue)
     deadline = time.monotonic() + 60
     while service.state.status == "loading" and time.monotonic() < deadline:
         time.sleep(0.02)

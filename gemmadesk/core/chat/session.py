@@ -23,6 +23,12 @@ Rules decided here, once:
   failed (what was generated is kept).
 - An edit belongs to this session's conversation: :meth:`edit` refuses a message of another one.
 - ``SamplingParams.stop`` strings end the answer (:mod:`gemmadesk.core.chat.stops`).
+- Attachments (issue 14): :meth:`send` stores each file in the history's attachment store first (a file
+  that cannot be attached, or a kind the loaded model cannot take, is refused before anything is saved),
+  then saves the user message referencing them. The prompt of a reloaded conversation re-sends every
+  attachment of its turns (their image/audio tokens count when older turns are trimmed); a file gone
+  from the store, or of a kind the model loaded now cannot take, is left out with a notice
+  (:mod:`gemmadesk.core.chat.media_rules`).
 """
 
 from __future__ import annotations
@@ -31,17 +37,29 @@ import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import fields, replace
+from pathlib import Path
 from typing import Any
 
+from gemmadesk.core.attachments import AttachmentStoreError
 from gemmadesk.core.chat.backend import ChatBackend
 from gemmadesk.core.chat.budget import reply_budget
 from gemmadesk.core.chat.host import WINDOW, HostStatus, ModelHost, RequestHandle
+from gemmadesk.core.chat.media_rules import refusal, usable_prompt
 from gemmadesk.core.chat.stops import cut_at_stop_strings
 from gemmadesk.core.engine.chatformat import THOUGHT_OPEN, split_thoughts
-from gemmadesk.core.engine.errors import NotLoadedError
+from gemmadesk.core.engine.errors import AttachmentError, NotLoadedError
 from gemmadesk.core.history import Conversation, HistoryError, HistoryStore, Message, PartialSaver
+from gemmadesk.core.media import MediaError
 from gemmadesk.core.speed_log import record_reply
-from gemmadesk.core.types import Attachment, ChatMessage, ReplyDone, SamplingParams, StopReason, TextChunk
+from gemmadesk.core.types import (
+    Attachment,
+    ChatMessage,
+    ContextTrimmed,
+    ReplyDone,
+    SamplingParams,
+    StopReason,
+    TextChunk,
+)
 
 log = logging.getLogger(__name__)
 
@@ -165,25 +183,53 @@ class ChatSession:
         cid = self._require_conversation()
         system = history.get_conversation(cid).system_prompt
         out = [ChatMessage("system", system)] if system.strip() else []
-        out += [ChatMessage(m.role, m.content) for m in history.messages(cid) if m.role != "system"]
+        out += [ChatMessage(m.role, m.content, m.attachments) for m in history.messages(cid) if m.role != "system"]
         return out
 
     # ------------------------------------------------------------------ replies
     def send(
         self, text: str, params: SamplingParams, attachments: Sequence[Attachment] = ()
     ) -> ReplyHandle:
-        """Save ``text`` as the user's message (opening a new conversation if none is open) and queue the
-        reply. Raises NotLoadedError (nothing saved) when no model is loaded or loading."""
+        """Save ``text`` (and ``attachments``) as the user's message (opening a new conversation if none is
+        open) and queue the reply. Raises NotLoadedError when no model is loaded or loading, and
+        AttachmentError when a file cannot be attached or the loaded model cannot take its kind: nothing is
+        saved then. Files not yet in the history's attachment store are copied into it (reads them: the
+        window puts them there off its GUI thread first, see :meth:`store_attachment`)."""
         self._require_model()
         history = self._history()
+        stored = tuple(self.store_attachment(a) for a in attachments)
+        self.check_attachments(stored)
         if self._conversation_id is None:
             self.new()
         cid = self._require_conversation()
-        user = history.add_message(cid, "user", text)
-        messages = self.prompt_messages()
-        if attachments:  # this turn's files go to the model with it
-            messages[-1] = ChatMessage("user", text, tuple(attachments))
-        return self._reply(cid, messages, params, user)
+        user = history.add_message(cid, "user", text, attachments=stored)
+        return self._reply(cid, self.prompt_messages(), params, user)
+
+    def store_attachment(self, attachment: Attachment | str | Path) -> Attachment:
+        """``attachment`` as a file in the history's attachment store (copied there if it is not); raises
+        AttachmentError with one sentence (not an image or audio file, too large, disk full)."""
+        store = self._history().attachments
+        if isinstance(attachment, Attachment):
+            found = store.find(attachment.sha256)
+            if found is not None and Path(attachment.path) == found:
+                return attachment
+            source: Path = Path(attachment.path)
+            name = attachment.name
+        else:
+            source, name = Path(attachment), ""
+        try:
+            stored = store.put(source)
+        except (MediaError, AttachmentStoreError) as exc:
+            raise AttachmentError(str(exc)) from None
+        return replace(stored, name=name or stored.name)
+
+    def check_attachments(self, attachments: Sequence[Attachment]) -> None:
+        """Raise AttachmentError when the loaded model cannot take one of these kinds of file."""
+        state = self.host.state
+        for kind in dict.fromkeys(str(a.kind) for a in attachments):
+            why = refusal(kind, state.info, state.report)
+            if why is not None:
+                raise AttachmentError(why)
 
     def regenerate(self, params: SamplingParams) -> ReplyHandle:
         """Replace the last reply with a new one."""
@@ -264,7 +310,10 @@ class ChatSession:
         def job(backend: ChatBackend, stop: threading.Event) -> Iterator[object]:
             saver = PartialSaver(history, reply_id, interval)
             try:
-                stream = cut_at_stop_strings(backend.chat_stream(messages, params, stop), params.stop, stop)
+                prompt, notice = usable_prompt(messages, backend.info)
+                if notice:
+                    yield ContextTrimmed(0, notice)
+                stream = cut_at_stop_strings(backend.chat_stream(prompt, params, stop), params.stop, stop)
                 for event in stream:
                     if isinstance(event, TextChunk):
                         saver.add(event.kind, event.text)

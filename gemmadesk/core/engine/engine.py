@@ -296,10 +296,7 @@ class Engine:
     def tokenize_prompt(self, messages: Sequence[ChatMessage], thinking: bool = False) -> list[int]:
         """The exact tokens the model is given for ``messages`` (BOS added if the model wants it). Special-token
         strings typed or pasted into a message are plain text (see :mod:`prompt_tokens`)."""
-        llm = self._require()
-        if self._prompt_tokens is None:
-            self._prompt_tokens = PromptTokenizer(llm, llama_module())
-        return self._prompt_tokens.tokenize(self.prompt_format, messages, thinking)
+        return self._tokenizer().tokenize(self.prompt_format, messages, thinking)
 
     def chat_stream(
         self,
@@ -342,8 +339,8 @@ class Engine:
         """:meth:`chat_stream` for a conversation with images or audio (see :mod:`.multimodal`)."""
         projector = self._require_projector()
         prompt = projector.prepare(
-            messages, lambda ms: self._media_prompt_text(ms, params.thinking), n_ctx, params.max_tokens,
-            MIN_REPLY_TOKENS, stop,
+            messages, lambda ms, marker: self._media_prompt_segments(ms, params.thinking, marker), n_ctx,
+            params.max_tokens, MIN_REPLY_TOKENS, stop,
         )
         if prompt.fitted.dropped:
             yield ContextTrimmed(prompt.fitted.dropped, prompt.fitted.notice)
@@ -357,15 +354,15 @@ class Engine:
         # The projector evaluated every prompt position but the last (media embeddings included).
         yield from self._generate(tokens, params, stop, stats, budget, started, pending=tokens[-1:])
 
-    def _media_prompt_text(self, messages: Sequence[ChatMessage], thinking: bool) -> str:
-        """The prompt text as :meth:`tokenize_prompt` tokenizes it, BOS written out when the model wants
-        one (mtmd tokenizes the text with special tokens parsed, adding nothing itself)."""
-        text = self.prompt_format.render(messages, thinking=thinking)
-        llm = self._require()
-        bos = self.prompt_format.bos_token
-        if self._native_model().add_bos and llm.token_bos() >= 0 and not text.startswith(bos):
-            text = bos + text
-        return text
+    def _media_prompt_segments(self, messages: Sequence[ChatMessage], thinking: bool, marker: str) -> list[list[int]]:
+        """The prompt's text tokens cut at each media ``marker``, tokenized as :meth:`tokenize_prompt` does
+        (special-token strings typed into a message stay plain text; BOS first when the model wants it)."""
+        return self._tokenizer().segments(self.prompt_format, messages, thinking, marker)
+
+    def _tokenizer(self) -> PromptTokenizer:
+        if self._prompt_tokens is None:
+            self._prompt_tokens = PromptTokenizer(self._require(), llama_module())
+        return self._prompt_tokens
 
     def _require_projector(self) -> Projector:
         if self._projector is not None:
@@ -408,8 +405,12 @@ class Engine:
         yield from self._generate(tokens, params, stop, stats, budget, started, raw=True)
 
     def count_prompt_tokens(self, messages: Sequence[ChatMessage], params: SamplingParams | None = None) -> int:
-        """How many tokens the prompt for ``messages`` takes (before any trimming)."""
-        return len(self.tokenize_prompt(messages, (params or SamplingParams()).thinking))
+        """How many tokens the prompt for ``messages`` takes (before any trimming), image and audio included."""
+        thinking = (params or SamplingParams()).thinking
+        if any(m.attachments for m in messages):
+            return self._require_projector().count(
+                messages, lambda ms, marker: self._media_prompt_segments(ms, thinking, marker))
+        return len(self.tokenize_prompt(messages, thinking))
 
     def count_text_tokens(self, prompt: str) -> int:
         """How many tokens a raw ``prompt`` takes in :meth:`complete_stream` (BOS included)."""

@@ -17,9 +17,14 @@ One turn (:meth:`Projector.prepare`):
    (:mod:`gemmadesk.core.media`), sha256 compared with the one recorded at attach time, decoded by mtmd
    (stb_image / miniaudio) to learn its size;
 2. the conversation is rendered with the model's chat template, an unguessable per-load media marker
-   before each message's text for each attachment, and tokenized by ``mtmd_tokenize`` with
-   *placeholder* bitmaps (sizes only) — so trimming (``trim.fit_messages``) counts image and audio tokens
-   exactly, without decoding anything again;
+   before each message's text for each attachment, and cut at the markers; the text between them is
+   tokenized by the engine's :class:`~gemmadesk.core.engine.prompt_tokens.PromptTokenizer` (so
+   special-token strings typed into a message stay plain text, exactly as on the text-only path), and
+   each attachment by ``mtmd_tokenize_from_parts`` on its own (its ``<|image>`` … ``<image|>`` wrapping
+   and media chunks) with a *placeholder* bitmap (sizes only) — so trimming (``trim.fit_messages``)
+   counts image and audio tokens exactly, without decoding anything again. (``mtmd_tokenize`` on the
+   whole rendered text would parse special tokens in the message text too: a typed ``<turn|>`` would
+   end the turn.)
 3. the longest prefix still in the KV cache is kept; the rest is evaluated: text with ``Llama.eval``,
    media with ``mtmd_helper_decode_image_chunk`` from cached embeddings (encoding them first with
    ``mtmd_encode_chunk`` if this model has not seen them), all but the prompt's last token, which the
@@ -45,14 +50,13 @@ from gemmadesk.core.engine.errors import AttachmentError, EngineError
 from gemmadesk.core.engine.llama_adapter import llama_module, log_mark, log_since, mtmd_module
 from gemmadesk.core.engine.trim import Fitted, fit_messages
 from gemmadesk.core.media import MediaError, check_stream, open_regular
-from gemmadesk.core.mmproj import ProjectorFileError, ProjectorInfo, read_projector
+from gemmadesk.core.mmproj import DEFAULT_IMAGE_MAX_TOKENS, ProjectorFileError, ProjectorInfo, read_projector
 from gemmadesk.core.types import Attachment, ChatMessage
 
 log = logging.getLogger(__name__)
 
 MEDIA_TOKEN = -1
 _OOM = re.compile(r"out of memory|failed to allocate|unable to allocate|alloc\w* .*failed|cudaMalloc", re.I)
-DEFAULT_IMAGE_MAX_TOKENS = 280  # Gemma 4's default image budget (70/140/280/560/1120 are the trained ones)
 EMBED_CACHE_BYTES = 512 * 2**20
 DECODED_BYTES = 256 * 2**20  # decoded bitmaps kept during one turn (then freed)
 _KIND_WORD = {"image": "images", "audio": "audio"}
@@ -93,14 +97,32 @@ class MediaPrompt:
 class _Unit:
     key: int | tuple[str, int]  # a text token, or (media sha256, chunk index within that attachment)
     width: int
-    chunk_index: int  # index into the mtmd chunk list (-1 for text)
+    chunk: Any = None  # the mtmd media chunk (None for text); valid while its _ChunkLists is not freed
+
+
+Segments = Callable[[Sequence[ChatMessage], str], list[list[int]]]
+"""``segments(messages, marker)``: the prompt of ``messages`` (whose contents start with one ``marker`` per
+attachment) as text token ids, cut at each marker: one list more than there are markers."""
+
+
+class _ChunkLists:
+    """The mtmd chunk lists of one tokenization (one per attachment), freed together."""
+
+    def __init__(self, mtmd: Any) -> None:
+        self._mtmd = mtmd
+        self.lists: list[Any] = []
+
+    def free(self) -> None:
+        lists, self.lists = self.lists, []
+        for chunks in lists:
+            self._mtmd.mtmd_input_chunks_free(chunks)
 
 
 class Projector:
     """One loaded projector bound to one loaded ``Llama``. Not thread-safe (the engine's thread only)."""
 
     def __init__(self, mtmd: Any, ctx: Any, llm: Any, info: ProjectorInfo, marker: str, image_max_tokens: int) -> None:
-        self._mtmd, self._mtmd_ctx, self._llm, self.info = mtmd, ctx, llm, info
+        self._mtmd, self._mctx, self._llm, self.info = mtmd, ctx, llm, info
         self.marker = marker
         self.image_max_tokens = image_max_tokens
         self.supports_images = bool(mtmd.mtmd_support_vision(ctx))
@@ -168,7 +190,7 @@ class Projector:
         self._media.clear()
         self._cache_order.clear()
         self._spans.clear()
-        ctx, self._mtmd_ctx = self._mtmd_ctx, None
+        ctx, self._mctx = self._mctx, None
         if ctx:
             self._mtmd.mtmd_free(ctx)
 
@@ -177,18 +199,18 @@ class Projector:
         return " and ".join(kinds) or "nothing"
 
     # ----------------------------------------------------------------------------------------- a turn
-    def count(self, messages: Sequence[ChatMessage], render: Callable[[Sequence[ChatMessage]], str]) -> int:
+    def count(self, messages: Sequence[ChatMessage], segments: Segments) -> int:
         """Prompt tokens (text + image + audio) of ``messages``: what trimming and the context count."""
         try:
             self._resolve(messages)
-            return len(self._tokenize(messages, render)[1])
+            return len(self._tokenize(messages, segments)[1])
         finally:
             self._free_decoded()
 
     def prepare(
         self,
         messages: Sequence[ChatMessage],
-        render: Callable[[Sequence[ChatMessage]], str],
+        segments: Segments,
         n_ctx: int,
         max_tokens: int,
         min_reply: int,
@@ -198,14 +220,14 @@ class Projector:
         the KV cache still holds. Raises :class:`AttachmentError` / ``ContextOverflowError``."""
         try:
             self._resolve(messages)
-            fitted = fit_messages(messages, lambda ms: self._tokenize(ms, render)[1], n_ctx, max_tokens, min_reply)
+            fitted = fit_messages(messages, lambda ms: self._tokenize(ms, segments)[1], n_ctx, max_tokens, min_reply)
             n_system = 1 if messages and messages[0].role == "system" else 0
             kept = list(messages[:n_system]) + list(messages[n_system:])[fitted.dropped :]
-            chunks, tokens, units = self._tokenize(kept, render, want_units=True)
+            chunks, tokens, units = self._tokenize(kept, segments, want_units=True)
             try:
-                evaluated, encoded, stopped = self._evaluate(chunks, tokens, units, stop)
+                evaluated, encoded, stopped = self._evaluate(tokens, units, stop)
             finally:
-                self._mtmd.mtmd_input_chunks_free(chunks)
+                chunks.free()
             return MediaPrompt(tokens, Fitted(tokens, fitted.dropped, fitted.notice), evaluated, encoded, stopped)
         finally:
             self._free_decoded()
@@ -219,7 +241,7 @@ class Projector:
                 if att.sha256 not in self._media:
                     self._media[att.sha256] = self._probe(att)
                 elif not (self.supports_images if att.kind == "image" else self.supports_audio):
-                    raise self._refuse_kind(att.kind, Path(att.path).name)
+                    raise self._refuse_kind(att.kind, att.display_name)
 
     def _bitmap(self, sha: str) -> Any:
         """The decoded bitmap of attachment ``sha``, decoding its file again if it is not held."""
@@ -240,7 +262,7 @@ class Projector:
     def _read(self, att: Attachment) -> tuple[bytes, str]:
         """The attachment's bytes, checked: readable, bounded, the kind it claims, unchanged since attached."""
         path = Path(att.path)
-        name = path.name
+        name = att.display_name  # the name it was attached as (the stored file is named by its hash)
         try:
             fh, size = open_regular(path)
             with fh:
@@ -265,7 +287,7 @@ class Projector:
     def _decode(self, data: bytes, name: str, kind: str) -> Any:
         buf = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
         mark = log_mark()
-        bitmap = self._mtmd.mtmd_helper_bitmap_init_from_buf(self._mtmd_ctx, buf, len(data), False)
+        bitmap = self._mtmd.mtmd_helper_bitmap_init_from_buf(self._mctx, buf, len(data), False)
         if not bitmap:
             raise AttachmentError(
                 f"“{name}” could not be decoded as {'an image' if kind == 'image' else 'audio'}; the file may be "
@@ -313,62 +335,77 @@ class Projector:
             out.append(ChatMessage(m.role, self.marker * len(m.attachments) + content))
         return out
 
-    def _bitmaps(self, messages: Sequence[ChatMessage], real: set[str]) -> list[Any]:
-        """One bitmap per attachment, in prompt order: decoded ones for ``real`` hashes (to encode),
-        size-only placeholders for the rest (token counting, or embeddings already cached)."""
-        out = []
-        for m in messages:
-            for att in m.attachments:
-                media = self._media[att.sha256]
-                if att.sha256 in real:
-                    out.append((self._bitmap(att.sha256), False))
-                elif media.kind == "audio":
-                    out.append((self._mtmd.mtmd_bitmap_init_from_audio(media.nx, None), True))
-                else:
-                    out.append((self._mtmd.mtmd_bitmap_init(media.nx, media.ny, None), True))
-                self._mtmd.mtmd_bitmap_set_id(out[-1][0], att.sha256.encode())
-        return out
-
     def _tokenize(
         self,
         messages: Sequence[ChatMessage],
-        render: Callable[[Sequence[ChatMessage]], str],
+        segments: Segments,
         want_units: bool = False,
         real: set[str] | None = None,
-    ) -> tuple[Any, list[int], list[_Unit]]:
-        """(mtmd chunks — only when ``want_units`` (caller frees), flattened tokens, units)."""
-        text = render(self._with_markers(messages)).encode("utf-8")
-        bitmaps = self._bitmaps(messages, real or set())
-        chunks = self._mtmd.mtmd_input_chunks_init()
+    ) -> tuple[_ChunkLists, list[int], list[_Unit]]:
+        """(the mtmd chunk lists — empty unless ``want_units`` (caller frees), flattened tokens, units)."""
+        texts = segments(self._with_markers(messages), self.marker)
+        atts = [att for m in messages for att in m.attachments]
+        if len(texts) != len(atts) + 1:
+            raise AttachmentError(
+                "The model's chat template left out a message that carries attachments; remove the attachments "
+                "or choose another model file.",
+                detail=f"{len(texts) - 1} media markers in the rendered prompt for {len(atts)} attachments",
+            )
+        lists = _ChunkLists(self._mtmd)
+        tokens: list[int] = []
+        units: list[_Unit] = []
         try:
-            inp = self._mtmd.mtmd_input_text()
-            inp.text, inp.text_len, inp.add_special, inp.parse_special = text, len(text), False, True
-            array = (self._mtmd.mtmd_bitmap_p_ctypes * max(len(bitmaps), 1))(*[b for b, _ in bitmaps])
+            for text, att in zip(texts, atts, strict=False):
+                tokens += text
+                units += [_Unit(t, 1) for t in text]
+                chunks = self._media_chunks(att, real or set())
+                lists.lists.append(chunks)
+                self._flatten(chunks, att.sha256, tokens, units)
+            tokens += texts[-1]
+            units += [_Unit(t, 1) for t in texts[-1]]
+        except BaseException:
+            lists.free()
+            raise
+        if not want_units:
+            lists.free()
+        return lists, tokens, units
+
+    def _media_chunks(self, att: Attachment, real: set[str]) -> Any:
+        """One attachment's mtmd chunks (``<|image>``, the media, ``<image|>``): decoded when its hash is in
+        ``real`` (to encode), else from a size-only placeholder bitmap. The caller frees the list."""
+        m = self._mtmd
+        media = self._media[att.sha256]
+        if att.sha256 in real:
+            bitmap, placeholder = self._bitmap(att.sha256), False
+        elif media.kind == "audio":
+            bitmap, placeholder = m.mtmd_bitmap_init_from_audio(media.nx, None), True
+        else:
+            bitmap, placeholder = m.mtmd_bitmap_init(media.nx, media.ny, None), True
+        chunks = m.mtmd_input_chunks_init()
+        try:
+            m.mtmd_bitmap_set_id(bitmap, att.sha256.encode())
+            part = m.mtmd_input_part()
+            part.bitmap = bitmap  # text stays NULL: a media part
+            parts = (ctypes.POINTER(m.mtmd_input_part) * 1)(ctypes.pointer(part))
             mark = log_mark()
-            rc = self._mtmd.mtmd_tokenize(self._mtmd_ctx, chunks, ctypes.byref(inp), array, len(bitmaps))
+            rc = m.mtmd_tokenize_from_parts(self._mctx, chunks, parts, 1, False)
             if rc != 0:
                 raise AttachmentError(
                     "The attachments could not be prepared for the model; remove them and attach them again.",
-                    detail="\n".join(log_since(mark)[-5:]) + f"\nmtmd_tokenize returned {rc}",
+                    detail="\n".join(log_since(mark)[-5:]) + f"\nmtmd_tokenize_from_parts returned {rc}",
                 )
-            tokens, units = self._flatten(chunks)
         except BaseException:
-            self._mtmd.mtmd_input_chunks_free(chunks)
+            m.mtmd_input_chunks_free(chunks)
             raise
         finally:
-            for bitmap, placeholder in bitmaps:
-                if placeholder:
-                    self._mtmd.mtmd_bitmap_free(bitmap)
-        if not want_units:
-            self._mtmd.mtmd_input_chunks_free(chunks)
-            chunks = None
-        return chunks, tokens, units
+            if placeholder:
+                m.mtmd_bitmap_free(bitmap)
+        return chunks
 
-    def _flatten(self, chunks: Any) -> tuple[list[int], list[_Unit]]:
+    def _flatten(self, chunks: Any, sha: str, tokens: list[int], units: list[_Unit]) -> None:
+        """Append one attachment's chunks to ``tokens``/``units`` (a long recording has several media chunks)."""
         m = self._mtmd
-        tokens: list[int] = []
-        units: list[_Unit] = []
-        run: tuple[str, int] = ("", 0)
+        index = 0
         for i in range(int(m.mtmd_input_chunks_size(chunks))):
             chunk = m.mtmd_input_chunks_get(chunks, i)
             if m.mtmd_input_chunk_get_type(chunk) == m.MTMD_INPUT_CHUNK_TYPE_TEXT:
@@ -376,16 +413,12 @@ class Projector:
                 ptr = m.mtmd_input_chunk_get_tokens_text(chunk, ctypes.byref(n))
                 text_tokens = [int(ptr[j]) for j in range(n.value)]
                 tokens += text_tokens
-                units += [_Unit(t, 1, -1) for t in text_tokens]
-                run = ("", 0)
+                units += [_Unit(t, 1) for t in text_tokens]
                 continue
-            sha = (m.mtmd_input_chunk_get_id(chunk) or b"").decode()
-            index = run[1] + 1 if run[0] == sha else 0  # long audio: several chunks of one attachment
-            run = (sha, index)
             width = int(m.mtmd_input_chunk_get_n_pos(chunk))
             tokens += [MEDIA_TOKEN] * width
-            units.append(_Unit((sha, index), width, i))
-        return tokens, units
+            units.append(_Unit((sha, index), width, chunk))
+            index += 1
 
     # ------------------------------------------------------------------------------------ evaluating
     def _reusable(self, units: list[_Unit]) -> int:
@@ -406,9 +439,7 @@ class Projector:
             pos += unit.width
         return pos
 
-    def _evaluate(
-        self, chunks: Any, tokens: list[int], units: list[_Unit], stop: threading.Event | None
-    ) -> tuple[int, int, bool]:
+    def _evaluate(self, tokens: list[int], units: list[_Unit], stop: threading.Event | None) -> tuple[int, int, bool]:
         import llama_cpp
 
         llm = self._llm
@@ -440,13 +471,13 @@ class Projector:
                     text_run = []
                 if stop is not None and stop.is_set():
                     return llm.n_tokens - reuse, encoded, True
-                encoded += self._decode_media(chunks, unit)
+                encoded += self._decode_media(unit)
             pos = end
         if text_run:
             llm.eval(text_run)
         return total - reuse, encoded, False
 
-    def _decode_media(self, chunks: Any, unit: _Unit) -> int:
+    def _decode_media(self, unit: _Unit) -> int:
         """Put one media chunk's embeddings into the KV cache at ``n_tokens``; returns 1 if it had to be
         encoded first (0 when this model had encoded it before)."""
         import llama_cpp
@@ -454,7 +485,7 @@ class Projector:
         m, llm = self._mtmd, self._llm
         assert isinstance(unit.key, tuple)
         sha, index = unit.key
-        chunk = m.mtmd_input_chunks_get(chunks, unit.chunk_index)
+        chunk = unit.chunk
         n_tokens = int(m.mtmd_input_chunk_get_n_tokens(chunk))
         embedding, encoded = self._embedding(sha, index, n_tokens), 0
         if embedding is None:
@@ -464,7 +495,7 @@ class Projector:
         new_n_past = llama_cpp.llama_pos(0)
         mark = log_mark()
         rc = m.mtmd_helper_decode_image_chunk(
-            self._mtmd_ctx, llm.ctx, chunk, embedding, n_past, 0, int(llm.n_batch),
+            self._mctx, llm.ctx, chunk, embedding, n_past, 0, int(llm.n_batch),
             ctypes.byref(new_n_past), m.mtmd_helper_post_decode_callback(), None,  # no callback (NULL)
         )
         if rc != 0:
@@ -493,16 +524,16 @@ class Projector:
         """Encode every chunk of attachment ``sha`` (a long recording has several) and cache them."""
         m = self._mtmd
         media = self._media[sha]
-        chunks, _, units = self._tokenize([ChatMessage("user", "", (self._atts[sha],))], lambda ms: ms[0].content,
+        chunks, _, units = self._tokenize([ChatMessage("user", "", (self._atts[sha],))], _cut_only,
                                           want_units=True, real={sha})
         units = [u for u in units if not isinstance(u.key, int)]
         try:
             embeddings: list[Any] = []
             for unit in units:
-                chunk = m.mtmd_input_chunks_get(chunks, unit.chunk_index)
+                chunk = unit.chunk
                 mark = log_mark()
                 started = time.perf_counter()
-                rc = m.mtmd_encode_chunk(self._mtmd_ctx, chunk)
+                rc = m.mtmd_encode_chunk(self._mctx, chunk)
                 self.encode_seconds += time.perf_counter() - started
                 if rc != 0:
                     raise AttachmentError(
@@ -511,11 +542,11 @@ class Projector:
                     )
                 n = int(m.mtmd_input_chunk_get_n_tokens(chunk)) * self._n_embd
                 out = (ctypes.c_float * n)()
-                ctypes.memmove(out, m.mtmd_get_output_embd(self._mtmd_ctx), n * 4)
+                ctypes.memmove(out, m.mtmd_get_output_embd(self._mctx), n * 4)
                 embeddings.append(out)
                 self.encode_count += 1
         finally:
-            m.mtmd_input_chunks_free(chunks)
+            chunks.free()
             bitmap = self._decoded.pop(sha, None)  # encoded: the decoded pixels/samples are not needed again
             if bitmap is not None:
                 m.mtmd_bitmap_free(bitmap)
@@ -536,3 +567,8 @@ class Projector:
             if media is not None:
                 media.embeddings, media.n_bytes = None, 0
 
+
+
+def _cut_only(messages: Sequence[ChatMessage], marker: str) -> list[list[int]]:
+    """Segments for an attachment on its own (encoding): no text around the markers."""
+    return [[] for _ in range(sum(m.content.count(marker) for m in messages) + 1)]

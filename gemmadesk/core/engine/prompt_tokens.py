@@ -50,6 +50,30 @@ class PromptTokenizer:
             tokens.insert(0, bos)
         return tokens
 
+    def segments(
+        self, fmt: PromptFormat, messages: Sequence[ChatMessage], thinking: bool, separator: str
+    ) -> list[list[int]]:
+        """:meth:`tokenize` for a prompt with attachments: the token ids cut at each ``separator`` in the
+        rendered text (the places the media go; one list more than separators). Text is tokenized as by
+        :meth:`tokenize` (special-token strings from messages as plain text), each run between separators
+        on its own (as mtmd does around its media markers); BOS starts the first list if the model wants it."""
+        llm = self._llm
+        out: list[list[int]] = [[]]
+        for piece in fmt.render_pieces(messages, thinking=thinking, specials=self.specials_in):
+            if piece.literal:  # a special-token string from a message (never contains the separator)
+                out[-1] += self.plain(piece.text)
+                continue
+            for i, part in enumerate(piece.text.split(separator)):
+                if i:
+                    out.append([])
+                if part:
+                    out[-1] += llm.tokenize(part.encode("utf-8"), add_bos=False, special=True)
+        bos = llm.token_bos()
+        first = out[0]
+        if self._lib.llama_vocab_get_add_bos(self._vocab) and bos >= 0 and (not first or first[0] != bos):
+            first.insert(0, bos)
+        return out
+
     def is_marker(self, token: int) -> bool:
         """Whether a message must never produce ``token``: a control or unknown token, or a user-defined
         one spelled like a marker (``<|channel>``). Other user-defined tokens (runs of spaces, HTML tags
