@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -112,7 +113,7 @@ def test_an_import_is_all_or_nothing(store: HistoryStore, tmp_path: Path) -> Non
     assert len(store.list_conversations()) == 2, "nothing of the file was added"
 
 
-def export_all_with(store: HistoryStore) -> dict[str, object]:
+def export_all_with(store: HistoryStore) -> dict[str, Any]:
     _chat(store, "One")
     _chat(store, "Two")
     data = export_all(store)

@@ -35,7 +35,7 @@ def open_window(qtbot, hw: Hardware, catalog: Catalog | None = None) -> MainWind
 
 def press(qtbot, window: MainWindow, key: QKeySequence) -> None:  # type: ignore[no-untyped-def]
     """A key as the user types it, into the focused widget of the window."""
-    combo = key[0]
+    combo = key[0]  # type: ignore[index]  # QKeySequence.__getitem__ exists at run time, not in the stubs
     qtbot.keyClick(QApplication.focusWidget() or window, combo.key(), combo.keyboardModifiers())
 
 
