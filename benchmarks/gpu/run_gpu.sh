@@ -3,6 +3,7 @@
 #   bash benchmarks/gpu/run_gpu.sh build     # unpack + build llama-cpp-python with CUDA, make synthetic GGUFs
 #   bash benchmarks/gpu/run_gpu.sh measure   # estimate vs llama.cpp vs NVML, decode speed engine vs bare
 #   bash benchmarks/gpu/run_gpu.sh oom       # the engine's retry after a real GPU out-of-memory
+#   bash benchmarks/gpu/run_gpu.sh mm        # issue 14: build once, image input on E2B/12B, decode check
 #   bash benchmarks/gpu/run_gpu.sh decode    # issue 15: llama.cpp built ONCE with CUDA (build_llama.sh: shared
 #                                            # libs + llama-bench/llama-completion/mtmd, used by llama_cpp too),
 #                                            # then decode_bench.py: engine vs llama-bench, llama-bench for all
@@ -70,6 +71,26 @@ case "${1:-all}" in
     python3 benchmarks/gpu/decode_bench.py --models "$MODELS" --bin "$LLAMA/bin" --out "$OUT" \
       --budget-s $(( ${TOTAL_S:-560} - (SECONDS - T0) )) --sizes "${SIZES:-E2B,E4B,12B,26B-A4B,31B}" \
       --compare "${COMPARE:-E2B,12B}" --first-token "${FIRST_TOKEN:-1}" 2> "$OUT/decode_bench.err"
+    tail -5 "$OUT/decode_bench.err"
+    ;;
+  mm)  # issue 14 on the GPU, one call on a fresh machine: build llama.cpp once (with mtmd) while the text
+      # models are generated, then image input (mm_measure.py) and a short decode check of the merged engine
+    T0=$SECONDS
+    LLAMA=${LLAMA:-/tmp/llama-cuda}
+    (gen E2B 12B) &
+    CCCL=$(ls -d "$SITE"/nvidia/cu*/include/cccl 2>/dev/null | head -1)
+    [ -n "$CCCL" ] && export CCCL_INCLUDE=$CCCL
+    bash benchmarks/gpu/build_llama.sh .gpu/llama-cpp-python-0.3.36-slim.tar.gz "$LLAMA" 2>&1 | tee "$OUT/build.log"
+    wait
+    export PYTHONPATH=$LLAMA/site:$SITE:$PWD
+    python3 -c "import llama_cpp; print('llama_cpp gpu offload', llama_cpp.llama_supports_gpu_offload())"
+    LEFT=$(( ${TOTAL_S:-570} - (SECONDS - T0) ))
+    python3 benchmarks/gpu/mm_measure.py --models "$MODELS" --out "$OUT" --sizes "${MM_SIZES:-E2B,12B}" \
+      --budget-s $(( LEFT * 6 / 10 )) 2> "$OUT/mm_measure.err" | tail -30
+    tail -5 "$OUT/mm_measure.err"
+    python3 benchmarks/gpu/decode_bench.py --models "$MODELS" --bin "$LLAMA/bin" --out "$OUT" \
+      --budget-s $(( ${TOTAL_S:-570} - (SECONDS - T0) - 10 )) --sizes E2B --compare "${COMPARE:-E2B,12B}" \
+      --first-token 0 2> "$OUT/decode_bench.err"
     tail -5 "$OUT/decode_bench.err"
     ;;
   all)  # everything in one call on a fresh machine: build and generate in parallel, then measure
