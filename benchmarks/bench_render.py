@@ -34,7 +34,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULT = ROOT / "benchmarks" / "results" / "render.md"
-BATCH_MS = 30  # gemmadesk.ui.llm_worker.FLUSH_INTERVAL_S
+BATCH_MS = 30  # gemmadesk.ui.host_bridge.FLUSH_INTERVAL_S
 
 WORDS = [
     "the", "a", "keeper", "light", "sea", "ship", "night", "storm", "lamp", "rock", "harbour", "wave", "wind",

@@ -80,9 +80,9 @@ class Comparison:
 def bytes_per_token(path: Path) -> int:
     """Weight bytes one decode step reads: every matrix, MoE experts only for the used share; embedding
     tables are row lookups (not counted) unless the output layer is tied to them."""
-    from gemmadesk.core.gguf_header import read_header
+    from gemmadesk.core.gguf_file import GGUFFile
 
-    header = read_header(path)
+    header = GGUFFile.open(path)
     arch = header.architecture
     n_expert = int(header.metadata.get(f"{arch}.expert_count", 0) or 0)
     n_used = int(header.metadata.get(f"{arch}.expert_used_count", 0) or 0)
