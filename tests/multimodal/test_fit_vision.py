@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from gemmadesk.core.catalog import Catalog, CatalogEntry, load_catalog
-from gemmadesk.core.fit import FitOptions, image_tokens_note, plan_entry, plan_for_file, vision_bytes
+from gemmadesk.core.fit import GPU_ENCODER_WORKSPACE_BYTES, FitOptions, image_tokens_note, plan_entry, plan_for_file, vision_bytes
 from gemmadesk.core.hardware import Hardware
 from gemmadesk.core.mmproj import PUBLISHED_SHAPES, projector_memory, read_projector
 from gemmadesk.core.types import FlashAttnMode
@@ -39,8 +39,14 @@ def test_the_projector_and_its_encoder_buffers_are_counted() -> None:
     hw = Hardware.from_dict(hwf.DESKTOP_24GB_NVIDIA)
     plain = plan_entry(entry, hw, FitOptions())
     vision = plan_entry(entry, hw, FitOptions(with_mmproj=True))
+    # on a GPU, also the encoder's CUDA workspaces measured at the first image on the H200 (about 0.7 GiB)
     assert vision.estimate.total_bytes - plain.estimate.total_bytes == fa
+    assert vision.estimate.gpu_reserve - plain.estimate.gpu_reserve == GPU_ENCODER_WORKSPACE_BYTES
     assert vision.estimate.mmproj == fa and plain.estimate.mmproj == 0
+    cpu = Hardware.from_dict(hwf.LAPTOP_8GB)
+    on_cpu = plan_entry(entry, cpu, FitOptions(with_mmproj=True)).estimate
+    assert on_cpu.total_bytes - plan_entry(entry, cpu, FitOptions()).estimate.total_bytes == fa
+    assert on_cpu.gpu_reserve == 0, "no GPU workspace on the CPU"
 
 
 def test_a_local_projector_file_is_counted_from_its_own_header(
