@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from gemmadesk.core.types import SamplingParams
 from gemmadesk.core.versioned_file import NewerFileError, VersionedFile
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,11 @@ class Settings:
     n_threads: int = 0  # 0: let the engine choose
     theme: str = "system"  # system | light | dark
     serve_port: int = 8089  # the app's "Serve this model on localhost:PORT" switch
+
+    def new_chat_sampling(self) -> SamplingParams:
+        """A new conversation's sampling settings: the user's defaults."""
+        return SamplingParams(temperature=self.temperature, top_p=self.top_p, top_k=self.top_k,
+                              max_tokens=self.max_tokens, thinking=self.enable_thinking)  # fmt: skip
 
 
 def _migrate_1_to_2(data: dict[str, Any]) -> dict[str, Any]:

@@ -19,21 +19,18 @@ files no chat references (on the thread pool).
 from __future__ import annotations
 
 import logging
-import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QObject, Signal, Slot
 
-from gemmadesk.core.chat import ChatSession, HostState, ReplyHandle, RequestHandle, sampling_from_row
+from gemmadesk.core.chat import ChatSession, HostState, ReplyHandle, RequestHandle, latest_sampling
 from gemmadesk.core.chat.media_rules import refusal
-from gemmadesk.core.engine.errors import AttachmentError, EngineError
-from gemmadesk.core.fit import Plan, Verdict, plan_entry, plan_for_file
-from gemmadesk.core.history import HistoryError, HistoryStore
-from gemmadesk.core.history import Message as Row
+from gemmadesk.core.engine.errors import AttachmentError
+from gemmadesk.core.fit import Plan, Verdict
+from gemmadesk.core.history import HistoryStore
+from gemmadesk.core.model_plan import load_settings, placement_banner, plan_installed
 from gemmadesk.core.settings import Settings
 from gemmadesk.core.store import InstalledModel, ModelStore
 from gemmadesk.core.types import (
@@ -43,38 +40,21 @@ from gemmadesk.core.types import (
     LoadProgress,
     LoadReport,
     LoadSettings,
-    ReplyDone,
     SamplingParams,
-    TextChunk,
 )
 from gemmadesk.ui.attachments import AttachmentJobs
 from gemmadesk.ui.conversation_model import ConversationListModel, SearchView
+from gemmadesk.ui.history_guard import HISTORY_FAILURES, HistoryGuard
 from gemmadesk.ui.host_bridge import HostBridge
 from gemmadesk.ui.notice import NoticeLevel
 from gemmadesk.ui.setup_controller import SetupController
-from gemmadesk.ui.transcript_model import Message, TranscriptModel
+from gemmadesk.ui.transcript_model import Message, TranscriptModel, message_of
 
 if TYPE_CHECKING:
     from gemmadesk.core.remote import RemoteBackend
     from gemmadesk.ui.remote_controller import RemoteController
 
 log = logging.getLogger(__name__)
-
-HISTORY_FAILURES = (HistoryError, sqlite3.Error, OSError)
-
-
-def _to_view(m: Row, streaming: bool = False, running: int | None = None) -> Message:
-    """``running``: the id of the reply being written now (a "partial" row that is not interrupted)."""
-    interrupted = m.status == "partial" and not m.stats and not streaming and m.id != running
-    return Message(m.role, m.content, m.thoughts, dict(m.stats), error="", id=m.id, streaming=streaming,
-                   interrupted=interrupted, attachments=m.attachments)
-
-
-def default_params(settings: Settings) -> SamplingParams:
-    """A new conversation's sampling settings: the user's defaults."""
-    return SamplingParams(temperature=settings.temperature, top_p=settings.top_p, top_k=settings.top_k,
-                          max_tokens=settings.max_tokens, thinking=settings.enable_thinking)  # fmt: skip
-
 
 class ChatController(QObject):
     busy_changed = Signal(bool)
@@ -98,7 +78,7 @@ class ChatController(QObject):
         self.transcript = TranscriptModel(self)
         self.conversations = ConversationListModel(self)
         self.conversations.rename_requested.connect(self.rename)
-        self.params = default_params(settings)
+        self.params = settings.new_chat_sampling()
         self.system_prompt = settings.system_prompt
         self.model_id: str | None = None  # what the window loaded (or is loading)
         self.report: LoadReport | None = None  # what the window shows as ready; None while loading
@@ -112,6 +92,7 @@ class ChatController(QObject):
         self._reply: ReplyHandle | None = None
         self._closed = False
         self._query = ""
+        self._history_guard = HistoryGuard(history, self._tell)
         self.attachment_jobs = AttachmentJobs(lambda: self.history.attachments, self.attach_refusals, self)
         self.attachment_jobs.failed.connect(self._attach_failed)
         self.attachment_jobs.tasks.run(self.history.sweep_attachments, name="sweep unused attachments",
@@ -132,22 +113,6 @@ class ChatController(QObject):
     def _tell(self, level: NoticeLevel, text: str, next_step: str) -> None:
         self.notice.emit(str(level), text, next_step)
 
-    @contextmanager
-    def _history_guard(self, what: str) -> Iterator[None]:
-        """A failing history call in a slot becomes a notice (and a log entry), not a lost traceback."""
-        try:
-            yield
-        except HISTORY_FAILURES as exc:
-            log.warning("could not %s: %r", what, exc)
-            text = str(exc) if isinstance(exc, HistoryError) else f"Could not {what}: the chat history failed ({exc})."
-            text = " ".join([text, *self.history.take_notices()])  # with what the history found meanwhile
-            self._tell(NoticeLevel.ERROR, text, "Try again; if it keeps failing, the log file has details.")
-        except EngineError as exc:
-            log.warning("could not %s: %s", what, exc)
-            self._tell(NoticeLevel.ERROR, str(exc), "Load a model, then try again.")
-        else:
-            self.report_history_notices()
-
     # ------------------------------------------------------------------ models
     def installed_models(self) -> list[InstalledModel]:
         """Every recorded model, including ones whose file vanished or changed: the switcher lists
@@ -158,25 +123,16 @@ class ChatController(QObject):
         remote = self.remote.items() if self.remote is not None else []
         self.models_changed.emit([(m.id, m.display_name) for m in self.installed_models()] + remote)
 
-    def plan_for(self, model: InstalledModel, n_ctx: int) -> Plan:
-        hw = self.setup.hardware
-        if hw is None:
-            raise RuntimeError("hardware not inspected yet")
-        options = replace(self.setup.options, n_ctx=n_ctx)
-        if model.entry_id:
-            try:
-                return plan_entry(self.setup.entry(model.entry_id), hw, options, gguf_path=model.path)
-            except KeyError:
-                pass  # an entry this catalog no longer lists: plan from the file itself
-        return plan_for_file(model.path, hw, options)
-
     def load_settings_for(
         self, model: InstalledModel, n_ctx: int | None = None, plan: Plan | None = None
     ) -> tuple[Plan, LoadSettings]:
-        """The fit plan for this machine and the load settings from it, with the user's thread count."""
-        plan = plan or self.plan_for(model, n_ctx or self.settings.context_length)
-        load = plan.load_settings(model.path, model.mmproj_path)
-        return plan, replace(load, n_threads=self.settings.n_threads or None)
+        """The fit plan for this machine (:mod:`gemmadesk.core.model_plan`) and the load settings from it."""
+        if plan is None:
+            if self.setup.hardware is None:
+                raise RuntimeError("hardware not inspected yet")
+            options = replace(self.setup.options, n_ctx=n_ctx or self.settings.context_length)
+            plan = plan_installed(model, self.setup.hardware, options, self.setup.catalog)
+        return plan, load_settings(model, plan, self.settings.n_threads)
 
     def load_model(self, model_id: str, n_ctx: int | None = None) -> None:
         if self.busy:
@@ -192,12 +148,11 @@ class ChatController(QObject):
                 self._tell(NoticeLevel.ERROR, f"The file of {model.display_name} {what}: {model.path}",
                                  "Download it again (File → Models…), or put the original file back.")  # fmt: skip
                 return
-            plan = self.plan_for(model, n_ctx or self.settings.context_length)
+            plan, settings = self.load_settings_for(model, n_ctx)
         except Exception as exc:
             log.warning("cannot plan %s: %s", model_id, exc)
             self._tell(NoticeLevel.ERROR, f"Cannot open this model: {exc}", "Check the file or download it again.")
             return
-        settings = self.load_settings_for(model, plan=plan)[1]
         if plan.verdict == Verdict.TOO_LARGE:
             self.notice.emit(
                 NoticeLevel.WARNING,
@@ -238,7 +193,8 @@ class ChatController(QObject):
         elif handle.error is None or (state.ready and state.report is not None):  # loaded, or the previous one kept
             self.model_id, self.report = state.model_id, state.report
             if self.report is not None:
-                self.model_ready.emit(self._model_name(), self.placement_banner(self.report))
+                reason = self._plan.reason if self._plan is not None else ""
+                self.model_ready.emit(self._model_name(), placement_banner(self.report, reason, self.setup.hardware))
         else:
             self.model_id, self.report = None, None
             self.model_loading.emit("", -1.0)
@@ -261,20 +217,6 @@ class ChatController(QObject):
         backend, self._remote_backend, self._remote_item = self._remote_backend, None, ""
         if backend is not None:
             backend.close()
-
-    def placement_banner(self, report: LoadReport) -> str:
-        """Why the model (partly) runs on the CPU, in words; empty when it is all on the GPU."""
-        if report.n_gpu_layers >= report.n_layers + 1 and report.n_gpu_layers > 0:
-            return ""
-        reason = self._plan.reason if self._plan is not None else ""
-        hw = self.setup.hardware
-        if report.n_gpu_layers <= 0:
-            why = "no GPU that this llama.cpp build can use" if hw is None or not hw.usable_gpus else reason
-            return f"Running on the CPU only ({why}). Replies are slower than on a GPU."
-        return (
-            f"Running partly on the CPU: {report.n_gpu_layers} of {report.n_layers} layers are on the GPU "
-            f"({reason}). A shorter context or a smaller model would fit entirely."
-        )
 
     def _model_name(self) -> str:
         if self.remote is not None and self.model_id and self.remote.is_remote(self.model_id):
@@ -310,25 +252,18 @@ class ChatController(QObject):
                                                  found)  # fmt: skip
             if query is not None and self.conversation_id is not None:  # typed: mark the matches of the open chat
                 self._show_matches(self.conversation_id)
-        self.report_history_notices()
+        self._history_guard.report_notices()
 
     def _show_matches(self, conversation_id: int) -> None:
         found = self.conversations.search
         self.search_matches.emit(list(found.matches.get(conversation_id, [])), list(found.terms))
-
-    def report_history_notices(self) -> None:
-        """What the history recovered from since the last look (a damaged database moved aside, new turns kept
-        in a journal while it cannot be written, the journal saved): shown once each."""
-        notices = self.history.take_notices()
-        if notices:
-            self._tell(NoticeLevel.WARNING, " ".join(notices), "Nothing was deleted; details are in the log file.")
 
     def new_conversation(self, keep_settings: bool = False) -> int | None:
         """Start and open a new conversation: with the user's default settings (File → New chat), or with
         what the chat panel shows now (the first message sent with no conversation open)."""
         self.stop()
         if not keep_settings:
-            self.params, self.system_prompt = default_params(self.settings), self.settings.system_prompt
+            self.params, self.system_prompt = self.settings.new_chat_sampling(), self.settings.system_prompt
         with self._history_guard("start a new conversation"):
             cid = self.session.new(self.system_prompt)
             self._query = ""
@@ -346,15 +281,10 @@ class ChatController(QObject):
         except HISTORY_FAILURES as exc:
             self._tell(NoticeLevel.ERROR, f"Cannot open this conversation: {exc}", "Pick another conversation.")
             return
-        params = self.params  # a conversation without replies keeps the current settings
-        for m in reversed(rows):
-            if m.role == "assistant" and m.settings:
-                params = sampling_from_row(m.settings, params)
-                break
-        self.params = params
+        self.params = latest_sampling(rows, self.params)  # a conversation without replies keeps the current ones
         self.system_prompt = conv.system_prompt
         running = self._reply.reply_id if self._reply is not None else None
-        self.transcript.set_messages([_to_view(m, running=running) for m in rows])
+        self.transcript.set_messages([message_of(m, running=running) for m in rows])
         self.conversation_opened.emit(conversation_id)
         if self._query:
             self._show_matches(conversation_id)
@@ -413,7 +343,7 @@ class ChatController(QObject):
                 self._tell(NoticeLevel.WARNING, str(exc), "Remove the attachments to send the text alone.")
                 return False
             if handle.user_message is not None:
-                self.transcript.append(_to_view(handle.user_message))
+                self.transcript.append(message_of(handle.user_message))
             self._start(handle)
             self.refresh_conversations()
             return True
@@ -440,7 +370,7 @@ class ChatController(QObject):
 
     def _show_rows(self, handle: ReplyHandle) -> None:
         rows = self.session.messages()
-        self.transcript.set_messages([_to_view(m, streaming=m.id == handle.reply_id) for m in rows])
+        self.transcript.set_messages([message_of(m, streaming=m.id == handle.reply_id) for m in rows])
 
     def stop(self) -> None:
         if self._reply is not None:
@@ -471,16 +401,8 @@ class ChatController(QObject):
             return
         if isinstance(event, ContextTrimmed):
             self._tell(NoticeLevel.INFO, event.notice, "")
-        elif not self._shows_reply():
-            return
-        elif isinstance(event, TextChunk):
-            if event.kind == "thought":
-                self.transcript.append_to_last(thought=event.text)
-            else:
-                self.transcript.append_to_last(answer=event.text)
-        elif isinstance(event, ReplyDone):
-            self.transcript.update_last(content=event.answer, thoughts=event.thoughts, stats=event.stats.to_dict(),
-                                        streaming=False)  # fmt: skip
+        elif self._shows_reply():
+            self.transcript.apply_stream_event(event)
 
     @Slot(object)
     def _reply_finished(self, _handle: object) -> None:
@@ -490,7 +412,7 @@ class ChatController(QObject):
         self.busy_changed.emit(False)
         self.refresh_conversations()
         self.setup.refresh_measurements()  # the fit list's speeds now include this reply
-        self.report_history_notices()  # the reply was saved on the LLM thread: it may have hit the journal
+        self._history_guard.report_notices()  # the reply was saved on the LLM thread: it may have hit the journal
 
     @Slot(object)
     def _reply_failed(self, handle: ReplyHandle) -> None:
@@ -501,7 +423,7 @@ class ChatController(QObject):
             self.transcript.update_last(streaming=False, error=message)
         self._reply = None
         self.busy_changed.emit(False)
-        self.report_history_notices()
+        self._history_guard.report_notices()
         self._tell(NoticeLevel.ERROR, message, "The conversation is saved; try again or shorten it.")
 
     def shutdown(self) -> None:
@@ -510,6 +432,7 @@ class ChatController(QObject):
             self.remote.shutdown()
         self.bridge.shutdown()
         self._close_remote()
+        self.attachment_jobs.tasks.wait()  # the start-up sweep and thumbnails end before the history closes
 
     def model_path(self) -> Path | None:
         return self.store.get(self.model_id).path if self.model_id and self.remote_info is None else None

@@ -19,8 +19,9 @@ from pathlib import Path
 from PySide6.QtCore import QObject, Signal
 
 from gemmadesk.core.catalog import Catalog
-from gemmadesk.core.fit import FitOptions, Plan, Verdict, plan_entry, plan_for_file
+from gemmadesk.core.fit import FitOptions, Verdict
 from gemmadesk.core.hardware import Hardware
+from gemmadesk.core.model_plan import plan_installed
 from gemmadesk.core.store import InstalledModel, ModelStore, Removal
 from gemmadesk.core.units import human_bytes
 from gemmadesk.ui.tasks import TaskError, TaskRunner
@@ -50,16 +51,6 @@ class ModelRemoved:
         for path in self.removal.kept:
             text += f" Your file {path} was kept: GemmaDesk did not create it."
         return text
-
-
-def plan_installed(model: InstalledModel, hw: Hardware, options: FitOptions, catalog: Catalog) -> Plan:
-    """The fit plan for an installed file (reads its GGUF header: call it on the thread pool)."""
-    if model.entry_id:
-        try:
-            return plan_entry(catalog.get(model.entry_id), hw, options, gguf_path=model.path, catalog=catalog)
-        except KeyError:
-            pass
-    return plan_for_file(model.path, hw, options, model.mmproj_path)
 
 
 def installed_rows(store: ModelStore, hw: Hardware | None, options: FitOptions, catalog: Catalog) -> list[InstalledRow]:

@@ -11,7 +11,8 @@ from typing import Any
 
 from PySide6.QtCore import QAbstractListModel, QModelIndex, QPersistentModelIndex, Qt
 
-from gemmadesk.core.types import Attachment
+from gemmadesk.core.history import Message as Row
+from gemmadesk.core.types import Attachment, ReplyDone, TextChunk
 
 _Index = QModelIndex | QPersistentModelIndex
 
@@ -68,6 +69,14 @@ class TranscriptModel(QAbstractListModel):
         last.thoughts += thought
         self._changed(len(self._messages) - 1)
 
+    def apply_stream_event(self, event: object) -> None:
+        """A reply's text as it streams (:class:`TextChunk`), then its final text and stats (:class:`ReplyDone`)."""
+        if isinstance(event, TextChunk):
+            self.append_to_last(**{"thought" if event.kind == "thought" else "answer": event.text})
+        elif isinstance(event, ReplyDone):
+            self.update_last(content=event.answer, thoughts=event.thoughts, stats=event.stats.to_dict(),
+                             streaming=False)
+
     def update_last(self, **changes: Any) -> None:
         if not self._messages:
             return
@@ -111,3 +120,11 @@ class TranscriptModel(QAbstractListModel):
         if role == MESSAGE_ROLE:
             return m
         return None
+
+
+def message_of(m: Row, streaming: bool = False, running: int | None = None) -> Message:
+    """A history row as the transcript shows it. ``running``: the id of the reply being written now (a
+    "partial" row that is not an interrupted one)."""
+    interrupted = m.status == "partial" and not m.stats and not streaming and m.id != running
+    return Message(m.role, m.content, m.thoughts, dict(m.stats), error="", id=m.id, streaming=streaming,
+                   interrupted=interrupted, attachments=m.attachments)

@@ -11,7 +11,14 @@ from pathlib import Path
 import pytest
 
 from gemmadesk.core.catalog import Catalog, CatalogEntry, load_catalog
-from gemmadesk.core.fit import GPU_ENCODER_WORKSPACE_BYTES, FitOptions, image_tokens_note, plan_entry, plan_for_file, vision_bytes
+from gemmadesk.core.fit import (
+    GPU_ENCODER_WORKSPACE_BYTES,
+    FitOptions,
+    image_tokens_note,
+    plan_entry,
+    plan_for_file,
+    vision_bytes,
+)
 from gemmadesk.core.hardware import Hardware
 from gemmadesk.core.mmproj import PUBLISHED_SHAPES, projector_memory, read_projector
 from gemmadesk.core.types import FlashAttnMode

@@ -10,7 +10,7 @@
 
 from gemmadesk.core.chat.backend import BackendInfo, ChatBackend
 from gemmadesk.core.chat.host import WINDOW, HostState, HostStatus, ModelHost, RequestHandle
-from gemmadesk.core.chat.session import ChatSession, ReplyHandle, api_messages, sampling_from_row
+from gemmadesk.core.chat.session import ChatSession, ReplyHandle, api_messages, latest_sampling, sampling_from_row
 
 __all__ = [
     "WINDOW",
@@ -23,5 +23,6 @@ __all__ = [
     "ReplyHandle",
     "RequestHandle",
     "api_messages",
+    "latest_sampling",
     "sampling_from_row",
 ]

@@ -91,6 +91,14 @@ class ReplyHandle(RequestHandle):
         self.user_message = user_message  # the row send() saved (None for regenerate/edit/run)
 
 
+def latest_sampling(rows: Sequence[Message], default: SamplingParams) -> SamplingParams:
+    """A conversation's sampling settings: those stored with its latest reply (``default`` when it has none)."""
+    for m in reversed(rows):
+        if m.role == "assistant" and m.settings:
+            return sampling_from_row(m.settings, default)
+    return default
+
+
 def sampling_from_row(settings: dict[str, Any], default: SamplingParams) -> SamplingParams:
     """The sampling settings stored with a reply (``Message.settings``), checked field by field: a value
     of the wrong type (a damaged or hand-edited database) falls back to ``default``'s."""
