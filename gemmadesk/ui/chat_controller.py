@@ -432,7 +432,7 @@ class ChatController(QObject):
             self.remote.shutdown()
         self.bridge.shutdown()
         self._close_remote()
-        self.attachment_jobs.tasks.wait()  # the start-up sweep and thumbnails end before the history closes
+        self.attachment_jobs.tasks.close()  # the start-up sweep and thumbnails end before the history closes
 
     def model_path(self) -> Path | None:
         return self.store.get(self.model_id).path if self.model_id and self.remote_info is None else None

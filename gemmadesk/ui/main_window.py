@@ -271,7 +271,7 @@ class MainWindow(QMainWindow):
         self.downloads.shutdown()
         self.serve.shutdown()  # API requests end before the model host stops
         self.chat.shutdown()
-        self.tasks.wait()
+        self.tasks.close()
         self.chat.history.close()
         super().closeEvent(event)
         self.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose, False)

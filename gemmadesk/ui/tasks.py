@@ -81,6 +81,7 @@ class TaskRunner(QObject):
         super().__init__(parent)
         self._pool = pool or QThreadPool.globalInstance()
         self._pending: set[_Carrier] = set()
+        self._closed = False
 
     def run(
         self,
@@ -89,6 +90,9 @@ class TaskRunner(QObject):
         on_error: Callable[[TaskError], None] | None = None,
         name: str = "task",
     ) -> None:
+        if self._closed:  # the window is closing: a result delivered late must not start new work
+            log.debug("%s not started: the window is closing", name)
+            return
         carrier: _Carrier
 
         def done(result: Any) -> None:
@@ -114,5 +118,11 @@ class TaskRunner(QObject):
         return len(self._pending)
 
     def wait(self, msecs: int = 30000) -> bool:
-        """Block until the pool's jobs finished (used on shutdown); True if they did."""
+        """Block until the pool's jobs finished; True if they did."""
         return bool(self._pool.waitForDone(msecs))
+
+    def close(self, msecs: int = 30000) -> bool:
+        """On shutdown: start no more jobs (a result that arrives later may ask for one), then wait for the
+        pool's jobs to finish; True if they did."""
+        self._closed = True
+        return self.wait(msecs)
