@@ -65,7 +65,41 @@ class _ServerFields:
         self.checking = False
 
 
-class AddServerDialog(QDialog):
+class _ServerDialog(QDialog):
+    """What both dialogs do with the server: check it (models listed), then close once it is saved, or say
+    why not and let the user correct it. Subclasses make ``fields`` and ``add_button`` and connect
+    ``remote.server_added`` / ``remote.add_failed`` to :meth:`_added` / :meth:`_failed`."""
+
+    remote: RemoteController
+    fields: _ServerFields
+    add_button: QPushButton
+
+    def _check_and_add(self, name: str, expect_model: str | None) -> None:
+        if self.fields.checking:
+            return
+        self.fields.checking = True
+        self.add_button.setEnabled(False)
+        self.fields.problem.setStyleSheet("")
+        self.fields.problem.setText("Checking the server…")
+        self.remote.add_server(name, self.fields.url.text(), self.fields.api_key.text(), expect_model)
+
+    @Slot(object)
+    def _added(self, _entry: object) -> None:
+        if self.fields.checking:
+            self.fields.checking = False
+            self.accept()
+
+    @Slot(str)
+    def _failed(self, message: str) -> None:
+        if not self.fields.checking:
+            return
+        self.fields.checking = False
+        self.add_button.setEnabled(True)
+        self.fields.problem.setStyleSheet("color: #c62828")
+        self.fields.problem.setText(message)
+
+
+class AddServerDialog(_ServerDialog):
     """Name, base URL, optional API key; the server is checked (models listed) before it is saved."""
 
     def __init__(self, remote: RemoteController, parent: QWidget | None = None, *, name: str = "",
@@ -99,32 +133,10 @@ class AddServerDialog(QDialog):
         remote.add_failed.connect(self._failed)
 
     def submit(self) -> None:
-        if self.fields.checking:
-            return
-        self.fields.checking = True
-        self.add_button.setEnabled(False)
-        self.fields.problem.setStyleSheet("")
-        self.fields.problem.setText("Checking the server…")
-        self.remote.add_server(self.name.text().strip(), self.fields.url.text(), self.fields.api_key.text(),
-                               self.expect_model)  # fmt: skip
-
-    @Slot(object)
-    def _added(self, _entry: object) -> None:
-        if self.fields.checking:
-            self.fields.checking = False
-            self.accept()
-
-    @Slot(str)
-    def _failed(self, message: str) -> None:
-        if not self.fields.checking:
-            return
-        self.fields.checking = False
-        self.add_button.setEnabled(True)
-        self.fields.problem.setStyleSheet("color: #c62828")
-        self.fields.problem.setText(message)
+        self._check_and_add(self.name.text().strip(), self.expect_model)
 
 
-class VllmDialog(QDialog):
+class VllmDialog(_ServerDialog):
     """What a ``w4a16-ct`` checkpoint needs on a vLLM server, the command to start it, and "Add this server"."""
 
     def __init__(self, entry: CatalogEntry, catalog: Catalog, remote: RemoteController,
@@ -213,29 +225,7 @@ class VllmDialog(QDialog):
         QGuiApplication.clipboard().setText(self.command.text())
 
     def submit(self) -> None:
-        if self.fields.checking:
-            return
-        self.fields.checking = True
-        self.add_button.setEnabled(False)
-        self.fields.problem.setStyleSheet("")
-        self.fields.problem.setText("Checking the server…")
-        self.remote.add_server(f"vLLM · Gemma 4 {self.entry.size}", self.fields.url.text(), self.fields.api_key.text(),
-                               self.entry.repo_id)  # fmt: skip
-
-    @Slot(object)
-    def _added(self, _entry: object) -> None:
-        if self.fields.checking:
-            self.fields.checking = False
-            self.accept()
-
-    @Slot(str)
-    def _failed(self, message: str) -> None:
-        if not self.fields.checking:
-            return
-        self.fields.checking = False
-        self.add_button.setEnabled(True)
-        self.fields.problem.setStyleSheet("color: #c62828")
-        self.fields.problem.setText(message)
+        self._check_and_add(f"vLLM · Gemma 4 {self.entry.size}", self.entry.repo_id)
 
 
 class VllmOffer(QWidget):
