@@ -15,6 +15,7 @@ from gemmadesk.ui.download_controller import DownloadController
 from gemmadesk.ui.download_view import DownloadPanel
 from gemmadesk.ui.setup_controller import SetupController
 from gemmadesk.ui.setup_view import SetupView
+from gemmadesk.ui.widgets import ask_first
 
 if TYPE_CHECKING:  # the downloads module is imported on the first download, not at start-up
     from gemmadesk.core.downloads import Progress
@@ -136,20 +137,7 @@ class SetupPage(QWidget):
                           f"{entry.label}\n\n{warning}\n\nDownload {size} anyway?", QMessageBox.StandardButton.NoButton,
                           self)
         box.setTextFormat(Qt.TextFormat.PlainText)
-        yes = box.addButton("Download anyway", QMessageBox.ButtonRole.AcceptRole)
-        no = box.addButton(QMessageBox.StandardButton.Cancel)
-        box.setDefaultButton(no)
-        box.setEscapeButton(no)
-        self.confirm_box = box
-
-        def answered() -> None:
-            self.confirm_box = None
-            if box.clickedButton() is yes:
-                self._download(entry_id)
-            box.deleteLater()
-
-        box.finished.connect(answered)
-        box.open()
+        ask_first(self, box, "Download anyway", QMessageBox.ButtonRole.AcceptRole, lambda: self._download(entry_id))
 
     def _download(self, entry_id: str) -> None:
         entry = self.setup.entry(entry_id)

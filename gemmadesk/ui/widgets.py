@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Protocol
+
 from PySide6.QtCore import QSize, Qt
 from PySide6.QtGui import QPainter, QPaintEvent
-from PySide6.QtWidgets import QLabel, QSizePolicy, QWidget
+from PySide6.QtWidgets import QLabel, QMessageBox, QSizePolicy, QWidget
 
 from gemmadesk.ui.richtext import plain_tooltip
 
@@ -43,3 +46,27 @@ class ElidedLabel(QLabel):
         painter = QPainter(self)
         painter.setPen(self.palette().color(self.foregroundRole()))
         painter.drawText(self.contentsRect(), int(self.alignment()) | int(Qt.AlignmentFlag.AlignVCenter), shown)
+
+
+class _AsksFirst(Protocol):
+    confirm_box: QMessageBox | None  # the question open now (one at a time)
+
+
+def ask_first(owner: _AsksFirst, box: QMessageBox, yes: str, role: QMessageBox.ButtonRole,
+              on_yes: Callable[[], None]) -> None:  # fmt: skip
+    """Open ``box`` (window-modal, no nested event loop) with a ``yes`` button and Cancel (the default, and
+    Esc), kept as ``owner.confirm_box`` while it is open; ``on_yes()`` runs only if the user chose ``yes``."""
+    yes_button = box.addButton(yes, role)
+    no = box.addButton(QMessageBox.StandardButton.Cancel)
+    box.setDefaultButton(no)
+    box.setEscapeButton(no)
+    owner.confirm_box = box
+
+    def answered() -> None:
+        owner.confirm_box = None
+        if box.clickedButton() is yes_button:
+            on_yes()
+        box.deleteLater()
+
+    box.finished.connect(answered)
+    box.open()
