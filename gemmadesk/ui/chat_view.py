@@ -34,7 +34,7 @@ from gemmadesk.ui.conversation_delegate import ConversationDelegate
 from gemmadesk.ui.conversation_model import CONVERSATION_ID_ROLE
 from gemmadesk.ui.message_view import MessageView
 from gemmadesk.ui.notice import NoticeBar
-from gemmadesk.ui.widgets import ElidedLabel
+from gemmadesk.ui.widgets import ElidedLabel, plain_label
 
 
 class Sidebar(QWidget):
@@ -159,11 +159,8 @@ class ChatView(QWidget):
         self.settings_toggle.setCheckable(True)
         self.settings_toggle.setAccessibleName("Show conversation settings")
         self.settings_toggle.setToolTip("System prompt, presets and sampling (Ctrl+,)")
-        self.banner = QLabel()
-        self.banner.setTextFormat(Qt.TextFormat.PlainText)
-        self.banner.setWordWrap(True)
-        self.banner.setAccessibleName("Where the model runs")
-        self.banner.setStyleSheet("background: #fff3e0; color: #8a4b00; padding: 6px; border-radius: 4px")
+        self.banner = plain_label(name="Where the model runs",
+                                  style="background: #fff3e0; color: #8a4b00; padding: 6px; border-radius: 4px")
         self.banner.hide()
         self.messages = MessageView(ctl.transcript, jobs=ctl.attachment_jobs)
         self.composer = Composer()

@@ -6,10 +6,11 @@ restart) and offers to resume it or to discard it, saying how much space that fr
 
 from __future__ import annotations
 
-from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
+from PySide6.QtCore import Signal
+from PySide6.QtWidgets import QHBoxLayout, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
 from gemmadesk.core.units import human_bytes
+from gemmadesk.ui.widgets import plain_label
 
 
 def format_eta(seconds: float | None) -> str:
@@ -35,10 +36,8 @@ class DownloadPanel(QWidget):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.status = QLabel("Select a model to download.")
-        self.status.setTextFormat(Qt.TextFormat.PlainText)  # model names and server messages: never HTML
-        self.status.setWordWrap(True)
-        self.status.setAccessibleName("Download status")
+        # model names and server messages: never HTML
+        self.status = plain_label("Select a model to download.", name="Download status")
         self.bar = QProgressBar()
         self.bar.setAccessibleName("Download progress")
         self.bar.setRange(0, 1000)

@@ -28,6 +28,7 @@ from gemmadesk.ui.attachments import AttachmentJobs, AttachmentStrip
 from gemmadesk.ui.conversation_delegate import HIGHLIGHT
 from gemmadesk.ui.markdown import MarkdownView, warm_up
 from gemmadesk.ui.transcript_model import Message, TranscriptModel
+from gemmadesk.ui.widgets import plain_label
 
 STOP_WORDS = {"stopped": "stopped", "length": "hit max tokens", "context_full": "context full"}
 USER_BUBBLE = "#MessageBubble { border-radius: 8px; background: rgba(127,127,127,0.12) }"
@@ -114,9 +115,7 @@ class MessageBubble(QFrame):
         self.body = AutoHeightBrowser()
         self.body.setAccessibleName("Message text")
         self.body.link_clicked.connect(self._link)
-        self.error = QLabel()  # model- or file-controlled text (a template's raise_exception): plain text only
-        self.error.setTextFormat(Qt.TextFormat.PlainText)
-        self.error.setWordWrap(True)
+        self.error = plain_label()  # model- or file-controlled text (a template's raise_exception): plain text only
         self.error.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.error.setStyleSheet("color: #c62828")
         self.error.setAccessibleName("Error")
@@ -359,11 +358,7 @@ class _Hint(QWidget):
         font.setPointSizeF(font.pointSizeF() * 1.4)
         font.setBold(True)
         self.title.setFont(font)
-        self.text = QLabel()
-        self.text.setTextFormat(Qt.TextFormat.PlainText)
-        self.text.setWordWrap(True)
-        self.text.setStyleSheet("color: gray")
-        self.text.setAccessibleName("What to do in an empty chat")
+        self.text = plain_label(name="What to do in an empty chat", style="color: gray")
         layout = QVBoxLayout(self)
         layout.setContentsMargins(24, 60, 24, 0)
         for label in (self.title, self.text):

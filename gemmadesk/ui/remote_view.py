@@ -27,6 +27,7 @@ from gemmadesk.core.units import human_bytes
 from gemmadesk.core.vllm_plan import VllmPlan, is_vllm_entry, plan_vllm
 from gemmadesk.ui.fit_model import ENTRY_ID_ROLE
 from gemmadesk.ui.remote_controller import RemoteController
+from gemmadesk.ui.widgets import plain_label
 
 CONTEXT_CHOICES = (8192, 32768, 131072)
 
@@ -37,15 +38,6 @@ def _plain_captions(form: QFormLayout) -> None:
         caption = item.widget() if item is not None else None
         if isinstance(caption, QLabel):
             caption.setTextFormat(Qt.TextFormat.PlainText)
-
-
-def _problem_label() -> QLabel:
-    label = QLabel()
-    label.setTextFormat(Qt.TextFormat.PlainText)  # server text goes here
-    label.setWordWrap(True)
-    label.setStyleSheet("color: #c62828")
-    label.setAccessibleName("Problem")
-    return label
 
 
 class _ServerFields:
@@ -61,7 +53,7 @@ class _ServerFields:
         self.api_key.setEchoMode(QLineEdit.EchoMode.Password)
         self.api_key.setAccessibleName("API key")
         self.api_key.setPlaceholderText("optional")
-        self.problem = _problem_label()
+        self.problem = plain_label(name="Problem", style="color: #c62828")  # server text goes here
         self.checking = False
 
 
@@ -113,10 +105,8 @@ class AddServerDialog(_ServerDialog):
         self.name.setPlaceholderText("GPU box")
         self.fields = _ServerFields(self, remote)
         self.fields.url.setText(url)
-        note = QLabel("Any OpenAI-compatible server: vLLM, llama-server, Ollama, LM Studio or another GemmaDesk. "
-                      "Certificates are always checked; the key is saved readable only by you.")  # fmt: skip
-        note.setTextFormat(Qt.TextFormat.PlainText)
-        note.setWordWrap(True)
+        note = plain_label("Any OpenAI-compatible server: vLLM, llama-server, Ollama, LM Studio or another "
+                           "GemmaDesk. Certificates are always checked; the key is saved readable only by you.")
         self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Cancel)
         self.add_button = self.buttons.addButton("Add", QDialogButtonBox.ButtonRole.AcceptRole)
         self.buttons.accepted.connect(self.submit)
@@ -144,10 +134,9 @@ class VllmDialog(_ServerDialog):
         super().__init__(parent)
         self.entry, self.catalog, self.remote = entry, catalog, remote
         self.setWindowTitle(f"Gemma 4 {entry.size} on a GPU server (vLLM)")
-        intro = QLabel(f"{entry.repo_id} runs on vLLM with one or more NVIDIA GPUs. Choose the context length "
-                       "and the number of GPUs; start the command on your GPU server, then add the server here.")
-        intro.setTextFormat(Qt.TextFormat.PlainText)
-        intro.setWordWrap(True)
+        intro = plain_label(f"{entry.repo_id} runs on vLLM with one or more NVIDIA GPUs. Choose the context "
+                            "length and the number of GPUs; start the command on your GPU server, then add the server "
+                            "here.")
         self.context = QComboBox()
         self.context.setAccessibleName("Context length (--max-model-len)")
         n_train = catalog.arch(entry).n_ctx_train
@@ -237,9 +226,7 @@ class VllmOffer(QWidget):
         self.catalog, self.remote = catalog, remote
         self.entry: CatalogEntry | None = None
         self.dialog: VllmDialog | None = None
-        self.label = QLabel()
-        self.label.setTextFormat(Qt.TextFormat.PlainText)
-        self.label.setWordWrap(True)
+        self.label = plain_label()
         self.button = QPushButton("Run it on a GPU server (vLLM)…")
         self.button.setAccessibleName("Run this model on a GPU server with vLLM")
         self.button.clicked.connect(self.open_dialog)

@@ -12,6 +12,20 @@ from PySide6.QtWidgets import QLabel, QMessageBox, QSizePolicy, QWidget
 from gemmadesk.ui.richtext import plain_tooltip
 
 
+def plain_label(text: str = "", *, name: str = "", style: str = "") -> QLabel:
+    """A word-wrapped label that shows ``text`` as plain text, never rich text (names, paths and messages
+    from files, servers and models go in such labels); ``name`` is its accessible name, ``style`` its style
+    sheet."""
+    label = QLabel(text)
+    label.setTextFormat(Qt.TextFormat.PlainText)
+    label.setWordWrap(True)
+    if name:
+        label.setAccessibleName(name)
+    if style:
+        label.setStyleSheet(style)
+    return label
+
+
 class ElidedLabel(QLabel):
     """One line of plain text that shrinks with an ellipsis instead of widening the window; the full text is
     the tooltip when it does not fit."""
