@@ -34,7 +34,7 @@ from gemmadesk.ui.conversation_delegate import ConversationDelegate
 from gemmadesk.ui.conversation_model import CONVERSATION_ID_ROLE
 from gemmadesk.ui.message_view import MessageView
 from gemmadesk.ui.notice import NoticeBar
-from gemmadesk.ui.widgets import ElidedLabel, plain_label
+from gemmadesk.ui.widgets import ElidedLabel, plain_label, push_button
 
 
 class Sidebar(QWidget):
@@ -70,9 +70,7 @@ class Sidebar(QWidget):
         self.rename_button = QPushButton("Rename")
         self.rename_button.setAccessibleName("Rename conversation")
         self.rename_button.clicked.connect(lambda: self.list.edit(self.list.currentIndex()))
-        self.delete_button = QPushButton("Delete")
-        self.delete_button.setAccessibleName("Delete conversation")
-        self.delete_button.clicked.connect(self.confirm_delete)
+        self.delete_button = push_button("Delete", "Delete conversation", self.confirm_delete)
         row = QHBoxLayout()
         row.addWidget(self.rename_button)
         row.addWidget(self.delete_button)

@@ -22,7 +22,6 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QPlainTextEdit,
-    QPushButton,
     QToolButton,
     QVBoxLayout,
     QWidget,
@@ -30,6 +29,7 @@ from PySide6.QtWidgets import (
 
 from gemmadesk.core.types import Attachment
 from gemmadesk.ui.attachments import AttachmentStrip, Prepared
+from gemmadesk.ui.widgets import push_button
 
 
 def local_files(mime: QMimeData) -> list[str]:
@@ -96,10 +96,8 @@ class Composer(QWidget):
         self.edit.escape.connect(self.escape)
         self.editing_label = QLabel("Editing an earlier message: sending replaces it and everything after it.")
         self.editing_label.setTextFormat(Qt.TextFormat.PlainText)
-        self.cancel_edit_button = QPushButton("Cancel edit")
-        self.cancel_edit_button.setAccessibleName("Cancel editing the earlier message")
-        self.cancel_edit_button.setToolTip("Cancel the edit (Esc)")
-        self.cancel_edit_button.clicked.connect(self.cancel_edit)
+        self.cancel_edit_button = push_button("Cancel edit", "Cancel editing the earlier message", self.cancel_edit,
+                                              tip="Cancel the edit (Esc)")
         self.editing_bar = QWidget()
         bar = QHBoxLayout(self.editing_bar)
         bar.setContentsMargins(0, 0, 0, 0)
@@ -108,13 +106,8 @@ class Composer(QWidget):
         self.editing_bar.hide()
         self.thinking = QCheckBox("&Thinking")
         self.thinking.setAccessibleName("Let the model think before answering")
-        self.send_button = QPushButton("&Send")
-        self.send_button.setAccessibleName("Send message")
-        self.send_button.clicked.connect(self._submit)
-        self.stop_button = QPushButton("■ Stop")
-        self.stop_button.setAccessibleName("Stop the reply")
-        self.stop_button.setToolTip("Stop (Esc)")
-        self.stop_button.clicked.connect(self.stop)
+        self.send_button = push_button("&Send", "Send message", self._submit)
+        self.stop_button = push_button("■ Stop", "Stop the reply", self.stop, tip="Stop (Esc)")
         self.stop_button.hide()
         self.attach_button = QToolButton()
         self.attach_button.setText("Attach…")

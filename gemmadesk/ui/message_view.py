@@ -14,7 +14,6 @@ from PySide6.QtWidgets import (
     QFrame,
     QHBoxLayout,
     QLabel,
-    QPushButton,
     QScrollArea,
     QSizePolicy,
     QTextEdit,
@@ -28,7 +27,7 @@ from gemmadesk.ui.attachments import AttachmentJobs, AttachmentStrip
 from gemmadesk.ui.conversation_delegate import HIGHLIGHT
 from gemmadesk.ui.markdown import MarkdownView, warm_up
 from gemmadesk.ui.transcript_model import Message, TranscriptModel
-from gemmadesk.ui.widgets import plain_label
+from gemmadesk.ui.widgets import plain_label, push_button
 
 STOP_WORDS = {"stopped": "stopped", "length": "hit max tokens", "context_full": "context full"}
 USER_BUBBLE = "#MessageBubble { border-radius: 8px; background: rgba(127,127,127,0.12) }"
@@ -120,16 +119,10 @@ class MessageBubble(QFrame):
         self.error.setStyleSheet("color: #c62828")
         self.error.setAccessibleName("Error")
         self.error.hide()
-        self.copy_button = QPushButton("Copy")
-        self.copy_button.setAccessibleName("Copy this whole message")
-        self.copy_button.setToolTip("Copy the whole message (as Markdown)")
-        self.copy_button.clicked.connect(self.copy)
-        self.regen_button = QPushButton("Regenerate")
-        self.regen_button.setAccessibleName("Regenerate this reply")
-        self.regen_button.clicked.connect(self.regenerate)
-        self.edit_button = QPushButton("Edit")
-        self.edit_button.setAccessibleName("Edit this message and send it again")
-        self.edit_button.clicked.connect(self.edit)
+        self.copy_button = push_button("Copy", "Copy this whole message", self.copy,
+                                       tip="Copy the whole message (as Markdown)")
+        self.regen_button = push_button("Regenerate", "Regenerate this reply", self.regenerate)
+        self.edit_button = push_button("Edit", "Edit this message and send it again", self.edit)
         for b in (self.copy_button, self.regen_button, self.edit_button):
             b.setFlat(True)
         head = QHBoxLayout()

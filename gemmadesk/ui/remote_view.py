@@ -27,7 +27,7 @@ from gemmadesk.core.units import human_bytes
 from gemmadesk.core.vllm_plan import VllmPlan, is_vllm_entry, plan_vllm
 from gemmadesk.ui.fit_model import ENTRY_ID_ROLE
 from gemmadesk.ui.remote_controller import RemoteController
-from gemmadesk.ui.widgets import plain_label
+from gemmadesk.ui.widgets import plain_label, push_button
 
 CONTEXT_CHOICES = (8192, 32768, 131072)
 
@@ -154,9 +154,7 @@ class VllmDialog(_ServerDialog):
         self.command = QLineEdit()
         self.command.setReadOnly(True)
         self.command.setAccessibleName("The vllm serve command")
-        copy = QPushButton("Copy")
-        copy.setAccessibleName("Copy the command")
-        copy.clicked.connect(self.copy_command)
+        copy = push_button("Copy", "Copy the command", self.copy_command)
         row = QHBoxLayout()
         row.addWidget(self.command, 1)
         row.addWidget(copy)
@@ -227,9 +225,8 @@ class VllmOffer(QWidget):
         self.entry: CatalogEntry | None = None
         self.dialog: VllmDialog | None = None
         self.label = plain_label()
-        self.button = QPushButton("Run it on a GPU server (vLLM)…")
-        self.button.setAccessibleName("Run this model on a GPU server with vLLM")
-        self.button.clicked.connect(self.open_dialog)
+        self.button = push_button("Run it on a GPU server (vLLM)…", "Run this model on a GPU server with vLLM",
+                                  self.open_dialog)
         layout = QHBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.label, 1)

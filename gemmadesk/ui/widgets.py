@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
-from PySide6.QtCore import QSize, Qt
+from PySide6.QtCore import QSize, Qt, SignalInstance
 from PySide6.QtGui import QPainter, QPaintEvent
-from PySide6.QtWidgets import QLabel, QMessageBox, QSizePolicy, QWidget
+from PySide6.QtWidgets import QLabel, QMessageBox, QPushButton, QSizePolicy, QWidget
 
 from gemmadesk.ui.richtext import plain_tooltip
 
@@ -24,6 +24,17 @@ def plain_label(text: str = "", *, name: str = "", style: str = "") -> QLabel:
     if style:
         label.setStyleSheet(style)
     return label
+
+
+def push_button(text: str, name: str, on_click: Callable[[], object] | SignalInstance, *,
+                tip: str = "") -> QPushButton:  # fmt: skip
+    """A button that does ``on_click``, with its accessible name (for screen readers) and an optional tooltip."""
+    button = QPushButton(text)
+    button.setAccessibleName(name)
+    if tip:
+        button.setToolTip(tip)
+    button.clicked.connect(on_click)
+    return button
 
 
 class ElidedLabel(QLabel):
