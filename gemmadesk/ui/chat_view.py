@@ -34,7 +34,7 @@ from gemmadesk.ui.conversation_delegate import ConversationDelegate
 from gemmadesk.ui.conversation_model import CONVERSATION_ID_ROLE
 from gemmadesk.ui.message_view import MessageView
 from gemmadesk.ui.notice import NoticeBar
-from gemmadesk.ui.widgets import ElidedLabel, plain_label, push_button
+from gemmadesk.ui.widgets import ElidedLabel, flush_box, plain_label, push_button
 
 
 class Sidebar(QWidget):
@@ -74,12 +74,7 @@ class Sidebar(QWidget):
         row = QHBoxLayout()
         row.addWidget(self.rename_button)
         row.addWidget(self.delete_button)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(self.new_button)
-        layout.addWidget(self.search)
-        layout.addWidget(self.list, 1)
-        layout.addLayout(row)
+        flush_box(QVBoxLayout, self, self.new_button, self.search, self.list, row, grow=self.list)
         ctl.conversations.modelReset.connect(self._reselect)
 
     def _menu(self, pos: QPoint) -> None:
@@ -180,21 +175,14 @@ class ChatView(QWidget):
         bar.addWidget(self.model_status, 1)
         bar.addWidget(self.settings_toggle)
         center = QWidget()
-        col = QVBoxLayout(center)
-        col.setContentsMargins(0, 0, 0, 0)
-        col.addLayout(bar)
-        col.addWidget(self.banner)
-        col.addWidget(self.messages, 1)
-        col.addWidget(self.composer)
+        flush_box(QVBoxLayout, center, bar, self.banner, self.messages, self.composer, grow=self.messages)
         self.split = split = QSplitter()
         split.addWidget(self.sidebar)
         split.addWidget(center)
         split.addWidget(self.settings_panel)
         split.setStretchFactor(1, 1)
         split.setSizes([220, 700, 260])
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(split)
+        flush_box(QVBoxLayout, self, split)
         self._wire()
         self._shortcuts()
         self.setAcceptDrops(True)  # files dropped anywhere on the chat are attached

@@ -29,7 +29,7 @@ from PySide6.QtWidgets import (
 
 from gemmadesk.core.types import Attachment
 from gemmadesk.ui.attachments import AttachmentStrip, Prepared
-from gemmadesk.ui.widgets import push_button
+from gemmadesk.ui.widgets import flush_box, push_button
 
 
 def local_files(mime: QMimeData) -> list[str]:
@@ -99,10 +99,7 @@ class Composer(QWidget):
         self.cancel_edit_button = push_button("Cancel edit", "Cancel editing the earlier message", self.cancel_edit,
                                               tip="Cancel the edit (Esc)")
         self.editing_bar = QWidget()
-        bar = QHBoxLayout(self.editing_bar)
-        bar.setContentsMargins(0, 0, 0, 0)
-        bar.addWidget(self.editing_label, 1)
-        bar.addWidget(self.cancel_edit_button)
+        flush_box(QHBoxLayout, self.editing_bar, self.editing_label, self.cancel_edit_button, grow=self.editing_label)
         self.editing_bar.hide()
         self.thinking = QCheckBox("&Thinking")
         self.thinking.setAccessibleName("Let the model think before answering")
@@ -126,11 +123,7 @@ class Composer(QWidget):
         row.addWidget(self.attach_button, 0, Qt.AlignmentFlag.AlignTop)
         row.addWidget(self.edit, 1)
         row.addLayout(side)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(self.editing_bar)
-        layout.addWidget(self.attachments)
-        layout.addLayout(row)
+        flush_box(QVBoxLayout, self, self.editing_bar, self.attachments, row)
         self.editing: int | None = None  # id of the message being edited
         self._draft = ""  # what was typed before the edit began
 

@@ -10,7 +10,7 @@ from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QHBoxLayout, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
 from gemmadesk.core.units import human_bytes
-from gemmadesk.ui.widgets import plain_label
+from gemmadesk.ui.widgets import flush_box, plain_label
 
 
 def format_eta(seconds: float | None) -> str:
@@ -66,11 +66,7 @@ class DownloadPanel(QWidget):
         for b in (self.download_button, self.pause_button, self.cancel_button, self.discard_button,
                   self.chat_button):
             buttons.addWidget(b)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(self.status)
-        layout.addWidget(self.bar)
-        layout.addLayout(buttons)
+        flush_box(QVBoxLayout, self, self.status, self.bar, buttons)
         self._paused = False
         self._on_disk = 0  # bytes of the partial download on disk, as last reported
         self.set_idle("", can_download=False)

@@ -27,7 +27,7 @@ from gemmadesk.core.units import human_bytes
 from gemmadesk.core.vllm_plan import VllmPlan, is_vllm_entry, plan_vllm
 from gemmadesk.ui.fit_model import ENTRY_ID_ROLE
 from gemmadesk.ui.remote_controller import RemoteController
-from gemmadesk.ui.widgets import plain_label, push_button
+from gemmadesk.ui.widgets import flush_box, plain_label, push_button
 
 CONTEXT_CHOICES = (8192, 32768, 131072)
 
@@ -227,10 +227,7 @@ class VllmOffer(QWidget):
         self.label = plain_label()
         self.button = push_button("Run it on a GPU server (vLLM)…", "Run this model on a GPU server with vLLM",
                                   self.open_dialog)
-        layout = QHBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(self.label, 1)
-        layout.addWidget(self.button)
+        flush_box(QHBoxLayout, self, self.label, self.button, grow=self.label)
         self.hide()
         table.selectionModel().currentRowChanged.connect(self._current_changed)
         table.doubleClicked.connect(self._double_clicked)

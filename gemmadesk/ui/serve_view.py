@@ -22,7 +22,7 @@ from PySide6.QtWidgets import (
 
 from gemmadesk.core.chat import HostState
 from gemmadesk.ui.serve_controller import ServeController, ServeOptions, ServeState, refusal
-from gemmadesk.ui.widgets import plain_label
+from gemmadesk.ui.widgets import flush_box, plain_label
 
 
 def busy_text(state: HostState, window_waiting: bool) -> str:
@@ -58,11 +58,7 @@ class ServeStatusWidget(QWidget):
         self.busy.setTextFormat(Qt.TextFormat.PlainText)
         self.busy.setAccessibleName("Model busy for an API client")
         self.busy.hide()
-        layout = QHBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(self.busy)
-        layout.addWidget(self.label)
-        layout.addWidget(self.copy_button)
+        flush_box(QHBoxLayout, self, self.busy, self.label, self.copy_button)
         ctl.changed.connect(self.refresh)
         ctl.bridge.stateChanged.connect(self._host_state)
         self.refresh()

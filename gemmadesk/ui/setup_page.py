@@ -15,7 +15,7 @@ from gemmadesk.ui.download_controller import DownloadController
 from gemmadesk.ui.download_view import DownloadPanel
 from gemmadesk.ui.setup_controller import SetupController
 from gemmadesk.ui.setup_view import SetupView
-from gemmadesk.ui.widgets import ask_first, push_button
+from gemmadesk.ui.widgets import ask_first, flush_box, push_button
 
 if TYPE_CHECKING:  # the downloads module is imported on the first download, not at start-up
     from gemmadesk.core.downloads import Progress
@@ -42,10 +42,7 @@ class SetupPage(QWidget):
         self.tabs = QTabWidget()
         self.tabs.setDocumentMode(True)
         download_tab = QWidget()
-        column = QVBoxLayout(download_tab)
-        column.setContentsMargins(0, 0, 0, 0)
-        column.addWidget(self.view, 1)
-        column.addWidget(self.panel)
+        flush_box(QVBoxLayout, download_tab, self.view, self.panel, grow=self.view)
         self.tabs.addTab(download_tab, "&Download models")
         self.tabs.setCornerWidget(self.back_button, Qt.Corner.TopLeftCorner)
         layout = QVBoxLayout(self)

@@ -3,13 +3,29 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from PySide6.QtCore import QSize, Qt, SignalInstance
 from PySide6.QtGui import QPainter, QPaintEvent
-from PySide6.QtWidgets import QLabel, QMessageBox, QPushButton, QSizePolicy, QWidget
+from PySide6.QtWidgets import QBoxLayout, QLabel, QLayout, QMessageBox, QPushButton, QSizePolicy, QWidget
 
 from gemmadesk.ui.richtext import plain_tooltip
+
+Box = TypeVar("Box", bound=QBoxLayout)
+
+
+def flush_box(kind: Callable[[QWidget], Box], parent: QWidget, *items: QWidget | QLayout,
+              grow: QWidget | None = None) -> Box:  # fmt: skip
+    """A ``kind`` layout (QHBoxLayout, QVBoxLayout) on ``parent`` without margins, holding ``items`` in order;
+    ``grow`` takes the spare room."""
+    box = kind(parent)
+    box.setContentsMargins(0, 0, 0, 0)
+    for item in items:
+        if isinstance(item, QLayout):
+            box.addLayout(item)
+        else:
+            box.addWidget(item, 1 if item is grow else 0)
+    return box
 
 
 def plain_label(text: str = "", *, name: str = "", style: str = "") -> QLabel:
