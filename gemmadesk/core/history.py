@@ -700,10 +700,7 @@ class HistoryStore:
         def journal() -> None:
             cid = self._real(conversation_id)
             self.get_conversation(cid)  # raises if there is no such conversation
-            if cid in self._pending.conversations:
-                self._pending.conversations[cid][column] = value
-            else:
-                self._pending.conversation_updates.setdefault(cid, {})[column] = value
+            _merge_change(self._pending.conversations, self._pending.conversation_updates, cid, {column: value})
             self._save_journal()
 
         with self._lock:
@@ -911,11 +908,7 @@ class HistoryStore:
                            "(SELECT conversation_id FROM messages WHERE id = ?)", (changes["updated_at"], mid))
 
         def journal() -> None:
-            mid = self._real(message_id)
-            if mid in self._pending.messages:
-                self._pending.messages[mid].update(changes)
-            else:
-                self._pending.message_updates.setdefault(mid, {}).update(changes)
+            _merge_change(self._pending.messages, self._pending.message_updates, self._real(message_id), changes)
             self._save_journal()
 
         with self._lock:
@@ -1141,6 +1134,16 @@ def _checked(row: Any, schema: dict[str, Any], *, partial: bool) -> dict[str, An
             row.get("status", "complete") not in ("complete", "partial"):
         raise ValueError("unknown role or status")
     return dict(row)
+
+
+def _merge_change(rows: dict[int, dict[str, Any]], updates: dict[int, dict[str, Any]], key: int,
+                  changes: dict[str, Any]) -> None:  # fmt: skip
+    """A journalled change: a row not yet in the database (in ``rows``) takes it itself; a row in the database
+    gets it as a pending update (in ``updates``)."""
+    if key in rows:
+        rows[key].update(changes)
+    else:
+        updates.setdefault(key, {}).update(changes)
 
 
 @dataclass

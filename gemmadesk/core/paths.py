@@ -74,7 +74,9 @@ def resources_dir() -> Path:
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` so that readers see the old file or the new one, never half of it, even if the
-    process is killed: a temp file in the same folder, flushed to disk, then ``os.replace``."""
+    process is killed: a temp file in the same folder, flushed to disk, then ``os.replace``. The file is
+    readable only by its owner (mode 0600 from the first byte: ``mkstemp`` creates it so), which the
+    server list relies on for its API keys."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
     try:

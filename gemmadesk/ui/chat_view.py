@@ -34,7 +34,7 @@ from gemmadesk.ui.conversation_delegate import ConversationDelegate
 from gemmadesk.ui.conversation_model import CONVERSATION_ID_ROLE
 from gemmadesk.ui.message_view import MessageView
 from gemmadesk.ui.notice import NoticeBar
-from gemmadesk.ui.widgets import ElidedLabel
+from gemmadesk.ui.widgets import ElidedLabel, flush_box, plain_label, push_button
 
 
 class Sidebar(QWidget):
@@ -70,18 +70,11 @@ class Sidebar(QWidget):
         self.rename_button = QPushButton("Rename")
         self.rename_button.setAccessibleName("Rename conversation")
         self.rename_button.clicked.connect(lambda: self.list.edit(self.list.currentIndex()))
-        self.delete_button = QPushButton("Delete")
-        self.delete_button.setAccessibleName("Delete conversation")
-        self.delete_button.clicked.connect(self.confirm_delete)
+        self.delete_button = push_button("Delete", "Delete conversation", self.confirm_delete)
         row = QHBoxLayout()
         row.addWidget(self.rename_button)
         row.addWidget(self.delete_button)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(self.new_button)
-        layout.addWidget(self.search)
-        layout.addWidget(self.list, 1)
-        layout.addLayout(row)
+        flush_box(QVBoxLayout, self, self.new_button, self.search, self.list, row, grow=self.list)
         ctl.conversations.modelReset.connect(self._reselect)
 
     def _menu(self, pos: QPoint) -> None:
@@ -159,11 +152,8 @@ class ChatView(QWidget):
         self.settings_toggle.setCheckable(True)
         self.settings_toggle.setAccessibleName("Show conversation settings")
         self.settings_toggle.setToolTip("System prompt, presets and sampling (Ctrl+,)")
-        self.banner = QLabel()
-        self.banner.setTextFormat(Qt.TextFormat.PlainText)
-        self.banner.setWordWrap(True)
-        self.banner.setAccessibleName("Where the model runs")
-        self.banner.setStyleSheet("background: #fff3e0; color: #8a4b00; padding: 6px; border-radius: 4px")
+        self.banner = plain_label(name="Where the model runs",
+                                  style="background: #fff3e0; color: #8a4b00; padding: 6px; border-radius: 4px")
         self.banner.hide()
         self.messages = MessageView(ctl.transcript, jobs=ctl.attachment_jobs)
         self.composer = Composer()
@@ -185,21 +175,14 @@ class ChatView(QWidget):
         bar.addWidget(self.model_status, 1)
         bar.addWidget(self.settings_toggle)
         center = QWidget()
-        col = QVBoxLayout(center)
-        col.setContentsMargins(0, 0, 0, 0)
-        col.addLayout(bar)
-        col.addWidget(self.banner)
-        col.addWidget(self.messages, 1)
-        col.addWidget(self.composer)
+        flush_box(QVBoxLayout, center, bar, self.banner, self.messages, self.composer, grow=self.messages)
         self.split = split = QSplitter()
         split.addWidget(self.sidebar)
         split.addWidget(center)
         split.addWidget(self.settings_panel)
         split.setStretchFactor(1, 1)
         split.setSizes([220, 700, 260])
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(split)
+        flush_box(QVBoxLayout, self, split)
         self._wire()
         self._shortcuts()
         self.setAcceptDrops(True)  # files dropped anywhere on the chat are attached

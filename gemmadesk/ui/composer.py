@@ -22,7 +22,6 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QPlainTextEdit,
-    QPushButton,
     QToolButton,
     QVBoxLayout,
     QWidget,
@@ -30,6 +29,7 @@ from PySide6.QtWidgets import (
 
 from gemmadesk.core.types import Attachment
 from gemmadesk.ui.attachments import AttachmentStrip, Prepared
+from gemmadesk.ui.widgets import flush_box, push_button
 
 
 def local_files(mime: QMimeData) -> list[str]:
@@ -96,25 +96,15 @@ class Composer(QWidget):
         self.edit.escape.connect(self.escape)
         self.editing_label = QLabel("Editing an earlier message: sending replaces it and everything after it.")
         self.editing_label.setTextFormat(Qt.TextFormat.PlainText)
-        self.cancel_edit_button = QPushButton("Cancel edit")
-        self.cancel_edit_button.setAccessibleName("Cancel editing the earlier message")
-        self.cancel_edit_button.setToolTip("Cancel the edit (Esc)")
-        self.cancel_edit_button.clicked.connect(self.cancel_edit)
+        self.cancel_edit_button = push_button("Cancel edit", "Cancel editing the earlier message", self.cancel_edit,
+                                              tip="Cancel the edit (Esc)")
         self.editing_bar = QWidget()
-        bar = QHBoxLayout(self.editing_bar)
-        bar.setContentsMargins(0, 0, 0, 0)
-        bar.addWidget(self.editing_label, 1)
-        bar.addWidget(self.cancel_edit_button)
+        flush_box(QHBoxLayout, self.editing_bar, self.editing_label, self.cancel_edit_button, grow=self.editing_label)
         self.editing_bar.hide()
         self.thinking = QCheckBox("&Thinking")
         self.thinking.setAccessibleName("Let the model think before answering")
-        self.send_button = QPushButton("&Send")
-        self.send_button.setAccessibleName("Send message")
-        self.send_button.clicked.connect(self._submit)
-        self.stop_button = QPushButton("■ Stop")
-        self.stop_button.setAccessibleName("Stop the reply")
-        self.stop_button.setToolTip("Stop (Esc)")
-        self.stop_button.clicked.connect(self.stop)
+        self.send_button = push_button("&Send", "Send message", self._submit)
+        self.stop_button = push_button("■ Stop", "Stop the reply", self.stop, tip="Stop (Esc)")
         self.stop_button.hide()
         self.attach_button = QToolButton()
         self.attach_button.setText("Attach…")
@@ -133,11 +123,7 @@ class Composer(QWidget):
         row.addWidget(self.attach_button, 0, Qt.AlignmentFlag.AlignTop)
         row.addWidget(self.edit, 1)
         row.addLayout(side)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(self.editing_bar)
-        layout.addWidget(self.attachments)
-        layout.addLayout(row)
+        flush_box(QVBoxLayout, self, self.editing_bar, self.attachments, row)
         self.editing: int | None = None  # id of the message being edited
         self._draft = ""  # what was typed before the edit began
 

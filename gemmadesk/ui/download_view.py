@@ -6,10 +6,11 @@ restart) and offers to resume it or to discard it, saying how much space that fr
 
 from __future__ import annotations
 
-from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
+from PySide6.QtCore import Signal
+from PySide6.QtWidgets import QHBoxLayout, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
 from gemmadesk.core.units import human_bytes
+from gemmadesk.ui.widgets import flush_box, plain_label
 
 
 def format_eta(seconds: float | None) -> str:
@@ -35,10 +36,8 @@ class DownloadPanel(QWidget):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.status = QLabel("Select a model to download.")
-        self.status.setTextFormat(Qt.TextFormat.PlainText)  # model names and server messages: never HTML
-        self.status.setWordWrap(True)
-        self.status.setAccessibleName("Download status")
+        # model names and server messages: never HTML
+        self.status = plain_label("Select a model to download.", name="Download status")
         self.bar = QProgressBar()
         self.bar.setAccessibleName("Download progress")
         self.bar.setRange(0, 1000)
@@ -67,11 +66,7 @@ class DownloadPanel(QWidget):
         for b in (self.download_button, self.pause_button, self.cancel_button, self.discard_button,
                   self.chat_button):
             buttons.addWidget(b)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(self.status)
-        layout.addWidget(self.bar)
-        layout.addLayout(buttons)
+        flush_box(QVBoxLayout, self, self.status, self.bar, buttons)
         self._paused = False
         self._on_disk = 0  # bytes of the partial download on disk, as last reported
         self.set_idle("", can_download=False)

@@ -14,6 +14,7 @@ from gemmadesk.core.store import InstalledModel
 from gemmadesk.ui.installed_view import InstalledPanel
 from gemmadesk.ui.models_controller import InstalledRow, ModelRemoved, ModelsController, removal_preview
 from gemmadesk.ui.notice import NoticeLevel
+from gemmadesk.ui.widgets import ask_first
 
 if TYPE_CHECKING:
     from gemmadesk.ui.main_window import MainWindow
@@ -94,21 +95,9 @@ class InstalledTab(QObject):
                           f"{title}\n\n{removal_preview(model)}", QMessageBox.StandardButton.NoButton, self.window)
         box.setTextFormat(Qt.TextFormat.PlainText)  # a name and a path from files: never rich text
         box.setObjectName("confirm-delete-model")
-        yes = box.addButton("Delete" if model.owned else "Remove", QMessageBox.ButtonRole.DestructiveRole)
-        no = box.addButton(QMessageBox.StandardButton.Cancel)
-        box.setDefaultButton(no)
-        box.setEscapeButton(no)
         box.setWindowModality(Qt.WindowModality.WindowModal)
-        self.confirm_box = box
-
-        def answered() -> None:
-            self.confirm_box = None
-            if box.clickedButton() is yes:
-                self._delete(model)
-            box.deleteLater()
-
-        box.finished.connect(answered)
-        box.open()
+        ask_first(self, box, "Delete" if model.owned else "Remove", QMessageBox.ButtonRole.DestructiveRole,
+                  lambda: self._delete(model))  # fmt: skip
         return box
 
     def _delete(self, model: InstalledModel) -> None:

@@ -25,7 +25,7 @@ from gemmadesk.core.units import human_bytes
 from gemmadesk.ui.models_controller import InstalledRow
 from gemmadesk.ui.richtext import plain_tooltip
 from gemmadesk.ui.setup_view import BADGE_COLOURS
-from gemmadesk.ui.widgets import ElidedLabel
+from gemmadesk.ui.widgets import ElidedLabel, plain_label, push_button
 
 SOURCE_WORDS = {"download": "downloaded", "import": "imported", "hf-cache": "Hugging Face cache"}
 VERDICT_COLOURS = {**BADGE_COLOURS, "missing": "#c62828", "changed": "#c62828", "unknown": "#607d8b"}
@@ -58,14 +58,9 @@ class InstalledPanel(QWidget):
         header.setSectionResizeMode(len(self.COLUMNS) - 1, QHeaderView.ResizeMode.Stretch)
         self.table.itemSelectionChanged.connect(self._selection)
         self.table.itemDoubleClicked.connect(lambda _item: self._chat())
-        self.empty = QLabel("No models installed yet. Download one from the Download tab, or import a GGUF file "
-                            "you already have.")
-        self.empty.setTextFormat(Qt.TextFormat.PlainText)
-        self.empty.setWordWrap(True)
-        self.detail = QLabel()
-        self.detail.setTextFormat(Qt.TextFormat.PlainText)
-        self.detail.setWordWrap(True)
-        self.detail.setAccessibleName("About the selected model")
+        self.empty = plain_label("No models installed yet. Download one from the Download tab, or import a GGUF "
+                                 "file you already have.")
+        self.detail = plain_label(name="About the selected model")
         self.chat_button = QPushButton("Start &chatting")
         self.delete_button = QPushButton("&Delete…")
         self.import_button = QPushButton("&Import GGUF…")
@@ -78,17 +73,10 @@ class InstalledPanel(QWidget):
         self.import_button.clicked.connect(self.import_requested)
         self.folder = ElidedLabel(mode=Qt.TextElideMode.ElideMiddle)
         self.folder.setAccessibleName("Models folder")
-        self.change_folder_button = QPushButton("C&hange…")
-        self.change_folder_button.setAccessibleName("Change the models folder")
-        self.change_folder_button.clicked.connect(self.change_folder_requested)
-        self.open_folder_button = QPushButton("&Open")
-        self.open_folder_button.setAccessibleName("Open the models folder")
-        self.open_folder_button.clicked.connect(self.open_folder_requested)
-        hint = QLabel("Tip: drop a .gguf file on the window to import it. Imported files stay where they are; "
-                      "GemmaDesk only ever deletes files it downloaded.")
-        hint.setTextFormat(Qt.TextFormat.PlainText)
-        hint.setWordWrap(True)
-        hint.setStyleSheet("color: gray")
+        self.change_folder_button = push_button("C&hange…", "Change the models folder", self.change_folder_requested)
+        self.open_folder_button = push_button("&Open", "Open the models folder", self.open_folder_requested)
+        hint = plain_label("Tip: drop a .gguf file on the window to import it. Imported files stay where they are; "
+                           "GemmaDesk only ever deletes files it downloaded.", style="color: gray")
 
         buttons = QHBoxLayout()
         buttons.addWidget(self.import_button)

@@ -14,7 +14,6 @@ from PySide6.QtWidgets import (
     QFrame,
     QHBoxLayout,
     QLabel,
-    QPushButton,
     QScrollArea,
     QSizePolicy,
     QTextEdit,
@@ -28,6 +27,7 @@ from gemmadesk.ui.attachments import AttachmentJobs, AttachmentStrip
 from gemmadesk.ui.conversation_delegate import HIGHLIGHT
 from gemmadesk.ui.markdown import MarkdownView, warm_up
 from gemmadesk.ui.transcript_model import Message, TranscriptModel
+from gemmadesk.ui.widgets import plain_label, push_button
 
 STOP_WORDS = {"stopped": "stopped", "length": "hit max tokens", "context_full": "context full"}
 USER_BUBBLE = "#MessageBubble { border-radius: 8px; background: rgba(127,127,127,0.12) }"
@@ -114,23 +114,15 @@ class MessageBubble(QFrame):
         self.body = AutoHeightBrowser()
         self.body.setAccessibleName("Message text")
         self.body.link_clicked.connect(self._link)
-        self.error = QLabel()  # model- or file-controlled text (a template's raise_exception): plain text only
-        self.error.setTextFormat(Qt.TextFormat.PlainText)
-        self.error.setWordWrap(True)
+        self.error = plain_label()  # model- or file-controlled text (a template's raise_exception): plain text only
         self.error.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.error.setStyleSheet("color: #c62828")
         self.error.setAccessibleName("Error")
         self.error.hide()
-        self.copy_button = QPushButton("Copy")
-        self.copy_button.setAccessibleName("Copy this whole message")
-        self.copy_button.setToolTip("Copy the whole message (as Markdown)")
-        self.copy_button.clicked.connect(self.copy)
-        self.regen_button = QPushButton("Regenerate")
-        self.regen_button.setAccessibleName("Regenerate this reply")
-        self.regen_button.clicked.connect(self.regenerate)
-        self.edit_button = QPushButton("Edit")
-        self.edit_button.setAccessibleName("Edit this message and send it again")
-        self.edit_button.clicked.connect(self.edit)
+        self.copy_button = push_button("Copy", "Copy this whole message", self.copy,
+                                       tip="Copy the whole message (as Markdown)")
+        self.regen_button = push_button("Regenerate", "Regenerate this reply", self.regenerate)
+        self.edit_button = push_button("Edit", "Edit this message and send it again", self.edit)
         for b in (self.copy_button, self.regen_button, self.edit_button):
             b.setFlat(True)
         head = QHBoxLayout()
@@ -359,11 +351,7 @@ class _Hint(QWidget):
         font.setPointSizeF(font.pointSizeF() * 1.4)
         font.setBold(True)
         self.title.setFont(font)
-        self.text = QLabel()
-        self.text.setTextFormat(Qt.TextFormat.PlainText)
-        self.text.setWordWrap(True)
-        self.text.setStyleSheet("color: gray")
-        self.text.setAccessibleName("What to do in an empty chat")
+        self.text = plain_label(name="What to do in an empty chat", style="color: gray")
         layout = QVBoxLayout(self)
         layout.setContentsMargins(24, 60, 24, 0)
         for label in (self.title, self.text):

@@ -9,6 +9,8 @@ from enum import StrEnum
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QPushButton, QWidget
 
+from gemmadesk.ui.widgets import push_button
+
 
 class NoticeLevel(StrEnum):
     INFO = "info"
@@ -33,9 +35,7 @@ class NoticeBar(QFrame):
         self.label.setOpenExternalLinks(False)
         self.label.setAccessibleName("Notice")
         self.action_button = QPushButton()
-        self.close_button = QPushButton("Dismiss")
-        self.close_button.setAccessibleName("Dismiss notice")
-        self.close_button.clicked.connect(self.hide)
+        self.close_button = push_button("Dismiss", "Dismiss notice", self.hide)
         layout = QHBoxLayout(self)
         layout.setContentsMargins(10, 6, 10, 6)
         layout.addWidget(self.label, 1)

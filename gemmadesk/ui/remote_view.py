@@ -27,6 +27,7 @@ from gemmadesk.core.units import human_bytes
 from gemmadesk.core.vllm_plan import VllmPlan, is_vllm_entry, plan_vllm
 from gemmadesk.ui.fit_model import ENTRY_ID_ROLE
 from gemmadesk.ui.remote_controller import RemoteController
+from gemmadesk.ui.widgets import flush_box, plain_label, push_button
 
 CONTEXT_CHOICES = (8192, 32768, 131072)
 
@@ -37,15 +38,6 @@ def _plain_captions(form: QFormLayout) -> None:
         caption = item.widget() if item is not None else None
         if isinstance(caption, QLabel):
             caption.setTextFormat(Qt.TextFormat.PlainText)
-
-
-def _problem_label() -> QLabel:
-    label = QLabel()
-    label.setTextFormat(Qt.TextFormat.PlainText)  # server text goes here
-    label.setWordWrap(True)
-    label.setStyleSheet("color: #c62828")
-    label.setAccessibleName("Problem")
-    return label
 
 
 class _ServerFields:
@@ -61,52 +53,27 @@ class _ServerFields:
         self.api_key.setEchoMode(QLineEdit.EchoMode.Password)
         self.api_key.setAccessibleName("API key")
         self.api_key.setPlaceholderText("optional")
-        self.problem = _problem_label()
+        self.problem = plain_label(name="Problem", style="color: #c62828")  # server text goes here
         self.checking = False
 
 
-class AddServerDialog(QDialog):
-    """Name, base URL, optional API key; the server is checked (models listed) before it is saved."""
+class _ServerDialog(QDialog):
+    """What both dialogs do with the server: check it (models listed), then close once it is saved, or say
+    why not and let the user correct it. Subclasses make ``fields`` and ``add_button`` and connect
+    ``remote.server_added`` / ``remote.add_failed`` to :meth:`_added` / :meth:`_failed`."""
 
-    def __init__(self, remote: RemoteController, parent: QWidget | None = None, *, name: str = "",
-                 url: str = "", expect_model: str | None = None) -> None:  # fmt: skip
-        super().__init__(parent)
-        self.setWindowTitle("Add a server")
-        self.remote = remote
-        self.expect_model = expect_model
-        self.name = QLineEdit(name)
-        self.name.setAccessibleName("Server name")
-        self.name.setPlaceholderText("GPU box")
-        self.fields = _ServerFields(self, remote)
-        self.fields.url.setText(url)
-        note = QLabel("Any OpenAI-compatible server: vLLM, llama-server, Ollama, LM Studio or another GemmaDesk. "
-                      "Certificates are always checked; the key is saved readable only by you.")  # fmt: skip
-        note.setTextFormat(Qt.TextFormat.PlainText)
-        note.setWordWrap(True)
-        self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Cancel)
-        self.add_button = self.buttons.addButton("Add", QDialogButtonBox.ButtonRole.AcceptRole)
-        self.buttons.accepted.connect(self.submit)
-        self.buttons.rejected.connect(self.reject)
-        form = QFormLayout(self)
-        form.addRow(note)
-        form.addRow("&Name", self.name)
-        form.addRow("&Address", self.fields.url)
-        form.addRow("API &key", self.fields.api_key)
-        form.addRow(self.fields.problem)
-        form.addRow(self.buttons)
-        _plain_captions(form)
-        remote.server_added.connect(self._added)
-        remote.add_failed.connect(self._failed)
+    remote: RemoteController
+    fields: _ServerFields
+    add_button: QPushButton
 
-    def submit(self) -> None:
+    def _check_and_add(self, name: str, expect_model: str | None) -> None:
         if self.fields.checking:
             return
         self.fields.checking = True
         self.add_button.setEnabled(False)
         self.fields.problem.setStyleSheet("")
         self.fields.problem.setText("Checking the server…")
-        self.remote.add_server(self.name.text().strip(), self.fields.url.text(), self.fields.api_key.text(),
-                               self.expect_model)  # fmt: skip
+        self.remote.add_server(name, self.fields.url.text(), self.fields.api_key.text(), expect_model)
 
     @Slot(object)
     def _added(self, _entry: object) -> None:
@@ -124,7 +91,42 @@ class AddServerDialog(QDialog):
         self.fields.problem.setText(message)
 
 
-class VllmDialog(QDialog):
+class AddServerDialog(_ServerDialog):
+    """Name, base URL, optional API key; the server is checked (models listed) before it is saved."""
+
+    def __init__(self, remote: RemoteController, parent: QWidget | None = None, *, name: str = "",
+                 url: str = "", expect_model: str | None = None) -> None:  # fmt: skip
+        super().__init__(parent)
+        self.setWindowTitle("Add a server")
+        self.remote = remote
+        self.expect_model = expect_model
+        self.name = QLineEdit(name)
+        self.name.setAccessibleName("Server name")
+        self.name.setPlaceholderText("GPU box")
+        self.fields = _ServerFields(self, remote)
+        self.fields.url.setText(url)
+        note = plain_label("Any OpenAI-compatible server: vLLM, llama-server, Ollama, LM Studio or another "
+                           "GemmaDesk. Certificates are always checked; the key is saved readable only by you.")
+        self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Cancel)
+        self.add_button = self.buttons.addButton("Add", QDialogButtonBox.ButtonRole.AcceptRole)
+        self.buttons.accepted.connect(self.submit)
+        self.buttons.rejected.connect(self.reject)
+        form = QFormLayout(self)
+        form.addRow(note)
+        form.addRow("&Name", self.name)
+        form.addRow("&Address", self.fields.url)
+        form.addRow("API &key", self.fields.api_key)
+        form.addRow(self.fields.problem)
+        form.addRow(self.buttons)
+        _plain_captions(form)
+        remote.server_added.connect(self._added)
+        remote.add_failed.connect(self._failed)
+
+    def submit(self) -> None:
+        self._check_and_add(self.name.text().strip(), self.expect_model)
+
+
+class VllmDialog(_ServerDialog):
     """What a ``w4a16-ct`` checkpoint needs on a vLLM server, the command to start it, and "Add this server"."""
 
     def __init__(self, entry: CatalogEntry, catalog: Catalog, remote: RemoteController,
@@ -132,10 +134,9 @@ class VllmDialog(QDialog):
         super().__init__(parent)
         self.entry, self.catalog, self.remote = entry, catalog, remote
         self.setWindowTitle(f"Gemma 4 {entry.size} on a GPU server (vLLM)")
-        intro = QLabel(f"{entry.repo_id} runs on vLLM with one or more NVIDIA GPUs. Choose the context length "
-                       "and the number of GPUs; start the command on your GPU server, then add the server here.")
-        intro.setTextFormat(Qt.TextFormat.PlainText)
-        intro.setWordWrap(True)
+        intro = plain_label(f"{entry.repo_id} runs on vLLM with one or more NVIDIA GPUs. Choose the context "
+                            "length and the number of GPUs; start the command on your GPU server, then add the server "
+                            "here.")
         self.context = QComboBox()
         self.context.setAccessibleName("Context length (--max-model-len)")
         n_train = catalog.arch(entry).n_ctx_train
@@ -153,9 +154,7 @@ class VllmDialog(QDialog):
         self.command = QLineEdit()
         self.command.setReadOnly(True)
         self.command.setAccessibleName("The vllm serve command")
-        copy = QPushButton("Copy")
-        copy.setAccessibleName("Copy the command")
-        copy.clicked.connect(self.copy_command)
+        copy = push_button("Copy", "Copy the command", self.copy_command)
         row = QHBoxLayout()
         row.addWidget(self.command, 1)
         row.addWidget(copy)
@@ -213,29 +212,7 @@ class VllmDialog(QDialog):
         QGuiApplication.clipboard().setText(self.command.text())
 
     def submit(self) -> None:
-        if self.fields.checking:
-            return
-        self.fields.checking = True
-        self.add_button.setEnabled(False)
-        self.fields.problem.setStyleSheet("")
-        self.fields.problem.setText("Checking the server…")
-        self.remote.add_server(f"vLLM · Gemma 4 {self.entry.size}", self.fields.url.text(), self.fields.api_key.text(),
-                               self.entry.repo_id)  # fmt: skip
-
-    @Slot(object)
-    def _added(self, _entry: object) -> None:
-        if self.fields.checking:
-            self.fields.checking = False
-            self.accept()
-
-    @Slot(str)
-    def _failed(self, message: str) -> None:
-        if not self.fields.checking:
-            return
-        self.fields.checking = False
-        self.add_button.setEnabled(True)
-        self.fields.problem.setStyleSheet("color: #c62828")
-        self.fields.problem.setText(message)
+        self._check_and_add(f"vLLM · Gemma 4 {self.entry.size}", self.entry.repo_id)
 
 
 class VllmOffer(QWidget):
@@ -247,16 +224,10 @@ class VllmOffer(QWidget):
         self.catalog, self.remote = catalog, remote
         self.entry: CatalogEntry | None = None
         self.dialog: VllmDialog | None = None
-        self.label = QLabel()
-        self.label.setTextFormat(Qt.TextFormat.PlainText)
-        self.label.setWordWrap(True)
-        self.button = QPushButton("Run it on a GPU server (vLLM)…")
-        self.button.setAccessibleName("Run this model on a GPU server with vLLM")
-        self.button.clicked.connect(self.open_dialog)
-        layout = QHBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(self.label, 1)
-        layout.addWidget(self.button)
+        self.label = plain_label()
+        self.button = push_button("Run it on a GPU server (vLLM)…", "Run this model on a GPU server with vLLM",
+                                  self.open_dialog)
+        flush_box(QHBoxLayout, self, self.label, self.button, grow=self.label)
         self.hide()
         table.selectionModel().currentRowChanged.connect(self._current_changed)
         table.doubleClicked.connect(self._double_clicked)

@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (
 
 from gemmadesk.core.chat import HostState
 from gemmadesk.ui.serve_controller import ServeController, ServeOptions, ServeState, refusal
+from gemmadesk.ui.widgets import flush_box, plain_label
 
 
 def busy_text(state: HostState, window_waiting: bool) -> str:
@@ -57,11 +58,7 @@ class ServeStatusWidget(QWidget):
         self.busy.setTextFormat(Qt.TextFormat.PlainText)
         self.busy.setAccessibleName("Model busy for an API client")
         self.busy.hide()
-        layout = QHBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(self.busy)
-        layout.addWidget(self.label)
-        layout.addWidget(self.copy_button)
+        flush_box(QHBoxLayout, self, self.busy, self.label, self.copy_button)
         ctl.changed.connect(self.refresh)
         ctl.bridge.stateChanged.connect(self._host_state)
         self.refresh()
@@ -123,10 +120,7 @@ class ServeOptionsDialog(QDialog):
         self.api_key.setEchoMode(QLineEdit.EchoMode.Password)
         self.api_key.setAccessibleName("API key")
         self.api_key.setPlaceholderText("Clients send it as “Authorization: Bearer KEY”")
-        self.problem = QLabel()
-        self.problem.setTextFormat(Qt.TextFormat.PlainText)
-        self.problem.setWordWrap(True)
-        self.problem.setStyleSheet("color: #c62828")
+        self.problem = plain_label(style="color: #c62828")
         self.buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
         self.buttons.accepted.connect(self._accept)
         self.buttons.rejected.connect(self.reject)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QKeySequence, QShortcut
-from PySide6.QtWidgets import QMessageBox, QPushButton, QTabWidget, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QMessageBox, QTabWidget, QVBoxLayout, QWidget
 
 from gemmadesk.core.fit import will_not_run_warning
 from gemmadesk.core.units import human_bytes
@@ -15,6 +15,7 @@ from gemmadesk.ui.download_controller import DownloadController
 from gemmadesk.ui.download_view import DownloadPanel
 from gemmadesk.ui.setup_controller import SetupController
 from gemmadesk.ui.setup_view import SetupView
+from gemmadesk.ui.widgets import ask_first, flush_box, push_button
 
 if TYPE_CHECKING:  # the downloads module is imported on the first download, not at start-up
     from gemmadesk.core.downloads import Progress
@@ -35,18 +36,13 @@ class SetupPage(QWidget):
         self._failed_id: str | None = None  # the entry whose download failed last (its panel shows Retry)
         # The page: a way back to the chat, then tabs: the fit list with its download panel; the window adds
         # the installed models (add_tab).
-        self.back_button = QPushButton("← Back to &chat")
-        self.back_button.setAccessibleName("Back to the chat")
-        self.back_button.setToolTip("Back to the chat (Esc)")
-        self.back_button.clicked.connect(self.back_requested)
+        self.back_button = push_button("← Back to &chat", "Back to the chat", self.back_requested,
+                                       tip="Back to the chat (Esc)")
         QShortcut(QKeySequence(Qt.Key.Key_Escape), self, self.back_requested.emit)
         self.tabs = QTabWidget()
         self.tabs.setDocumentMode(True)
         download_tab = QWidget()
-        column = QVBoxLayout(download_tab)
-        column.setContentsMargins(0, 0, 0, 0)
-        column.addWidget(self.view, 1)
-        column.addWidget(self.panel)
+        flush_box(QVBoxLayout, download_tab, self.view, self.panel, grow=self.view)
         self.tabs.addTab(download_tab, "&Download models")
         self.tabs.setCornerWidget(self.back_button, Qt.Corner.TopLeftCorner)
         layout = QVBoxLayout(self)
@@ -136,20 +132,7 @@ class SetupPage(QWidget):
                           f"{entry.label}\n\n{warning}\n\nDownload {size} anyway?", QMessageBox.StandardButton.NoButton,
                           self)
         box.setTextFormat(Qt.TextFormat.PlainText)
-        yes = box.addButton("Download anyway", QMessageBox.ButtonRole.AcceptRole)
-        no = box.addButton(QMessageBox.StandardButton.Cancel)
-        box.setDefaultButton(no)
-        box.setEscapeButton(no)
-        self.confirm_box = box
-
-        def answered() -> None:
-            self.confirm_box = None
-            if box.clickedButton() is yes:
-                self._download(entry_id)
-            box.deleteLater()
-
-        box.finished.connect(answered)
-        box.open()
+        ask_first(self, box, "Download anyway", QMessageBox.ButtonRole.AcceptRole, lambda: self._download(entry_id))
 
     def _download(self, entry_id: str) -> None:
         entry = self.setup.entry(entry_id)

@@ -31,6 +31,7 @@ from gemmadesk.ui.fit_model import (
     FitTableModel,
 )
 from gemmadesk.ui.setup_controller import CONTEXT_CHOICES
+from gemmadesk.ui.widgets import plain_label
 
 BADGE_COLOURS = {"fits": "#2e7d32", "tight": "#b26a00", "too large": "#c62828", "info only": "#607d8b"}
 # Bar fills: mid-tone, readable on light and dark bases alike (the text beside them uses the palette).
@@ -233,10 +234,7 @@ class SetupView(QWidget):
         self.table.selectionModel().currentRowChanged.connect(lambda cur, _prev: self._emit_selection(cur))
         model.modelReset.connect(self._restore_selection)
 
-        self.reason_label = QLabel()
-        self.reason_label.setTextFormat(Qt.TextFormat.PlainText)
-        self.reason_label.setWordWrap(True)
-        self.reason_label.setAccessibleName("Why this model")
+        self.reason_label = plain_label(name="Why this model")
         self.note_label = QLabel()  # why the selected row's numbers may surprise (E4B above 12B at 128K)
         self.note_label.setWordWrap(True)
         self.note_label.setAccessibleName("About the selected model")

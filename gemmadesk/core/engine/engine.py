@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from gemmadesk.core.attention import choose_attention, flash_attn_crashes_on_gpu
 from gemmadesk.core.engine.chatformat import TURN_END_MARKERS, PromptFormat, ThoughtParser, prompt_format_for
@@ -63,6 +63,14 @@ _OOM = re.compile(r"out of memory|failed to allocate|unable to allocate|alloc\w*
 _UNKNOWN_ARCH = re.compile(r"unknown model architecture: '([^']*)'")
 _GGML_TYPES = {KvType.F16: "GGML_TYPE_F16", KvType.Q8_0: "GGML_TYPE_Q8_0", KvType.Q4_0: "GGML_TYPE_Q4_0"}
 MIN_REPLY_TOKENS = 64
+_Part = TypeVar("_Part")
+
+
+def _loaded(part: _Part | None) -> _Part:
+    """``part`` of the loaded model, or the error that says no model is loaded."""
+    if part is None:
+        raise NotLoadedError("No model is loaded. Load a model first.")
+    return part
 
 
 def _ggml_type(name: str, lib: Any) -> int:
@@ -417,14 +425,10 @@ class Engine:
         return len(self._require().tokenize(prompt.encode("utf-8"), add_bos=True, special=True))
 
     def _require(self) -> Any:
-        if self._llm is None:
-            raise NotLoadedError("No model is loaded. Load a model first.")
-        return self._llm
+        return _loaded(self._llm)
 
     def _native_model(self) -> NativeModel:
-        if self._native is None:
-            raise NotLoadedError("No model is loaded. Load a model first.")
-        return self._native
+        return _loaded(self._native)
 
     def _prepare_prefix_reuse(self, tokens: list[int]) -> int:
         """Keep the cached KV of the longest common prefix with ``tokens`` (at least one token is always

@@ -12,6 +12,7 @@
 Errors are :class:`RemoteError` subclasses (EngineError): one sentence each.
 """
 
+from gemmadesk.core.remote import errors
 from gemmadesk.core.remote.backend import (
     ChatBackendInfo,
     RemoteBackend,
@@ -19,40 +20,16 @@ from gemmadesk.core.remote.backend import (
     RemoteTimeouts,
     normalize_base_url,
 )
-from gemmadesk.core.remote.errors import (
-    RemoteAuthError,
-    RemoteBusyError,
-    RemoteConfigError,
-    RemoteContextError,
-    RemoteDisconnectedError,
-    RemoteError,
-    RemoteModelError,
-    RemoteProtocolError,
-    RemoteServerError,
-    RemoteTimeoutError,
-    RemoteTLSError,
-    RemoteUnreachableError,
-)
+from gemmadesk.core.remote.errors import *  # noqa: F403 (the errors, listed once in errors.__all__)
 from gemmadesk.core.remote.servers import ServerEntry, ServerStore
 
 __all__ = [
     "ChatBackendInfo",
-    "RemoteAuthError",
     "RemoteBackend",
-    "RemoteBusyError",
-    "RemoteConfigError",
-    "RemoteContextError",
-    "RemoteDisconnectedError",
-    "RemoteError",
     "RemoteModel",
-    "RemoteModelError",
-    "RemoteProtocolError",
-    "RemoteServerError",
-    "RemoteTLSError",
-    "RemoteTimeoutError",
     "RemoteTimeouts",
-    "RemoteUnreachableError",
     "ServerEntry",
     "ServerStore",
     "normalize_base_url",
 ]
+__all__ += errors.__all__

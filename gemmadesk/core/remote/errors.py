@@ -7,6 +7,21 @@ import re
 
 from gemmadesk.core.engine.errors import ContextOverflowError, EngineError
 
+__all__ = [  # what ``gemmadesk.core.remote`` re-exports
+    "RemoteAuthError",
+    "RemoteBusyError",
+    "RemoteConfigError",
+    "RemoteContextError",
+    "RemoteDisconnectedError",
+    "RemoteError",
+    "RemoteModelError",
+    "RemoteProtocolError",
+    "RemoteServerError",
+    "RemoteTLSError",
+    "RemoteTimeoutError",
+    "RemoteUnreachableError",
+]
+
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from gemmadesk.core.paths import app_paths
+from gemmadesk.core.paths import app_paths, atomic_write_text
 from gemmadesk.core.remote.backend import normalize_base_url
 from gemmadesk.core.remote.errors import RemoteConfigError, RemoteError, server_text
 
@@ -145,20 +145,4 @@ class ServerStore:
         if self._read_only:
             raise RemoteConfigError(f"The server list {self.path} is read-only here ({self.problems[0]})")
         text = json.dumps({"version": SCHEMA_VERSION, "servers": [asdict(e) for e in self._servers]}, indent=2)
-        write_private(self.path, text)
-
-
-def write_private(path: Path, text: str) -> None:
-    """Atomic write of a file only its owner may read (0600 from the first byte)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}-{uuid.uuid4().hex[:8]}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        atomic_write_text(self.path, text)  # 0600: readable only by the user (the API keys)
