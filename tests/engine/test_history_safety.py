@@ -212,3 +212,39 @@ def test_an_old_history_that_cannot_be_upgraded_says_why(tmp_path: Path, make_re
     make_read_only(path)
     with pytest.raises(HistoryError, match="older GemmaDesk and must be upgraded, but it cannot be written"):
         HistoryStore(path)
+
+
+def test_changes_to_existing_rows_wait_in_the_journal_and_are_applied_when_writable(
+    tmp_path: Path, make_read_only: ReadOnly, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rename and a reply's final text for rows that are already in the database, made while it is
+    read-only: both wait in the journal (as updates of those rows, not as new rows) and reach the database
+    once it can be written; nothing else changes."""
+    path = tmp_path / "chats.sqlite3"
+    store = HistoryStore(path)
+    conv = store.create_conversation(title="before")
+    store.add_message(conv.id, "user", "question")
+    reply = store.add_message(conv.id, "assistant", "par", status="partial")
+    store.close()
+    make_read_only(path)
+    store = HistoryStore(path)
+    try:
+        store.rename(conv.id, "after")
+        store.finish_reply(reply.id, "partial and finished", "")
+        journal = json.loads(path.with_name("chats.sqlite3.pending.json").read_text())
+        assert journal["conversation_updates"] and journal["message_updates"], "updates of existing rows"
+        assert not journal["conversations"] and not journal["messages"], "no new rows"
+        make_read_only.unlock(path)
+        monkeypatch.setattr(history, "RETRY_S", 0.0)
+        store._next_retry = 0.0
+        store.add_message(conv.id, "user", "next")  # the next write flushes the journal
+    finally:
+        store.close()
+    db = sqlite3.connect(path)
+    try:
+        assert db.execute("SELECT title FROM conversations").fetchall() == [("after",)]
+        rows = db.execute("SELECT role, content, status FROM messages ORDER BY id").fetchall()
+    finally:
+        db.close()
+    assert rows == [("user", "question", "complete"), ("assistant", "partial and finished", "complete"),
+                    ("user", "next", "complete")]
