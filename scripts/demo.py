@@ -10,10 +10,11 @@ panel's button), ``chatting`` (the installed model loaded and a prompt sent thro
 screenshot is taken when the reply finished), ``settings`` (the loaded chat with its Settings panel open
 and a preset chosen), ``new-chat`` (a new, empty chat: its hint), ``models`` (the Models page's Installed
 tab), ``search`` (``--demo-prompt`` typed into the chat search and the first hit opened: the matching
-message framed, its words marked), ``attachments`` (two pictures attached the way a drop attaches them
-and sent with the prompt; when the reply finished, a picture and a recording wait in the composer). Each
-waits for its condition by polling, saves the PNG and quits; a state that is not reached in ``timeout_s``
-saves what is on screen and exits with 1.
+message framed, its words marked), ``serving`` (Server → Serve this model switched on, on a free port,
+and one API request answered: the status bar's URL and count), ``attachments`` (two pictures attached
+the way a drop attaches them and sent with the prompt; when the reply finished, a picture and a recording
+wait in the composer). Each waits for its condition by polling, saves the PNG and quits; a state that is
+not reached in ``timeout_s`` saves what is on screen and exits with 1.
 """
 
 from __future__ import annotations
@@ -63,6 +64,16 @@ class DemoDriver:
             return [(lambda: table_ready() and bool(w.installed.controller.rows), w.installed.show)]
         if self.state == "search":
             return [(loaded, self._search), (lambda: bool(w.chat_view.messages._match[0]), lambda: None)]
+        if self.state == "serving":
+            from gemmadesk.ui.serve_controller import ServeOptions, ServeState
+
+            w.serve.options = ServeOptions(port=0)  # a free port (the status bar's URL says which)
+            on = lambda: w.serve.status.state == ServeState.ON  # noqa: E731
+            return [
+                (loaded, lambda: w.serve.set_enabled(True)),
+                (on, self._api_request),
+                (lambda: on() and w.serve.status.requests >= 1, lambda: None),
+            ]
         if self.state == "attachments":
             pending = lambda: w.chat_view.composer.pending_attachments()  # noqa: E731
             return [
@@ -88,6 +99,22 @@ class DemoDriver:
         view = self.window.chat_view
         view.sidebar.search.setText(self.prompt)
         view.sidebar.list.setCurrentIndex(self.window.chat.conversations.index(0))
+    def _api_request(self) -> None:
+        """One OpenAI-style request from another thread, as an API client would send it."""
+        import json
+        import threading
+        import urllib.request
+
+        url = self.window.serve.status.url + "/chat/completions"
+        body = {"model": "any", "max_tokens": 8, "messages": [{"role": "user", "content": self.prompt or "Hello"}]}
+
+        def send() -> None:
+            request = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
+            with urllib.request.urlopen(request, timeout=120) as reply:  # noqa: S310 - 127.0.0.1 only
+                reply.read()
+
+        threading.Thread(target=send, daemon=True).start()
+
     def _attach_first(self) -> None:
         self.window.chat_view.settings_panel.max_tokens.setValue(40)  # a short reply keeps the pictures in view
         self.window.chat.attachment_jobs.attach_files(self._pictures()[:2])
@@ -183,7 +210,8 @@ class DemoDriver:
         QApplication.exit(self.exit_code)
 
 
-STATES = ("first-run", "downloading", "chatting", "settings", "new-chat", "models", "search", "attachments")
+STATES = ("first-run", "downloading", "chatting", "settings", "new-chat", "models", "search", "attachments",
+          "serving")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,6 +25,8 @@ on a private X display (the real xcb platform, not offscreen):
   verdict; ``models-installed-800-dark.png``: 800x600, dark).
 - ``search.png``: "slicing" typed into the chat search: the hit's text in the list, the matching message
   framed and its words marked (``search-dark.png``: dark).
+- ``serving.png``: the loaded chat with Server → Serve this model switched on and one OpenAI-style request
+  answered: the status bar shows the URL and the request count.
 - ``attachments.png``: images and audio (issue 14): the synthetic Gemma 4 test model and projector
   (tests/support/synth_gemma4*.py: the real vocabulary, tensor names and shapes, random weights — so the
   reply is nonsense, and the conversation's title says so) installed and loaded; two pictures drawn by the
@@ -172,7 +174,8 @@ def main(argv: list[str]) -> int:
                     ("models-installed", "models", "light", []),
                     ("models-installed-800-dark", "models", "dark", ["--demo-size", "800x600"]),
                     ("search", "search", "light", ["--demo-prompt", "slicing"]),
-                    ("search-dark", "search", "dark", ["--demo-prompt", "slicing"]))  # fmt: skip
+                    ("search-dark", "search", "dark", ["--demo-prompt", "slicing"]),
+                    ("serving", "serving", "light", ["--demo-prompt", "Say hello"]))  # fmt: skip
             for name, state, theme, extra in more:
                 if wanted(name):
                     home = root / name
