@@ -105,11 +105,14 @@ class DemoDriver:
         import threading
         import urllib.request
 
-        url = self.window.serve.status.url + "/chat/completions"
-        body = {"model": "any", "max_tokens": 8, "messages": [{"role": "user", "content": self.prompt or "Hello"}]}
+        base = self.window.serve.status.url
 
         def send() -> None:
-            request = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
+            with urllib.request.urlopen(base + "/models", timeout=60) as reply:  # noqa: S310 - 127.0.0.1 only
+                model = json.load(reply)["data"][0]["id"]
+            body = {"model": model, "max_tokens": 8, "messages": [{"role": "user", "content": self.prompt}]}
+            request = urllib.request.Request(base + "/chat/completions", json.dumps(body).encode(),
+                                             {"Content-Type": "application/json"})  # fmt: skip
             with urllib.request.urlopen(request, timeout=120) as reply:  # noqa: S310 - 127.0.0.1 only
                 reply.read()
 
