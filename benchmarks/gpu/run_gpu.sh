@@ -77,7 +77,8 @@ case "${1:-all}" in
       # models are generated, then image input (mm_measure.py) and a short decode check of the merged engine
     T0=$SECONDS
     LLAMA=${LLAMA:-/tmp/llama-cuda}
-    (gen E2B 12B) &
+    MM_SIZES=${MM_SIZES:-E2B,12B}
+    (gen $(echo "$MM_SIZES" | tr , ' ')) &
     CCCL=$(ls -d "$SITE"/nvidia/cu*/include/cccl 2>/dev/null | head -1)
     [ -n "$CCCL" ] && export CCCL_INCLUDE=$CCCL
     bash benchmarks/gpu/build_llama.sh .gpu/llama-cpp-python-0.3.36-slim.tar.gz "$LLAMA" 2>&1 | tee "$OUT/build.log"
@@ -85,10 +86,10 @@ case "${1:-all}" in
     export PYTHONPATH=$LLAMA/site:$SITE:$PWD
     python3 -c "import llama_cpp; print('llama_cpp gpu offload', llama_cpp.llama_supports_gpu_offload())"
     LEFT=$(( ${TOTAL_S:-570} - (SECONDS - T0) ))
-    python3 benchmarks/gpu/mm_measure.py --models "$MODELS" --out "$OUT" --sizes "${MM_SIZES:-E2B,12B}" \
-      --budget-s $(( LEFT * 6 / 10 )) 2> "$OUT/mm_measure.err" | tail -30
+    python3 benchmarks/gpu/mm_measure.py --models "$MODELS" --out "$OUT" --sizes "$MM_SIZES" \
+      --budget-s $(( ${DECODE:-1} ? LEFT * 6 / 10 : LEFT - 10 )) 2> "$OUT/mm_measure.err" | tail -30
     tail -5 "$OUT/mm_measure.err"
-    python3 benchmarks/gpu/decode_bench.py --models "$MODELS" --bin "$LLAMA/bin" --out "$OUT" \
+    [ "${DECODE:-1}" = 0 ] || python3 benchmarks/gpu/decode_bench.py --models "$MODELS" --bin "$LLAMA/bin" --out "$OUT" \
       --budget-s $(( ${TOTAL_S:-570} - (SECONDS - T0) - 10 )) --sizes E2B --compare "${COMPARE:-E2B,12B}" \
       --first-token 0 2> "$OUT/decode_bench.err"
     tail -5 "$OUT/decode_bench.err"
