@@ -48,11 +48,12 @@ KV_BYTES_PER_ELEMENT = {KvType.F16: 2.0, KvType.Q8_0: 34 / 32, KvType.Q4_0: 18 /
 # CUDA context, cuBLAS workspaces and pool slack: NVML showed 526-620 MiB above llama.cpp's own buffers
 # on an H100 (docs/benchmarks.md).
 GPU_RESERVE_BYTES = 640 * MiB
-# The projector's first image on a GPU: NVML grew by 702-712 MiB on the H200 for the E2B and 12B encoder
-# shapes, where the modelled encoder buffers are 73-225 MiB (CUDA pools and workspaces of the encoder's own
-# graph; benchmarks/gpu/mm_measure.py, docs/multimodal.md). Counted on top, on the GPU only: 640 MiB covers
-# the larger difference (12B: 629 MiB) and over-counts E2B by about 150 MiB.
-GPU_ENCODER_WORKSPACE_BYTES = 640 * MiB
+# The projector's first image and first audio clip on a GPU: on the H200, NVML grew by 487-647 MiB more than
+# the modelled encoder buffers (which match clip.cpp's own reports within ~15 %) at the first image for all
+# four sizes, and by another 104-112 MiB at the first clip (E2B, 12B): CUDA pools and workspaces of the
+# encoders' own graphs (benchmarks/gpu/mm_measure.py, docs/multimodal.md). Counted on top, on the GPU only:
+# 736 MiB covers the largest (12B, image then audio: 733 MiB) and over-counts E2B by 140-250 MiB.
+GPU_ENCODER_WORKSPACE_BYTES = 736 * MiB
 RAM_RESERVE_BYTES = int(1.5 * GiB)  # the most RAM kept back: headroom for the OS, other apps, page cache
 RAM_RESERVE_MIN_BYTES = 512 * MiB
 RAM_RESERVE_FRACTION = 0.10
