@@ -44,6 +44,18 @@ def _alive(thread: QThread) -> bool:
 
 
 @pytest.fixture
+def window(qtbot, laptop_8gb: Hardware):  # type: ignore[no-untyped-def]
+    """The main window on a described 8 GB laptop, showing the chat (no model loaded)."""
+    from gemmadesk.ui.main_window import MainWindow
+
+    w = MainWindow(hardware=laptop_8gb)
+    qtbot.addWidget(w)
+    w.show()
+    w.stack.setCurrentWidget(w.chat_view)
+    return w
+
+
+@pytest.fixture
 def laptop_8gb() -> Hardware:
     return Hardware.from_dict(hwf.LAPTOP_8GB)
 

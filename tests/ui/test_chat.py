@@ -11,6 +11,7 @@ from gemmadesk.core.history import HistoryStore
 from gemmadesk.core.paths import app_paths
 from gemmadesk.core.store import ModelStore
 from gemmadesk.ui.main_window import MainWindow
+from tests.ui.windows import open_loaded_window
 
 pytestmark = pytest.mark.slow
 
@@ -18,11 +19,7 @@ LONG = 120_000  # ms; generous for a loaded 2-core machine
 
 
 def open_window(qtbot) -> MainWindow:  # type: ignore[no-untyped-def]
-    window = MainWindow()  # real hardware probe
-    qtbot.addWidget(window)
-    window.show()
-    qtbot.waitUntil(lambda: window.chat.report is not None, timeout=LONG)
-    return window
+    return open_loaded_window(qtbot, LONG)
 
 
 def send(qtbot, window: MainWindow, text: str) -> None:  # type: ignore[no-untyped-def]

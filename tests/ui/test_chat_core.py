@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import sqlite3
 import sys
-import threading
 from pathlib import Path
 
 import pytest
@@ -25,6 +24,7 @@ from gemmadesk.core.settings import SettingsStore
 from gemmadesk.core.store import ModelStore
 from gemmadesk.core.types import ChatMessage, LoadSettings
 from gemmadesk.ui.main_window import MainWindow
+from tests.ui.windows import history_locked, open_loaded_window
 
 pytestmark = pytest.mark.slow
 LONG = 180_000
@@ -37,11 +37,7 @@ def installed(gemma3_gguf: Path) -> str:
 
 
 def open_window(qtbot) -> MainWindow:  # type: ignore[no-untyped-def]
-    window = MainWindow()
-    qtbot.addWidget(window)
-    window.show()
-    qtbot.waitUntil(lambda: window.chat.report is not None, timeout=LONG)
-    return window
+    return open_loaded_window(qtbot, LONG)
 
 
 def send(qtbot, window: MainWindow, text: str) -> None:  # type: ignore[no-untyped-def]
@@ -143,28 +139,12 @@ def test_sending_while_the_database_is_locked_is_a_notice(qtbot, installed: str)
     window = open_window(qtbot)
     window.chat_view.settings_panel.max_tokens.setValue(16)
     window.chat.new_conversation(keep_settings=True)
-    release, locked = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        db = sqlite3.connect(app_paths().history_db, isolation_level=None)
-        db.execute("BEGIN EXCLUSIVE")
-        locked.set()
-        release.wait(60)
-        db.execute("ROLLBACK")
-        db.close()
-
-    holder = threading.Thread(target=hold, daemon=True)
-    holder.start()
-    assert locked.wait(10)
-    try:
-        composer = window.chat_view.composer
+    composer = window.chat_view.composer
+    with history_locked():
         composer.edit.setPlainText("Hello there")
         qtbot.keyClick(composer.edit, Qt.Key.Key_Return)
         assert window.notice.isVisible() and "pending.json" in window.notice.text(), "where the message waits"
         assert window.chat.transcript.messages()[0].content == "Hello there", "the message is not lost"
-    finally:
-        release.set()
-        holder.join(10)
     qtbot.waitUntil(lambda: not window.chat.busy, timeout=LONG)
     assert [m.role for m in window.chat.transcript.messages()] == ["user", "assistant"]
     assert [m.content for m in window.chat.history.messages(window.chat.conversation_id or 0)][0] == "Hello there"

@@ -45,15 +45,6 @@ def counting_server() -> Iterator[tuple[str, list[str]]]:
     thread.join(10)
 
 
-@pytest.fixture
-def window(qtbot, laptop_8gb: Hardware) -> MainWindow:  # type: ignore[no-untyped-def]
-    w = MainWindow(hardware=laptop_8gb)
-    qtbot.addWidget(w)
-    w.show()
-    w.stack.setCurrentWidget(w.chat_view)
-    return w
-
-
 def test_model_output_never_loads_remote_resources_or_passes_html(qtbot, counting_server) -> None:  # type: ignore[no-untyped-def]
     url, hits = counting_server
     hostile = (

@@ -45,15 +45,6 @@ def seed() -> dict[str, int]:
         history.close()
 
 
-@pytest.fixture
-def window(qtbot, laptop_8gb: Hardware) -> MainWindow:  # type: ignore[no-untyped-def]
-    w = MainWindow(hardware=laptop_8gb)
-    qtbot.addWidget(w)
-    w.show()
-    w.stack.setCurrentWidget(w.chat_view)
-    return w
-
-
 def choose(window: MainWindow, path: Path) -> None:
     """Pick ``path`` in the file dialog the window opened (window-modal, Qt's own dialog offscreen)."""
     dialog = window.window_actions.dialog

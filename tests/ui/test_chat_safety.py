@@ -3,26 +3,16 @@ uncaught errors become notices (and log entries), never silent tracebacks."""
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from collections.abc import Iterator
 
 import pytest
 from PySide6.QtCore import Qt, QTimer
 
-from gemmadesk.core.hardware import Hardware
 from gemmadesk.core.history import HistoryStore
 from gemmadesk.core.paths import app_paths
 from gemmadesk.ui.main_window import MainWindow
-
-
-@pytest.fixture
-def window(qtbot, laptop_8gb: Hardware) -> MainWindow:  # type: ignore[no-untyped-def]
-    w = MainWindow(hardware=laptop_8gb)
-    qtbot.addWidget(w)
-    w.show()
-    w.stack.setCurrentWidget(w.chat_view)
-    return w
+from tests.ui.windows import history_locked
 
 
 def _two_chats(window: MainWindow) -> tuple[int, int]:
@@ -100,22 +90,8 @@ def test_renaming_a_chat_deleted_elsewhere_is_a_notice(qtbot, window: MainWindow
 @pytest.fixture
 def locked_history() -> Iterator[threading.Event]:
     """Another process holds the history database locked (a real SQLite lock); set the event to release."""
-    release, locked = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        db = sqlite3.connect(app_paths().history_db, isolation_level=None)
-        db.execute("BEGIN EXCLUSIVE")
-        locked.set()
-        release.wait(60)
-        db.execute("ROLLBACK")
-        db.close()
-
-    thread = threading.Thread(target=hold, daemon=True)
-    thread.start()
-    assert locked.wait(10)
-    yield release
-    release.set()
-    thread.join(10)
+    with history_locked() as release:
+        yield release
 
 
 def test_a_locked_database_in_slots_is_a_notice(qtbot, window: MainWindow, request: pytest.FixtureRequest) -> None:  # type: ignore[no-untyped-def]

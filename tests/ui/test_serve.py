@@ -20,6 +20,7 @@ from gemmadesk.ui.main_window import MainWindow
 from gemmadesk.ui.serve_controller import ServeOptions, ServeState
 from gemmadesk.ui.serve_view import ServeOptionsDialog, busy_text
 from tests.support.serving import free_port
+from tests.ui.windows import open_loaded_window
 
 LONG = 180_000
 COUNTING = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10,"  # greedy: the model keeps counting (no early end)
@@ -35,11 +36,7 @@ def installed(gemma3_gguf: Path) -> str:
 
 
 def open_window(qtbot) -> MainWindow:  # type: ignore[no-untyped-def]
-    window = MainWindow()
-    qtbot.addWidget(window)
-    window.show()
-    qtbot.waitUntil(lambda: window.chat.report is not None, timeout=LONG)
-    return window
+    return open_loaded_window(qtbot, LONG)
 
 
 def switch(qtbot, window: MainWindow, on: bool) -> None:  # type: ignore[no-untyped-def]
