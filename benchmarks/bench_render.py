@@ -125,9 +125,38 @@ def tokens_of(text: str, count: int) -> list[str]:
     return pieces
 
 
+class _GapTimer:
+    """A 5 ms QTimer in the GUI thread that records the gaps between its ticks (ms) on ``clock``, which
+    starts with it: a gap much longer than 5 ms is time the event loop was blocked."""
+
+    def __init__(self) -> None:
+        from PySide6.QtCore import QElapsedTimer, QTimer
+
+        self.clock = QElapsedTimer()
+        self.gaps: list[float] = []
+        self._last = 0.0
+        self.timer = QTimer()
+        self.timer.setInterval(5)
+        self.timer.timeout.connect(self._tick)
+
+    def _tick(self) -> None:
+        now = self.clock.nsecsElapsed() / 1e6
+        self.gaps.append(now - self._last)
+        self._last = now
+
+    def start(self) -> None:
+        self.clock.start()
+        self.timer.start()
+
+    def stop(self) -> list[float]:
+        """Stop; the gaps without the first (from the start to the first tick)."""
+        self.timer.stop()
+        return self.gaps[1:]
+
+
 def stream(tokens: list[str], rate: float, full_rerender: bool) -> dict[str, float]:
     """Feed ``tokens`` into a real MessageView at ``rate`` tokens/s; returns the timer's gap statistics."""
-    from PySide6.QtCore import QElapsedTimer, QTimer
+    from PySide6.QtCore import QTimer
     from PySide6.QtWidgets import QApplication, QTextBrowser
 
     from gemmadesk.ui.app import freeze_startup_objects
@@ -158,15 +187,10 @@ def stream(tokens: list[str], rate: float, full_rerender: bool) -> dict[str, flo
     view.resize(900, 700)
     view.show()
     app.processEvents()
-    clock = QElapsedTimer()
-    gaps: list[float] = []
+    ticker = _GapTimer()
+    clock = ticker.clock
     busy: list[float] = []
-    state = {"last": 0.0, "sent": 0, "text": ""}
-
-    def tick() -> None:
-        now = clock.nsecsElapsed() / 1e6
-        gaps.append(now - state["last"])
-        state["last"] = now
+    state = {"sent": 0, "text": ""}
 
     def feed() -> None:
         due = min(len(tokens), int(clock.elapsed() / 1000 * rate) + 1)
@@ -183,13 +207,9 @@ def stream(tokens: list[str], rate: float, full_rerender: bool) -> dict[str, flo
             model.append_to_last(answer=piece)
         busy.append((time.perf_counter() - start) * 1000)
 
-    ticker = QTimer()
-    ticker.setInterval(5)
-    ticker.timeout.connect(tick)
     feeder = QTimer()
     feeder.setInterval(BATCH_MS)
     feeder.timeout.connect(feed)
-    clock.start()
     ticker.start()
     feeder.start()
     while state["sent"] < len(tokens):
@@ -200,13 +220,12 @@ def stream(tokens: list[str], rate: float, full_rerender: bool) -> dict[str, flo
     while clock.elapsed() < end:  # let the last repaint land
         app.processEvents()
         time.sleep(0.001)
-    ticker.stop()
+    gaps = ticker.stop()
     if not full_rerender:
         model.update_last(streaming=False)
         app.processEvents()
     view.close()
     MarkdownView._show = real_show  # type: ignore[method-assign]
-    gaps = gaps[1:]
     return {
         "render_max": max(renders, default=0.0),
         "render_p99": _pct(renders, 0.99) if renders else 0.0,
@@ -221,35 +240,21 @@ def stream(tokens: list[str], rate: float, full_rerender: bool) -> dict[str, flo
 
 
 def idle_gaps(seconds: float) -> dict[str, float]:
-    from PySide6.QtCore import QElapsedTimer, QTimer
     from PySide6.QtWidgets import QApplication
 
     app = QApplication.instance() or QApplication([])
-    clock = QElapsedTimer()
-    gaps: list[float] = []
-    last = [0.0]
-
-    def tick() -> None:
-        now = clock.nsecsElapsed() / 1e6
-        gaps.append(now - last[0])
-        last[0] = now
-
-    timer = QTimer()
-    timer.setInterval(5)
-    timer.timeout.connect(tick)
-    clock.start()
-    timer.start()
-    while clock.elapsed() < seconds * 1000:
+    ticker = _GapTimer()
+    ticker.start()
+    while ticker.clock.elapsed() < seconds * 1000:
         app.processEvents()
         time.sleep(0.001)
-    timer.stop()
-    return {"max": max(gaps[1:]), "p99": _pct(gaps[1:], 0.99)}
+    gaps = ticker.stop()
+    return {"max": max(gaps), "p99": _pct(gaps, 0.99)}
 
 
 def reopen(text: str) -> dict[str, float]:
     """Show the finished reply in a fresh transcript (as when a chat is opened): total time until all of it
     is shown, and the longest gap of the 5 ms timer meanwhile (long texts are shown in steps)."""
-    from PySide6.QtCore import QElapsedTimer, QTimer
     from PySide6.QtWidgets import QApplication
 
     from gemmadesk.ui.message_view import MessageView
@@ -261,20 +266,9 @@ def reopen(text: str) -> dict[str, float]:
     view.resize(900, 700)
     view.show()
     app.processEvents()
-    clock = QElapsedTimer()
-    gaps: list[float] = []
-    last = [0.0]
-
-    def tick() -> None:
-        now = clock.nsecsElapsed() / 1e6
-        gaps.append(now - last[0])
-        last[0] = now
-
-    timer = QTimer()
-    timer.setInterval(5)
-    timer.timeout.connect(tick)
-    clock.start()
-    timer.start()
+    ticker = _GapTimer()
+    clock = ticker.clock
+    ticker.start()
     model.set_messages([Message("user", "Tell me everything about lighthouses."), Message("assistant", text)])
     while view.bubbles[-1].body.busy:
         app.processEvents()
@@ -284,9 +278,9 @@ def reopen(text: str) -> dict[str, float]:
     while clock.elapsed() < end:
         app.processEvents()
         time.sleep(0.001)
-    timer.stop()
+    gaps = ticker.stop()
     view.close()
-    return {"seconds": seconds, "max": max(gaps[1:], default=0.0)}
+    return {"seconds": seconds, "max": max(gaps, default=0.0)}
 
 
 def _pct(values: list[float], q: float) -> float:
