@@ -32,20 +32,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
-MiB = 2**20
-
-
-def nvml_used() -> int:
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-    except Exception:  # noqa: BLE001 - no NVIDIA driver: a dry run
-        return 0
-    try:
-        return int(pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetHandleByIndex(0)).used)
-    finally:
-        pynvml.nvmlShutdown()
+from measure import MiB, nvml_used  # noqa: E402 - beside this script
 
 
 def one(cfg: dict) -> dict:
