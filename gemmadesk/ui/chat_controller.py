@@ -252,7 +252,6 @@ class ChatController(QObject):
                                                  found)  # fmt: skip
             if query is not None and self.conversation_id is not None:  # typed: mark the matches of the open chat
                 self._show_matches(self.conversation_id)
-        self._history_guard.report_notices()
 
     def _show_matches(self, conversation_id: int) -> None:
         found = self.conversations.search
@@ -410,9 +409,8 @@ class ChatController(QObject):
             return
         self._reply = None
         self.busy_changed.emit(False)
-        self.refresh_conversations()
+        self.refresh_conversations()  # also shows what the history found (the reply may have hit the journal)
         self.setup.refresh_measurements()  # the fit list's speeds now include this reply
-        self._history_guard.report_notices()  # the reply was saved on the LLM thread: it may have hit the journal
 
     @Slot(object)
     def _reply_failed(self, handle: ReplyHandle) -> None:
